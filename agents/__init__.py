@@ -1,0 +1,7 @@
+"""Assistant actors (installed as `convo_sim.agents`)."""
+
+from __future__ import annotations
+
+from convo_sim.agents.simple import FunctionAssistant, ScriptedAssistant
+
+__all__ = ["FunctionAssistant", "ScriptedAssistant"]

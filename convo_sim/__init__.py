@@ -1,0 +1,87 @@
+"""convo-sim: simulated multi-turn dialogues between an assistant and a simulated user.
+
+The public API is re-exported here; everything else is an implementation
+detail of its module.
+"""
+
+from __future__ import annotations
+
+from convo_sim.actors import Actor, View
+from convo_sim.completion import (
+    DEFAULT_STOP_TOKEN,
+    CompletionContext,
+    Stop,
+    any_of,
+    completion_phrases,
+    state_predicate,
+    stop_token,
+)
+from convo_sim.errors import (
+    ConvoSimError,
+    EmptyReplyError,
+    InputError,
+    ModelError,
+    ScenarioError,
+    ScriptExhausted,
+)
+from convo_sim.logging import configure_logging
+from convo_sim.messages import Message, Role, ToolCall, Transcript
+from convo_sim.orchestrator import run_dialogue
+from convo_sim.results import (
+    DialogueResult,
+    ErrorInfo,
+    TerminationReason,
+    Timing,
+    TurnScore,
+    Usage,
+    Verdict,
+)
+from convo_sim.verification import (
+    FinalContext,
+    FinalVerifier,
+    TurnContext,
+    TurnVerifier,
+    all_of,
+    cumulative,
+    final_only,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_STOP_TOKEN",
+    "Actor",
+    "CompletionContext",
+    "ConvoSimError",
+    "DialogueResult",
+    "EmptyReplyError",
+    "ErrorInfo",
+    "FinalContext",
+    "FinalVerifier",
+    "InputError",
+    "Message",
+    "ModelError",
+    "Role",
+    "ScenarioError",
+    "ScriptExhausted",
+    "Stop",
+    "TerminationReason",
+    "Timing",
+    "ToolCall",
+    "Transcript",
+    "TurnContext",
+    "TurnScore",
+    "TurnVerifier",
+    "Usage",
+    "Verdict",
+    "View",
+    "all_of",
+    "any_of",
+    "completion_phrases",
+    "configure_logging",
+    "cumulative",
+    "final_only",
+    "run_dialogue",
+    "state_predicate",
+    "stop_token",
+]

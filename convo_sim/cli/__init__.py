@@ -1,0 +1,69 @@
+"""The `convo-sim` command line.
+
+Each sub-command lives in its own module with two functions:
+`add_parser(subparsers)` and `run(args) -> int`. Bad input (`InputError`)
+becomes one line on standard error and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from convo_sim.errors import InputError
+from convo_sim.logging import configure_logging
+
+__all__ = ["main"]
+
+
+def _commands() -> list[ModuleType]:
+    # Imported lazily so that `convo-sim --help` stays fast and a broken
+    # optional command cannot break the others.
+    from convo_sim.cli import run as run_cmd
+
+    return [run_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="convo-sim", description="Simulated multi-turn dialogues: run, score, report."
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="log events at or above this level to standard error (default: warning)",
+    )
+    parser.add_argument(
+        "--log-json", action="store_true", help="write log events as JSON lines"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _commands():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `convo-sim` script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    configure_logging(args.log_level, json=args.log_json)
+    try:
+        code: int = args.handler(args)
+    except InputError as exc:
+        print(f"convo-sim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("convo-sim: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

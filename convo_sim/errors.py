@@ -1,0 +1,85 @@
+"""The exception tree of convo-sim.
+
+::
+
+    ConvoSimError                    base of everything convo-sim raises on purpose
+    ├── InputError                   bad input from a user: a file, a flag, a value
+    │   └── ScenarioError            a scenario file or record is malformed
+    ├── ScriptExhausted              a scripted actor was asked for more than its script
+    └── ModelError                   a model call failed for good (after retries)
+        └── EmptyReplyError          the model kept answering with nothing
+
+Errors carry their data as fields (`exc.path`, `exc.line`, `exc.status_code`)
+so that callers and tests need not parse messages. Messages name the
+offending value with `!r` and, where one exists, the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConvoSimError",
+    "EmptyReplyError",
+    "InputError",
+    "ModelError",
+    "ScenarioError",
+    "ScriptExhausted",
+]
+
+
+class ConvoSimError(Exception):
+    """Base class of the errors convo-sim raises on purpose."""
+
+
+class InputError(ConvoSimError):
+    """Bad input from a user. The CLI prints `str(exc)` on one line and exits 2.
+
+    Attributes:
+        path: the file at fault, if any.
+        line: the 1-based line at fault, if known.
+        problem: what was wrong and what was expected.
+    """
+
+    def __init__(self, problem: str, *, path: str | Path | None = None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.problem = problem
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+        super().__init__(f"{where}{problem}")
+
+
+class ScenarioError(InputError):
+    """A scenario file or record is malformed."""
+
+
+class ScriptExhausted(ConvoSimError):
+    """A scripted actor was asked to speak after its script ran out.
+
+    Attributes:
+        length: how many messages the script held.
+    """
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        super().__init__(f"the script's {length} message(s) are used up")
+
+
+class ModelError(ConvoSimError):
+    """A model call failed for good, after any retries.
+
+    Attributes:
+        status_code: the HTTP status, when the server answered.
+        attempts: how many attempts were made.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, attempts: int = 1):
+        self.status_code = status_code
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class EmptyReplyError(ModelError):
+    """The model answered with no content, on every attempt."""

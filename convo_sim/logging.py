@@ -1,0 +1,66 @@
+"""Logging set-up for applications and the CLI.
+
+The library only *emits* structlog events (`dialogue.started`,
+`turn.completed`, `dialogue.finished`, `model.retry`, ...); it never calls
+`structlog.configure()` on import. Applications call `configure_logging()`
+(the CLI does) or configure structlog themselves.
+
+Message content is left out of events unless `log_content=True`: dialogues
+may carry personal data, and rollouts are often run at a scale where logs
+are kept longer than data. API keys are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal, TextIO
+
+import structlog
+
+__all__ = ["configure_logging", "content_logging_enabled"]
+
+_content = False
+
+Level = Literal["debug", "info", "warning", "error"]
+
+
+def content_logging_enabled() -> bool:
+    """Whether message content may be included in log events."""
+    return _content
+
+
+def configure_logging(
+    level: Level = "info",
+    *,
+    json: bool = False,
+    log_content: bool = False,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog for an application.
+
+    Args:
+        level: the lowest level written; events below it cost almost nothing.
+        json: one JSON object per line instead of the console format.
+        log_content: include message content in `turn.completed` events.
+        stream: where to write (standard error by default, so that standard
+            output stays free for results).
+    """
+    global _content
+    _content = log_content
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,98 @@
+"""The `Scenario` model: everything one dialogue needs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from convo_sim.messages import Message, Transcript
+
+__all__ = ["CalendarGoal", "GoalStep", "Scenario"]
+
+
+class GoalStep(BaseModel):
+    """One thing the simulated user asks for, in the order it reveals them.
+
+    `add` introduces an event (name and duration); `constrain` sets or
+    replaces the event's time constraint (NeMo text: `before 1pm`,
+    `after 10:30am`, `between 11am and 2pm`, `at 3pm`), which is also how a
+    user moves an event.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["add", "constrain"]
+    event_id: int = Field(ge=0)
+    name: str | None = None
+    duration: int | None = Field(default=None, gt=0)
+    constraint: str | None = None
+
+
+class CalendarGoal(BaseModel):
+    """The user's calendar goal: the steps it reveals, turn by turn."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: tuple[GoalStep, ...]
+    min_time: str = "10:00"
+    max_time: str = "16:00"
+
+    def expected_state(self) -> dict[str, dict[str, Any]]:
+        """The final expected state in NeMo-Gym's `exp_cal_state` format."""
+        state: dict[str, dict[str, Any]] = {}
+        for step in self.steps:
+            key = str(step.event_id)
+            if step.action == "add":
+                state[key] = {
+                    "event_id": step.event_id,
+                    "duration": step.duration,
+                    "constraint": None,
+                    "min_time": self.min_time,
+                    "max_time": self.max_time,
+                }
+            elif key in state:
+                state[key]["constraint"] = step.constraint
+        return state
+
+
+class Scenario(BaseModel):
+    """Everything one dialogue needs.
+
+    Attributes:
+        id: unique within a scenario set; rollouts are keyed by it.
+        system_prompt: the assistant's system prompt (None: the prefix has it,
+            or the assistant brings its own).
+        prefix: a conversation prefix to start from (NeMo-Gym rows).
+        user_script: user messages to replay, for scripted users.
+        goal: the calendar goal a goal-driven user reveals.
+        persona: name of the user persona, if any.
+        expected_state: the expected final calendar, in NeMo-Gym
+            `exp_cal_state` or seed `expected_state` format.
+        max_turns: this scenario's turn limit (None: the run's default).
+        seed: seeds the user's phrasing and any sampling.
+        metadata: anything else, kept in rollout records.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    system_prompt: str | None = None
+    prefix: tuple[Message, ...] = ()
+    user_script: tuple[str, ...] = ()
+    goal: CalendarGoal | None = None
+    persona: str | None = None
+    expected_state: Mapping[str, Mapping[str, Any]] | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    metadata: Mapping[str, Any] = Field(default_factory=dict)
+
+    def opening_transcript(self) -> Transcript:
+        """The transcript a dialogue of this scenario starts from."""
+        messages = list(self.prefix)
+        if self.system_prompt is not None and not (
+            messages and messages[0].role in ("system", "developer")
+        ):
+            messages.insert(0, Message(role="system", content=self.system_prompt))
+        return Transcript(messages=tuple(messages))
