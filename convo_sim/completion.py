@@ -91,7 +91,7 @@ async def check_detector(detector: Detector, ctx: CompletionContext) -> Stop | N
     )
 
 
-class stop_token:  # noqa: N801 - reads as a function at the call site
+class stop_token:
     """Fires when the user's message contains `token` (`###STOP###` by default)."""
 
     reason = TerminationReason.USER_STOP
@@ -107,7 +107,7 @@ class stop_token:  # noqa: N801 - reads as a function at the call site
         return message.role == "user" and self.token in (message.content or "")
 
 
-class completion_phrases:  # noqa: N801
+class completion_phrases:
     """Fires when the assistant's message contains one of `phrases`."""
 
     reason = TerminationReason.ASSISTANT_STOP
@@ -128,7 +128,7 @@ class completion_phrases:  # noqa: N801
         return any(p in text for p in self.phrases)
 
 
-class state_predicate:  # noqa: N801
+class state_predicate:
     """Fires when `predicate(extract(transcript))` holds after an assistant turn.
 
     `extract` derives the state from the dialogue (for the calendar domain,
@@ -156,7 +156,7 @@ class state_predicate:  # noqa: N801
         return state is not None and bool(self.predicate(state))
 
 
-class any_of:  # noqa: N801
+class any_of:
     """Fires when the first of `detectors` (checked in order) fires."""
 
     def __init__(self, *detectors: Detector) -> None:

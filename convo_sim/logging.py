@@ -49,9 +49,7 @@ def configure_logging(
     global _content
     _content = log_content
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[
@@ -62,5 +60,7 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=True,
+        # No caching: an application may reconfigure, and the orchestrator
+        # binds one concrete logger per dialogue anyway.
+        cache_logger_on_first_use=False,
     )

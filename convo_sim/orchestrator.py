@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeAlias
 
 import anyio
 import structlog
-from anyio.abc import CancelScope
+from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from convo_sim import logging as _logging
@@ -196,8 +196,13 @@ async def run_dialogue(
     started = time.perf_counter()
 
     with structlog.contextvars.bound_contextvars(dialogue_id=dialogue_id):
-        _log.info("dialogue.started", prefix_messages=len(state.transcript), max_turns=max_turns)
-        with anyio.move_on_after(time_budget if time_budget is not None else float("inf")) as budget:
+        # One concrete logger per dialogue: the lazy proxy would rebuild one
+        # on every event, and turn events are on the hot path.
+        log = _log.bind()
+        log.info("dialogue.started", prefix_messages=len(state.transcript), max_turns=max_turns)
+        with anyio.move_on_after(
+            time_budget if time_budget is not None else float("inf")
+        ) as budget:
             a_in_send, a_in_recv = anyio.create_memory_object_stream[View](1)
             a_out_send, a_out_recv = anyio.create_memory_object_stream[_Reply](1)
             u_in_send, u_in_recv = anyio.create_memory_object_stream[View](1)
@@ -220,6 +225,7 @@ async def run_dialogue(
                         turn_timeout=turn_timeout,
                         detectors=detectors,
                         turn_verifiers=turn_verifiers,
+                        log=log,
                     )
                 # A stuck actor (timeout) or the stop watcher would keep the
                 # group open; closing the inboxes above stops idle actors.
@@ -230,7 +236,7 @@ async def run_dialogue(
             raise state.misuse
         assert state.stop is not None  # _drive always decides, or a scope did
         result = await _finish(state, scenario, final_verifiers, reward, dialogue_id, started)
-        _log.info(
+        log.info(
             "dialogue.finished",
             termination=result.termination.value,
             terminated_by=result.terminated_by,
@@ -273,6 +279,7 @@ async def _drive(
     turn_timeout: float | None,
     detectors: Sequence[Detector],
     turn_verifiers: Sequence[TurnVerifier],
+    log: Any,
 ) -> None:
     role = first
     log_content = _logging.content_logging_enabled()
@@ -305,7 +312,7 @@ async def _drive(
             state.error = ErrorInfo(
                 source=role, type=type(reply.exc).__name__, message=str(reply.exc), turn=turn
             )
-            _log.warning("actor.failed", role=role, turn=turn, error=state.error.type)
+            log.warning("actor.failed", role=role, turn=turn, error=state.error.type)
             return
         if reply.role != role:
             reply = reply.model_copy(update={"role": role})
@@ -316,11 +323,15 @@ async def _drive(
             if turn_verifiers:
                 await _score_turn(state, reply, turn, scenario, turn_verifiers)
         if log_content:
-            _log.debug(
-                "turn.completed", turn=turn, role=role, latency_ms=seconds * 1000, content=reply.content
+            log.debug(
+                "turn.completed",
+                turn=turn,
+                role=role,
+                latency_ms=seconds * 1000,
+                content=reply.content,
             )
         else:
-            _log.debug("turn.completed", turn=turn, role=role, latency_ms=seconds * 1000)
+            log.debug("turn.completed", turn=turn, role=role, latency_ms=seconds * 1000)
         if detectors:
             ctx = CompletionContext(state.transcript, reply, turn, scenario)
             for detector in detectors:

@@ -17,8 +17,8 @@ from convo_sim.messages import Transcript
 __all__ = [
     "DialogueResult",
     "ErrorInfo",
-    "Timing",
     "TerminationReason",
+    "Timing",
     "TurnScore",
     "Usage",
     "Verdict",

@@ -78,9 +78,7 @@ class FunctionActor:
 
     role: ClassVar[ActorRole]
 
-    def __init__(
-        self, fn: Callable[[View], Message | str | Awaitable[Message | str]]
-    ) -> None:
+    def __init__(self, fn: Callable[[View], Message | str | Awaitable[Message | str]]) -> None:
         self.fn = fn
 
     async def respond(self, view: View) -> Message:

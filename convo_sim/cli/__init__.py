@@ -37,9 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="warning",
         help="log events at or above this level to standard error (default: warning)",
     )
-    parser.add_argument(
-        "--log-json", action="store_true", help="write log events as JSON lines"
-    )
+    parser.add_argument("--log-json", action="store_true", help="write log events as JSON lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _commands():
         module.add_parser(sub)
