@@ -6,6 +6,7 @@
     ├── InputError                   bad input from a user: a file, a flag, a value
     │   └── ScenarioError            a scenario file or record is malformed
     ├── ScriptExhausted              a scripted actor was asked for more than its script
+    ├── RolloutError                 building or running one rollout failed (a factory raised)
     └── ModelError                   a model call failed for good (after retries)
         └── EmptyReplyError          the model kept answering with nothing
 
@@ -23,6 +24,7 @@ __all__ = [
     "EmptyReplyError",
     "InputError",
     "ModelError",
+    "RolloutError",
     "ScenarioError",
     "ScriptExhausted",
 ]
@@ -65,6 +67,24 @@ class ScriptExhausted(ConvoSimError):
     def __init__(self, length: int) -> None:
         self.length = length
         super().__init__(f"the script's {length} message(s) are used up")
+
+
+class RolloutError(ConvoSimError):
+    """Setting up or running one rollout failed outside the dialogue.
+
+    A failing actor is recorded in the rollout; this is raised when an actor
+    or verifier factory raises, or `run_dialogue` rejects its arguments. The
+    original exception is the `__cause__`.
+
+    Attributes:
+        scenario_id: the scenario of the failed rollout.
+        sample_index: its sample index.
+    """
+
+    def __init__(self, scenario_id: str, sample_index: int, problem: str) -> None:
+        self.scenario_id = scenario_id
+        self.sample_index = sample_index
+        super().__init__(f"rollout ({scenario_id!r}, sample {sample_index}) failed: {problem}")
 
 
 class ModelError(ConvoSimError):
