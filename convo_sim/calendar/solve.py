@@ -1,0 +1,245 @@
+"""Exact, deterministic scheduling: place every event without overlap, or prove it impossible.
+
+The search works on *candidate starts*: for each event, the slots of a grid
+(`step` minutes, anchored at the window's start) that keep it inside the
+window and its constraint, plus its `at` time and its current start, which
+are honoured even off the grid. "No schedule" means none exists over these
+candidates; with `step=1` that is every minute.
+
+Feasibility is decided by sequencing: in any schedule, the movable events
+taken in time order can each be moved to their earliest candidate after the
+previous one ends, so it suffices to search orders of events, placing each
+as early as possible. Orders are pruned by deadlines (an event whose last
+candidate is already passed), by interchangeable events (tried in one order
+only) and by remembering, per set of placed events, the earliest end that
+already failed. Twelve events take milliseconds.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from convo_sim.calendar.model import WORKING_WINDOW, Constraint, ExpectedEvent
+from convo_sim.calendar.times import MINUTES_PER_DAY
+
+__all__ = ["EventSpec", "is_solvable", "solve_schedule"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """An event to schedule.
+
+    Attributes:
+        event_id: the event's id.
+        duration: minutes, positive.
+        constraint: the user's time constraint, if any.
+    """
+
+    event_id: str
+    duration: int
+    constraint: Constraint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    event_id: str
+    duration: int
+    starts: tuple[int, ...]  # candidate starts, ascending
+    current: int | None  # the current start, when it is a candidate
+
+
+def solve_schedule(
+    events: Iterable[EventSpec | ExpectedEvent],
+    *,
+    window: tuple[int, int] = WORKING_WINDOW,
+    current: Mapping[str, int] | None = None,
+    step: int = 15,
+) -> dict[str, int] | None:
+    """Find a start for every event, or `None` if no schedule exists.
+
+    A schedule has no two events overlapping (as half-open intervals, so
+    back-to-back is fine), every event inside `window` (and inside its own
+    `min_time`..`max_time` for an `ExpectedEvent`) and satisfying its
+    constraint.
+
+    Among all schedules, the one returned is chosen in this order of
+    preference, which makes it unique and stable:
+
+    1. As many events as possible keep their current start.
+    2. Among kept sets of that size, the one keeping the events listed first
+       wins (the sets are compared event by event in the order of `events`).
+    3. The events that move (or are new) are placed in the order of `events`,
+       each at its earliest candidate start that still lets the rest fit.
+
+    Args:
+        events: the events, in priority order; ids must be unique.
+        window: the working window `(start, end)` in minutes, default 10:00-16:00.
+        current: current starts by event id, the positions to keep when
+            possible; ids not among `events` are ignored.
+        step: the grid of candidate starts in minutes, anchored at `window[0]`.
+
+    Returns:
+        The start of every event by id, in the order of `events`, or `None`.
+
+    Raises:
+        ValueError: an id repeats, a duration is not positive, the window is
+            not within one day, or `step` is not positive.
+    """
+    tasks = _tasks(events, window, current or {}, step)
+    keep = _best_kept(tasks)
+    if keep is None:
+        return None
+    fixed = [_kept_interval(tasks[i]) for i in keep]
+    placed = {i: _kept_interval(tasks[i])[0] for i in keep}
+    moving = [i for i in range(len(tasks)) if i not in keep]
+    for position, index in enumerate(moving):
+        task = tasks[index]
+        rest = [tasks[i] for i in moving[position + 1 :]]
+        for start in task.starts:
+            interval = (start, start + task.duration)
+            if _clear(interval, fixed) and _feasible([*fixed, interval], rest):
+                fixed.append(interval)
+                placed[index] = start
+                break
+        else:  # pragma: no cover - _best_kept proved a completion exists
+            raise AssertionError(f"no start for {task.event_id!r} after feasibility was proved")
+    return {task.event_id: placed[i] for i, task in enumerate(tasks)}
+
+
+def is_solvable(
+    events: Iterable[EventSpec | ExpectedEvent],
+    *,
+    window: tuple[int, int] = WORKING_WINDOW,
+    step: int = 15,
+) -> bool:
+    """Whether `solve_schedule` would find a schedule for `events` (see there)."""
+    return _feasible([], _tasks(events, window, {}, step))
+
+
+def _tasks(
+    events: Iterable[EventSpec | ExpectedEvent],
+    window: tuple[int, int],
+    current: Mapping[str, int],
+    step: int,
+) -> list[_Task]:
+    opens, closes = window
+    if not 0 <= opens < closes <= MINUTES_PER_DAY:
+        raise ValueError(f"window must lie within one day, start before end: {window!r}")
+    if step < 1:
+        raise ValueError(f"step must be a positive number of minutes: {step!r}")
+    tasks: list[_Task] = []
+    seen: set[str] = set()
+    for event in events:
+        if event.event_id in seen:
+            raise ValueError(f"event id {event.event_id!r} occurs twice")
+        seen.add(event.event_id)
+        if event.duration <= 0:
+            raise ValueError(f"duration must be positive: {event!r}")
+        low, high = opens, closes - event.duration
+        if isinstance(event, ExpectedEvent):
+            low, high = max(low, event.min_time), min(high, event.max_time - event.duration)
+        low, high = _constrain(low, high, event.duration, event.constraint)
+        now = current.get(event.event_id)
+        if event.constraint is not None and event.constraint.kind == "at":
+            starts: set[int] = {low} if low <= high else set()
+        else:
+            first = opens + -(-(low - opens) // step) * step  # first grid slot at or after low
+            starts = set(range(first, high + 1, step))
+            if now is not None and low <= now <= high:
+                starts.add(now)
+        kept = now if now in starts else None
+        tasks.append(_Task(event.event_id, event.duration, tuple(sorted(starts)), kept))
+    return tasks
+
+
+def _constrain(
+    low: int, high: int, duration: int, constraint: Constraint | None
+) -> tuple[int, int]:
+    """Narrow the range of allowed starts `low..high` by a constraint."""
+    if constraint is None:
+        return low, high
+    if constraint.kind == "before":
+        return low, min(high, constraint.time - duration)
+    if constraint.kind == "after":
+        return max(low, constraint.time), high
+    if constraint.kind == "at":
+        return max(low, constraint.time), min(high, constraint.time)
+    assert constraint.until is not None
+    return max(low, constraint.time), min(high, constraint.until - duration)
+
+
+def _best_kept(tasks: Sequence[_Task]) -> list[int] | None:
+    """The indices of the events that keep their current start (preferences 1 and 2).
+
+    Branch and bound over keep/move decisions, keep first: leaves are met in
+    decreasing order of preference, so a later leaf must keep strictly more
+    events to win. A node is dropped as soon as its kept events cannot be
+    completed, treating the undecided ones as free to move (or stay).
+    """
+    keepable = [i for i, task in enumerate(tasks) if task.current is not None]
+    best: list[int] | None = None
+
+    def search(depth: int, kept: list[int]) -> None:
+        nonlocal best
+        if best is not None and len(kept) + len(keepable) - depth <= len(best):
+            return
+        fixed = [_kept_interval(tasks[i]) for i in kept]
+        free = [task for i, task in enumerate(tasks) if i not in kept]
+        if not _feasible(fixed, free):
+            return
+        if depth == len(keepable):
+            best = list(kept)
+            return
+        index = keepable[depth]
+        if _clear(_kept_interval(tasks[index]), fixed):
+            search(depth + 1, [*kept, index])
+        search(depth + 1, kept)
+
+    search(0, [])
+    return best
+
+
+def _kept_interval(task: _Task) -> tuple[int, int]:
+    assert task.current is not None
+    return task.current, task.current + task.duration
+
+
+def _clear(interval: tuple[int, int], fixed: Iterable[tuple[int, int]]) -> bool:
+    start, end = interval
+    return all(end <= other_start or start >= other_end for other_start, other_end in fixed)
+
+
+def _feasible(fixed: Sequence[tuple[int, int]], tasks: Sequence[_Task]) -> bool:
+    """Whether `tasks` can all be placed at candidate starts around the `fixed` intervals."""
+    options: list[tuple[int, tuple[int, ...]]] = []
+    for task in tasks:
+        starts = tuple(s for s in task.starts if _clear((s, s + task.duration), fixed))
+        if not starts:
+            return False
+        options.append((task.duration, starts))
+    # Earliest deadline first finds a schedule quickly when one exists, and
+    # puts interchangeable events next to each other.
+    options.sort(key=lambda option: (option[1][-1], option[0], option[1]))
+    everything = (1 << len(options)) - 1
+    failed: dict[int, int] = {}  # placed set -> smallest frontier known to fail
+
+    def search(placed: int, frontier: int) -> bool:
+        if placed == everything:
+            return True
+        if failed.get(placed, MINUTES_PER_DAY + 1) <= frontier:
+            return False
+        unplaced = [i for i in range(len(options)) if not placed >> i & 1]
+        if all(options[i][1][-1] >= frontier for i in unplaced):
+            for i in unplaced:
+                if i > 0 and options[i] == options[i - 1] and not placed >> (i - 1) & 1:
+                    continue  # an interchangeable event is tried in one order only
+                duration, starts = options[i]
+                start = starts[bisect.bisect_left(starts, frontier)]
+                if search(placed | 1 << i, start + duration):
+                    return True
+        failed[placed] = min(failed.get(placed, frontier), frontier)
+        return False
+
+    return search(0, -1)

@@ -1,0 +1,336 @@
+"""Grade an assistant's calendar reply the way NeMo-Gym's calendar server does.
+
+`grade_calendar_response` agrees with the reference grader on every input
+except the principled differences listed in `docs/calendar-grading.md`:
+upper-case `AM`/`PM` is read, a duration that is not a number is a wrong
+duration rather than a grader crash, an id listed twice fails instead of the
+last entry silently winning, a truncated list is graded in linear time, and
+a malformed expected state is reported up front.
+
+The steps run in the reference's order, and where the reference would
+crash on the reply, we fail with `error_in_grading` at the same point, so
+that the reason agrees as well as the reward.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from convo_sim.calendar.model import Constraint, ExpectedEvent, ExpectedState, json_list_span
+from convo_sim.calendar.times import CalendarDataError, format_24h
+
+__all__ = ["CalendarGrade", "GradeReason", "grade_calendar_response"]
+
+GradeReason = Literal[
+    "pass",
+    "think_found",
+    "no_json_list",
+    "different_number_of_events",
+    "conflicting_events",
+    "constraint_violated",
+    "error_in_grading",
+]
+
+
+class CalendarGrade(BaseModel):
+    """The grade of one reply: NeMo-Gym's reward and reason, and the cause in words.
+
+    Attributes:
+        reward: 1.0 if the reply passes, else 0.0.
+        reason: the reference grader's reason code.
+        detail: which event and which rule, e.g. "event 1 starts at 11:30 and
+            ends at 12:30, but 'before 11am' requires it to end by 11:00".
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    reward: float
+    reason: GradeReason
+    detail: str
+
+    @model_validator(mode="after")
+    def _reward_matches_reason(self) -> CalendarGrade:
+        if self.reward != (1.0 if self.reason == "pass" else 0.0):
+            raise ValueError(f"reward {self.reward!r} does not match reason {self.reason!r}")
+        return self
+
+    @property
+    def passed(self) -> bool:
+        """Whether the reply earned the reward."""
+        return self.reason == "pass"
+
+
+def grade_calendar_response(
+    text: str, expected: ExpectedState | Mapping[str, Any]
+) -> CalendarGrade:
+    """Grade an assistant reply against the expected calendar state.
+
+    Never raises: whatever the reply holds, the result is a grade.
+
+    Args:
+        text: the assistant's reply, as sent.
+        expected: an `ExpectedState`, NeMo-Gym's `exp_cal_state` dict, or the
+            seed format's `expected_state` dict (recognised by every entry
+            having a `start_time`).
+
+    Returns:
+        The grade, with the reference's reason code and a detail in words.
+    """
+    try:
+        return _grade(text, expected)
+    except _Verdict as verdict:
+        return CalendarGrade(reward=0.0, reason=verdict.reason, detail=verdict.detail)
+    except Exception as exc:  # the promise is a grade for any input; say what went wrong
+        return _failed("error_in_grading", f"unexpected error while grading: {exc!r}")
+
+
+class _Verdict(Exception):
+    """Stops grading with a failing reason, at the point the reference decides."""
+
+    def __init__(self, reason: GradeReason, detail: str) -> None:
+        self.reason: GradeReason = reason
+        self.detail = detail
+        super().__init__(detail)
+
+
+def _failed(reason: GradeReason, detail: str) -> CalendarGrade:
+    return CalendarGrade(reward=0.0, reason=reason, detail=detail)
+
+
+def _grade(text: str, expected: ExpectedState | Mapping[str, Any]) -> CalendarGrade:
+    if not isinstance(text, str):
+        return _failed("error_in_grading", f"the reply is not text: {_clip(text)}")
+    if text == "":
+        # NeMo-Gym's server scores an empty reply (a model that only
+        # reasoned) 0 before the grading rule runs.
+        return _failed("no_json_list", "the reply is empty")
+    if "<think>" in text:
+        return _failed("think_found", "the reply contains '<think>'")
+    state = _expected_state(expected)
+    if not state:
+        return CalendarGrade(reward=1.0, reason="pass", detail="no events are expected")
+
+    items = _first_list(text)
+    by_id, index_of = _key_events(items)
+    if len(by_id) != len(state):
+        raise _Verdict(
+            "different_number_of_events",
+            f"the reply lists {len(by_id)} event(s) (ids {_ids(by_id)}); "
+            f"{len(state)} are expected (ids {_ids(state)})",
+        )
+    repeated = {key: count for key, count in Counter(index_of).items() if count > 1}
+    if repeated:
+        # Principled difference: the reference keeps the last entry of a
+        # repeated id and grades the rest as if nothing were wrong.
+        key, count = next(iter(repeated.items()))
+        raise _Verdict(
+            "different_number_of_events",
+            f"event {key} is listed {count} times; each event must be listed once",
+        )
+    intervals = _check_conflicts(items)
+    for key, event in state.items():
+        if key not in by_id:
+            # The reference fails here with a KeyError, hence its reason.
+            raise _Verdict(
+                "error_in_grading",
+                f"expected event {key} is not listed (the reply lists ids {_ids(by_id)})",
+            )
+        position = next(i for i, item_key in enumerate(index_of) if item_key == key)
+        _check_event(key, by_id[key], intervals[position], event)
+    return CalendarGrade(reward=1.0, reason="pass", detail=f"all {len(state)} event(s) fit")
+
+
+def _expected_state(expected: ExpectedState | Mapping[str, Any]) -> ExpectedState:
+    if isinstance(expected, ExpectedState):
+        return expected
+    if isinstance(expected, Mapping) and len(expected) == 0:
+        return ExpectedState()
+    try:
+        return ExpectedState.from_dict(expected)
+    except CalendarDataError as exc:
+        raise _Verdict("error_in_grading", f"the expected state is malformed: {exc}") from exc
+
+
+def _first_list(text: str) -> list[Any]:
+    span = json_list_span(text)
+    if span is None:
+        raise _Verdict("no_json_list", "the reply holds no JSON list of objects")
+    candidate = text[span[0] : span[1]]
+    try:
+        items = json.loads(candidate)
+    except json.JSONDecodeError as exc:
+        raise _Verdict(
+            "no_json_list",
+            f"the first list in the reply is not valid JSON ({exc.msg}): {_clip(candidate)}",
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        # Too deep or too long a number: the reference's parser raises
+        # something other than a decoding error, and it grades that as an error.
+        raise _Verdict("error_in_grading", f"the first list cannot be read: {exc!r}") from exc
+    if not isinstance(items, list) or not items:
+        raise _Verdict("no_json_list", "the reply holds no JSON list of objects")
+    return items
+
+
+def _key_events(items: list[Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    by_id: dict[str, dict[str, Any]] = {}
+    index_of: list[str] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, dict) or "event_id" not in item:
+            raise _Verdict(
+                "error_in_grading",
+                f"item {position} of the list is not an object with an 'event_id': {_clip(item)}",
+            )
+        # str() of the parsed value, as the reference keys events: 0 and "0"
+        # are the same event, 0.0 is another.
+        key = str(item["event_id"])
+        by_id[key] = item
+        index_of.append(key)
+    return by_id, index_of
+
+
+def _check_conflicts(items: list[Any]) -> list[tuple[Any, Any]]:
+    """Each listed event's (start, end), checking overlaps in the reference's order.
+
+    The reference compares every event with every other that is not equal to
+    it (so two identical entries never conflict with each other), reading
+    each entry's times when it first meets it; a reading failure stops it.
+    """
+    intervals: list[tuple[Any, Any] | None] = [None] * len(items)
+
+    def interval(position: int) -> tuple[Any, Any]:
+        known = intervals[position]
+        if known is None:
+            known = intervals[position] = _interval(items[position])
+        return known
+
+    for position, item in enumerate(items):
+        start, end = interval(position)
+        for other_position, other in enumerate(items):
+            if other == item:
+                continue
+            other_start, other_end = interval(other_position)
+            # Written as "not (apart)" so a NaN duration counts as a conflict,
+            # exactly as in the reference.
+            if not (end <= other_start or start >= other_end):
+                raise _Verdict(
+                    "conflicting_events",
+                    f"event {item['event_id']} ({_span(start, end)}) overlaps event "
+                    f"{other['event_id']} ({_span(other_start, other_end)})",
+                )
+    # Every outer step read its own entry, so all intervals are known now.
+    return [interval(position) for position in range(len(items))]
+
+
+def _interval(item: dict[str, Any]) -> tuple[Any, Any]:
+    event_id = item["event_id"]
+    if "start_time" not in item or "duration" not in item:
+        missing = "start_time" if "start_time" not in item else "duration"
+        raise _Verdict("error_in_grading", f"event {event_id} has no {missing!r}")
+    start = _reply_minutes(item["start_time"])
+    if start is None:
+        raise _Verdict(
+            "error_in_grading",
+            f"event {event_id} has start_time {_clip(item['start_time'])}, "
+            "which is not a time (expected 'HH:MM')",
+        )
+    duration = item["duration"]
+    if not isinstance(duration, int | float):
+        # Principled difference: the reference crashes on a string (or null)
+        # duration; we call it what it is, a wrong duration.
+        raise _Verdict(
+            "constraint_violated",
+            f"event {event_id} has duration {_clip(duration)}; durations must be integer minutes",
+        )
+    try:
+        return start, start + duration
+    except OverflowError as exc:
+        raise _Verdict("error_in_grading", f"event {event_id}'s times overflow") from exc
+
+
+def _reply_minutes(value: object) -> int | None:
+    """Read a listed start time as the reference does, but in any letter case.
+
+    The reference accepts whatever Python's `int()` accepts around the colon
+    and the "am"/"pm" marker (`"10:75"` is 11:15, `"13pm"` is 01:00 the next
+    day) and we keep that for parity; it only knows lower-case markers, and
+    reading `"10:00 AM"` too is a principled difference.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    marker = "am" if "am" in text else "pm" if "pm" in text else None
+    if marker is not None:
+        text = text.replace(marker, "")
+    parts = text.split(":") if marker is None or ":" in text else [text, "0"]
+    if len(parts) != 2:
+        return None
+    try:
+        hours, minutes = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    if marker is None:
+        return hours * 60 + minutes
+    return (0 if hours == 12 else hours * 60) + (12 * 60 if marker == "pm" else 0) + minutes
+
+
+def _check_event(
+    key: str, item: dict[str, Any], interval: tuple[Any, Any], event: ExpectedEvent
+) -> None:
+    duration = item["duration"]
+    if duration != event.duration:
+        raise _Verdict(
+            "constraint_violated",
+            f"event {key} lasts {_clip(duration)} minutes; {event.duration} expected",
+        )
+    start, end = interval
+    if start < event.min_time or end > event.max_time:
+        raise _Verdict(
+            "constraint_violated",
+            f"event {key} runs {_span(start, end)}, outside the window "
+            f"{_span(event.min_time, event.max_time)}",
+        )
+    constraint = event.constraint
+    if constraint is not None and not constraint.allows(start, event.duration):
+        raise _Verdict("constraint_violated", _violation(key, start, end, constraint))
+
+
+def _violation(key: str, start: int, end: int, constraint: Constraint) -> str:
+    runs = f"event {key} runs {_span(start, end)}, but '{constraint.text}' requires it to"
+    if constraint.kind == "before":
+        return f"{runs} end by {_clock(constraint.time)}"
+    if constraint.kind == "after":
+        return f"{runs} start at or after {_clock(constraint.time)}"
+    if constraint.kind == "at":
+        return f"{runs} start at exactly {_clock(constraint.time)}"
+    assert constraint.until is not None
+    return (
+        f"{runs} start at or after {_clock(constraint.time)} and end by {_clock(constraint.until)}"
+    )
+
+
+def _clock(minutes: object) -> str:
+    if isinstance(minutes, int) and 0 <= minutes <= 24 * 60:
+        return format_24h(minutes)
+    if isinstance(minutes, float) and math.isfinite(minutes) and minutes.is_integer():
+        return _clock(int(minutes))
+    return repr(minutes)
+
+
+def _span(start: object, end: object) -> str:
+    return f"{_clock(start)}-{_clock(end)}"
+
+
+def _ids(events: Mapping[str, object]) -> str:
+    return ", ".join(events) or "none"
+
+
+def _clip(value: object, limit: int = 80) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
