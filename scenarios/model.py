@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from convo_sim.calendar.model import parse_constraint
 from convo_sim.messages import Message, Transcript
 
 __all__ = ["CalendarGoal", "GoalStep", "Scenario"]
@@ -29,15 +30,44 @@ class GoalStep(BaseModel):
     duration: int | None = Field(default=None, gt=0)
     constraint: str | None = None
 
+    @field_validator("constraint")
+    @classmethod
+    def _known_constraint(cls, value: str | None) -> str | None:
+        # Raises ConstraintFormatError (a ValueError) naming the expected forms.
+        parse_constraint(value)
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> GoalStep:
+        if self.action == "add" and (not self.name or self.duration is None):
+            raise ValueError("an 'add' step needs a non-empty 'name' and a 'duration' in minutes")
+        if self.action == "constrain" and not self.constraint:
+            raise ValueError("a 'constrain' step needs a 'constraint' such as 'before 1pm'")
+        return self
+
 
 class CalendarGoal(BaseModel):
     """The user's calendar goal: the steps it reveals, turn by turn."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    steps: tuple[GoalStep, ...]
+    steps: tuple[GoalStep, ...] = Field(min_length=1)
     min_time: str = "10:00"
     max_time: str = "16:00"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CalendarGoal:
+        added: set[int] = set()
+        for index, step in enumerate(self.steps):
+            if step.action == "add":
+                if step.event_id in added:
+                    raise ValueError(f"steps[{index}] adds event {step.event_id} a second time")
+                added.add(step.event_id)
+            elif step.event_id not in added:
+                raise ValueError(
+                    f"steps[{index}] constrains event {step.event_id} before any step adds it"
+                )
+        return self
 
     def expected_state(self) -> dict[str, dict[str, Any]]:
         """The final expected state in NeMo-Gym's `exp_cal_state` format."""
@@ -87,6 +117,12 @@ class Scenario(BaseModel):
     max_turns: int | None = Field(default=None, ge=1)
     seed: int = 0
     metadata: Mapping[str, Any] = Field(default_factory=dict)
+
+    def expected(self) -> Mapping[str, Mapping[str, Any]] | None:
+        """The expected final calendar: `expected_state`, else the goal's, else None."""
+        if self.expected_state is not None:
+            return self.expected_state
+        return self.goal.expected_state() if self.goal is not None else None
 
     def opening_transcript(self) -> Transcript:
         """The transcript a dialogue of this scenario starts from."""

@@ -1,0 +1,512 @@
+"""Read scenario files: NeMo-Gym rows, seed records and convo-sim's native format.
+
+`load_scenarios(path)` reads JSONL (one JSON object per line), a JSON array,
+or YAML (`.yaml`/`.yml`: a list of records, or a mapping whose `scenarios`
+key holds the list). The format is decided per file, by the first record:
+
+* NeMo-Gym rows: `responses_create_params.input` + `exp_cal_state`;
+* seed records: `expected_state` (an exact calendar) and the conversation;
+* native records: `id` + `steps` (see `docs/scenarios.md`).
+
+Every malformed input raises `ScenarioError` with the file, the 1-based line
+and what was expected; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from convo_sim.scenarios.model import Scenario
+from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
+from pydantic import ValidationError
+
+from convo_sim.calendar.model import ExpectedState, ExpectedStateError
+from convo_sim.errors import ScenarioError
+from convo_sim.messages import Message, Transcript
+
+__all__ = [
+    "BundledSet",
+    "NemoMode",
+    "bundled_scenarios",
+    "load_scenarios",
+    "native_scenario",
+    "nemo_replay_scenario",
+    "nemo_scenario",
+    "seed_scenario",
+]
+
+NemoMode = Literal["prefix", "replay"]
+BundledSet = Literal["calendar_examples", "nemo_calendar_example"]
+Format = Literal["nemo", "seed", "native"]
+_Path = tuple[str | int, ...]
+
+_NATIVE_FIELDS = (
+    "id", "steps", "persona", "max_turns", "seed", "system_prompt", "min_time", "max_time",
+    "metadata",
+)  # fmt: skip
+
+
+class _Problem(Exception):
+    """A record is malformed; `at` is the field path, resolved to a line by the loader."""
+
+    def __init__(self, problem: str, at: _Path = ()) -> None:
+        self.problem = problem
+        self.at = at
+        super().__init__(problem)
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    data: Any
+    line: int
+    node: Any = None  # the YAML node, for the line of a field
+
+
+# ---------------------------------------------------------------- public API
+
+
+def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scenario]:
+    """Read every scenario in a file.
+
+    Args:
+        path: a JSONL, JSON or YAML file in one of the three formats.
+        nemo: how NeMo-Gym rows become scenarios: `prefix` continues the
+            row's conversation for one graded reply (as NeMo-Gym does);
+            `replay` has a scripted user say every user message of the row
+            again (see `nemo_replay_scenario`).
+
+    Raises:
+        ScenarioError: the file cannot be read, or a record is malformed;
+            `exc.path` and `exc.line` say where.
+    """
+    path = Path(path)
+    text = _read(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        records = _yaml_records(text, path)
+    else:
+        records = _json_records(text, path)
+    if not records:
+        raise ScenarioError(
+            "no scenarios found; expected one JSON object per line, a JSON array or a YAML list",
+            path=path,
+        )
+    kind = _detect(records[0], path)
+    scenarios: list[Scenario] = []
+    first_line: dict[str, int] = {}
+    for index, record in enumerate(records):
+        if not isinstance(record.data, Mapping):
+            raise ScenarioError(
+                f"expected a JSON object, got {_clip(record.data)}", path=path, line=record.line
+            )
+        default_id = f"{path.stem}-{index}"
+        try:
+            scenario = _build(kind, record.data, default_id, nemo)
+        except _Problem as problem:
+            raise ScenarioError(problem.problem, path=path, line=_line_of(record, problem.at)) from None
+        if scenario.id in first_line:
+            raise ScenarioError(
+                f"duplicate scenario id {scenario.id!r} (first used on line {first_line[scenario.id]})",
+                path=path,
+                line=_line_of(record, ("id",)),
+            )
+        first_line[scenario.id] = record.line
+        scenarios.append(scenario)
+    return scenarios
+
+
+def bundled_scenarios(name: BundledSet = "calendar_examples") -> list[Scenario]:
+    """The scenario sets shipped with convo-sim.
+
+    `calendar_examples` holds hand-written native calendar scenarios;
+    `nemo_calendar_example` the five public NeMo-Gym example rows (Apache-2.0),
+    as prefixes.
+
+    Raises:
+        ScenarioError: the bundled file is missing or malformed (a broken install).
+    """
+    resource = importlib.resources.files("convo_sim.scenarios") / "data" / f"{name}.jsonl"
+    with importlib.resources.as_file(resource) as path:
+        return load_scenarios(path)
+
+
+def nemo_scenario(row: Mapping[str, Any], *, id: str | None = None) -> Scenario:
+    """A NeMo-Gym row as NeMo-Gym runs it: continue the prefix for one graded reply.
+
+    The whole `responses_create_params.input` is the prefix (system prompt and
+    conversation, ending on a user message); the user's later turns are not
+    in the data, so `user_script` is empty and `max_turns` is 1.
+
+    Raises:
+        ScenarioError: the row is malformed.
+    """
+    return _public(lambda: _nemo(row, id or "nemo-0", "prefix"))
+
+
+def nemo_replay_scenario(row: Mapping[str, Any], *, id: str | None = None) -> Scenario:
+    """A NeMo-Gym row replayed: the prefix is only the system prompt, and a
+    scripted user says every user message of the row again, in order.
+
+    An assistant that understands the requests should end on a calendar that
+    passes `exp_cal_state`; the row's own assistant turns are dropped.
+
+    Raises:
+        ScenarioError: the row is malformed.
+    """
+    return _public(lambda: _nemo(row, id or "nemo-replay-0", "replay"))
+
+
+def seed_scenario(record: Mapping[str, Any], *, id: str | None = None) -> Scenario:
+    """A seed-format record: a conversation and the exact calendar expected after it.
+
+    Raises:
+        ScenarioError: the record is malformed.
+    """
+    return _public(lambda: _seed(record, id or "seed-0"))
+
+
+def native_scenario(record: Mapping[str, Any]) -> Scenario:
+    """A native convo-sim record (`id`, `steps`, ...; see `docs/scenarios.md`).
+
+    Raises:
+        ScenarioError: the record is malformed.
+    """
+    return _public(lambda: _native(record))
+
+
+def _public(build: Callable[[], Scenario]) -> Scenario:
+    try:
+        return build()
+    except _Problem as problem:
+        raise ScenarioError(problem.problem) from None
+
+
+# ---------------------------------------------------------------- formats
+
+
+def _detect(record: _Record, path: Path) -> Format:
+    data = record.data
+    if isinstance(data, Mapping):
+        if "responses_create_params" in data or "exp_cal_state" in data:
+            return "nemo"
+        if "expected_state" in data:
+            return "seed"
+        if "steps" in data:
+            return "native"
+    raise ScenarioError(
+        "not a scenario record: expected a native scenario ('id' and 'steps'), a NeMo-Gym row "
+        "('responses_create_params' and 'exp_cal_state') or a seed record ('expected_state' "
+        f"and a conversation), got {_clip(data)}",
+        path=path,
+        line=record.line,
+    )
+
+
+def _build(kind: Format, data: Mapping[str, Any], default_id: str, nemo: NemoMode) -> Scenario:
+    if kind == "nemo":
+        return _nemo(data, default_id, nemo)
+    if kind == "seed":
+        return _seed(data, default_id)
+    return _native(data)
+
+
+def _nemo(row: Mapping[str, Any], default_id: str, mode: NemoMode) -> Scenario:
+    params = _require(row, "responses_create_params", Mapping, "an object")
+    raw_input = _require(params, "input", (list, str), "a list of Responses input items", at=("responses_create_params",))
+    transcript = _transcript(
+        lambda: Transcript.from_responses_input(raw_input), ("responses_create_params", "input")
+    )
+    expected = _require(row, "exp_cal_state", Mapping, "an object mapping event ids to events")
+    _expected_state(expected, "exp_cal_state", ExpectedState.from_nemo)
+    scenario_id = _optional_id(row, default_id)
+    metadata: dict[str, Any] = {"source": "nemo-gym"}
+    if mode == "prefix":
+        return _scenario(
+            id=scenario_id,
+            prefix=transcript.messages,
+            expected_state=expected,
+            max_turns=1,
+            metadata=metadata,
+        )
+    head = _leading_instructions(transcript.messages)
+    script = tuple(m.text for m in transcript.messages if m.role == "user")
+    return _scenario(
+        id=scenario_id,
+        prefix=head,
+        user_script=script,
+        expected_state=expected,
+        max_turns=len(script) + 1,
+        metadata={**metadata, "replay": True},
+    )
+
+
+def _seed(record: Mapping[str, Any], default_id: str) -> Scenario:
+    expected = _require(record, "expected_state", Mapping, "an object mapping event ids to events")
+    _expected_state(expected, "expected_state", ExpectedState.from_seed)
+    prefix: tuple[Message, ...] = ()
+    if "messages" in record:
+        messages = _require(record, "messages", list, "a list of chat messages")
+        prefix = _transcript(lambda: Transcript.from_openai(messages), ("messages",)).messages
+    elif "input" in record or "responses_create_params" in record:
+        source = record.get("responses_create_params", record)
+        at: _Path = ("responses_create_params",) if source is not record else ()
+        raw = _require(source, "input", (list, str), "a list of Responses input items", at=at)
+        prefix = _transcript(lambda: Transcript.from_responses_input(raw), (*at, "input")).messages
+    script = record.get("user_script", [])
+    if not isinstance(script, list) or not all(isinstance(s, str) for s in script):
+        raise _Problem(f"field 'user_script': expected a list of strings, got {_clip(script)}", ("user_script",))
+    if not prefix and not script:
+        raise _Problem(
+            "a seed record needs its conversation: 'messages' (chat messages), 'input' "
+            "(Responses items) or 'user_script' (the user's messages)"
+        )
+    system_prompt = record.get("system_prompt", CALENDAR_SYSTEM_PROMPT)
+    if not isinstance(system_prompt, str):
+        raise _Problem(f"field 'system_prompt': expected a string, got {_clip(system_prompt)}", ("system_prompt",))
+    max_turns = record.get("max_turns", len(script) + 1 if script else 1)
+    return _scenario(
+        id=_optional_id(record, default_id),
+        system_prompt=system_prompt,
+        prefix=prefix,
+        user_script=tuple(script),
+        expected_state=expected,
+        max_turns=max_turns,
+        metadata={"source": "seed"},
+    )
+
+
+def _native(record: Mapping[str, Any]) -> Scenario:
+    unknown = [key for key in record if key not in _NATIVE_FIELDS]
+    if unknown:
+        raise _Problem(
+            f"unknown field {unknown[0]!r}; a native scenario has the fields {', '.join(_NATIVE_FIELDS)}",
+            (unknown[0],),
+        )
+    for key in ("id", "steps"):
+        if key not in record:
+            raise _Problem(f"missing field {key!r}")
+    goal = {"steps": record["steps"]}
+    goal.update({key: record[key] for key in ("min_time", "max_time") if key in record})
+    data: dict[str, Any] = {
+        key: record[key]
+        for key in ("id", "persona", "max_turns", "seed", "system_prompt", "metadata")
+        if key in record
+    }
+    data.setdefault("system_prompt", CALENDAR_SYSTEM_PROMPT)
+    data["goal"] = goal
+    try:
+        # Strict JSON validation: a duration of "60" or an id of 7 is a
+        # mistake in a hand-written file, not something to coerce.
+        payload = json.dumps(data, default=str)
+        return Scenario.model_validate_json(payload, strict=True)
+    except ValidationError as exc:
+        raise _from_validation(exc, strip=("goal",)) from None
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _scenario(**fields: Any) -> Scenario:
+    try:
+        return Scenario(**fields)
+    except ValidationError as exc:
+        raise _from_validation(exc) from None
+
+
+def _from_validation(exc: ValidationError, strip: tuple[str, ...] = ()) -> _Problem:
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    if loc[: len(strip)] == strip:
+        loc = loc[len(strip) :]
+    where = _dotted(loc)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return _Problem(f"missing field {where!r}", loc[:-1])
+    if not where:
+        return _Problem(message, loc)
+    if error["type"] == "value_error":  # our validators already name the value
+        return _Problem(f"field {where!r}: {message}", loc)
+    return _Problem(f"field {where!r}: {message}, got {_clip(error.get('input'))}", loc)
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _require(
+    data: Mapping[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    expected: str,
+    *,
+    at: _Path = (),
+) -> Any:
+    where = _dotted((*at, key))
+    if key not in data:
+        raise _Problem(f"missing field {where!r}", at)
+    value = data[key]
+    if not isinstance(value, kind):
+        raise _Problem(f"field {where!r}: expected {expected}, got {_clip(value)}", (*at, key))
+    return value
+
+
+def _optional_id(record: Mapping[str, Any], default: str) -> str:
+    value = record.get("id", default)
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise _Problem(f"field 'id': expected a non-empty string, got {_clip(value)}", ("id",))
+    return str(value)
+
+
+def _transcript(build: Callable[[], Transcript], at: _Path) -> Transcript:
+    try:
+        return build()
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _Problem(f"field {_dotted(at)!r}: {exc}", at) from None
+
+
+def _expected_state(
+    data: Mapping[str, Any], key: str, read: Callable[[Mapping[str, Any]], ExpectedState]
+) -> None:
+    try:
+        read(data)
+    except ExpectedStateError as exc:
+        at: _Path = (key, *(p for p in (exc.event_id, exc.field) if p is not None))
+        raise _Problem(f"field {key!r}: {exc}", at) from None
+
+
+def _leading_instructions(messages: Sequence[Message]) -> tuple[Message, ...]:
+    head: list[Message] = []
+    for message in messages:
+        if message.role not in ("system", "developer"):
+            break
+        head.append(message)
+    return tuple(head)
+
+
+def _clip(value: object, limit: int = 60) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _read(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError("no such file", path=path) from None
+    except OSError as exc:
+        raise ScenarioError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ScenarioError("not UTF-8 text", path=path, line=line) from None
+
+
+def _json_records(text: str, path: Path) -> list[_Record]:
+    if text.lstrip().startswith("["):
+        return _json_array_records(text, path)
+    records: list[_Record] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(_Record(json.loads(line), number))
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(
+                f"not valid JSON: {exc.msg} (column {exc.colno}); expected one JSON object per line",
+                path=path,
+                line=number,
+            ) from None
+    return records
+
+
+def _json_array_records(text: str, path: Path) -> list[_Record]:
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+    # Recover each element's line by decoding the array element by element.
+    decoder = json.JSONDecoder()
+    records: list[_Record] = []
+    position = text.index("[") + 1
+    for item in items:
+        while text[position] in " \t\r\n,":
+            position += 1
+        _, end = decoder.raw_decode(text, position)
+        records.append(_Record(item, text.count("\n", 0, position) + 1))
+        position = end
+    return records
+
+
+def _yaml() -> Any:
+    try:
+        return importlib.import_module("yaml")
+    except ImportError:
+        raise ScenarioError(
+            "reading YAML needs PyYAML; install it with: pip install 'convo-sim[yaml]'"
+        ) from None
+
+
+def _yaml_records(text: str, path: Path) -> list[_Record]:
+    yaml = _yaml()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ScenarioError(f"not valid YAML: {exc.problem or exc}", path=path, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"not valid YAML: {exc}", path=path) from None
+    if data is None:
+        return []
+    if isinstance(data, Mapping) and "scenarios" in data:
+        root = _yaml_child(root, "scenarios")
+        data = data["scenarios"]
+    elif isinstance(data, Mapping):
+        return [_Record(data, root.start_mark.line + 1, root)]
+    if not isinstance(data, list) or root is None or not hasattr(root, "value"):
+        raise ScenarioError(
+            "expected a YAML list of scenarios, or a mapping with a 'scenarios' list",
+            path=path,
+            line=1,
+        )
+    return [
+        _Record(item, node.start_mark.line + 1, node)
+        for item, node in zip(data, root.value, strict=True)
+    ]
+
+
+def _yaml_child(node: Any, key: str | int) -> Any:
+    """The YAML node under `key` of a mapping node, or item `key` of a sequence node."""
+    value = getattr(node, "value", None)
+    if not isinstance(value, list):
+        return None
+    if isinstance(key, int):
+        return value[key] if 0 <= key < len(value) and not isinstance(value[key], tuple) else None
+    for pair in value:
+        if isinstance(pair, tuple) and getattr(pair[0], "value", None) == key:
+            return pair[1]
+    return None
+
+
+def _line_of(record: _Record, at: _Path) -> int:
+    """The line of the field at `at` (YAML), else the record's line."""
+    node, line = record.node, record.line
+    for key in at:
+        node = _yaml_child(node, key) if node is not None else None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
