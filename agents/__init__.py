@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from convo_sim.agents.llm import LLMAssistant
 from convo_sim.agents.simple import FunctionAssistant, ScriptedAssistant
 
-__all__ = ["FunctionAssistant", "ScriptedAssistant"]
+__all__ = ["FunctionAssistant", "LLMAssistant", "ScriptedAssistant"]

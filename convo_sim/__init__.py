@@ -26,6 +26,7 @@ from convo_sim.errors import (
 )
 from convo_sim.logging import configure_logging
 from convo_sim.messages import Message, Role, ToolCall, Transcript
+from convo_sim.models import ChatModel, Completion, ModelSettings
 from convo_sim.orchestrator import run_dialogue
 from convo_sim.results import (
     DialogueResult,
@@ -36,6 +37,7 @@ from convo_sim.results import (
     Usage,
     Verdict,
 )
+from convo_sim.retry import RetryPolicy
 from convo_sim.verification import (
     FinalContext,
     FinalVerifier,
@@ -51,6 +53,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_STOP_TOKEN",
     "Actor",
+    "ChatModel",
+    "Completion",
     "CompletionContext",
     "ConvoSimError",
     "DialogueResult",
@@ -61,6 +65,8 @@ __all__ = [
     "InputError",
     "Message",
     "ModelError",
+    "ModelSettings",
+    "RetryPolicy",
     "Role",
     "ScenarioError",
     "ScriptExhausted",

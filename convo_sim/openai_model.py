@@ -154,9 +154,7 @@ class OpenAIChatModel:
     # -- chat completions ---------------------------------------------------
 
     @staticmethod
-    def _chat_request(
-        model: str, messages: Sequence[Message], s: ModelSettings
-    ) -> dict[str, Any]:
+    def _chat_request(model: str, messages: Sequence[Message], s: ModelSettings) -> dict[str, Any]:
         request: dict[str, Any] = {"model": model, "messages": [m.to_openai() for m in messages]}
         for key, value in (
             ("temperature", s.temperature),

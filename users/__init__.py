@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from convo_sim.users.llm import LLMUser
 from convo_sim.users.simple import FunctionUser, ScriptedUser
 
-__all__ = ["FunctionUser", "ScriptedUser"]
+__all__ = ["FunctionUser", "LLMUser", "ScriptedUser"]
