@@ -79,12 +79,19 @@ class RolloutError(ConvoSimError):
     Attributes:
         scenario_id: the scenario of the failed rollout.
         sample_index: its sample index.
+        problem: what went wrong (the original exception's type and text).
     """
 
     def __init__(self, scenario_id: str, sample_index: int, problem: str) -> None:
         self.scenario_id = scenario_id
         self.sample_index = sample_index
+        self.problem = problem
         super().__init__(f"rollout ({scenario_id!r}, sample {sample_index}) failed: {problem}")
+
+    def __reduce__(self) -> tuple[type[RolloutError], tuple[str, int, str]]:
+        # Raised in Ray workers and re-raised in the driver, so it must
+        # unpickle from its fields, not from the formatted message.
+        return (type(self), (self.scenario_id, self.sample_index, self.problem))
 
 
 class ModelError(ConvoSimError):

@@ -1,0 +1,14 @@
+"""Where rollouts run: this process (`LocalBackend`) or a Ray cluster (`RayBackend`).
+
+A backend takes the work items (`(scenario, sample_index)` pairs) and a
+`RolloutPlan` and yields `Rollout`s as they finish. `RayBackend` imports Ray
+only when it runs, so Ray stays an optional extra (`pip install
+'convo-sim[ray]'`).
+"""
+
+from __future__ import annotations
+
+from convo_sim.backends.local import LocalBackend
+from convo_sim.backends.ray_backend import RayBackend
+
+__all__ = ["LocalBackend", "RayBackend"]

@@ -1,0 +1,276 @@
+"""Streaming JSONL output that survives crashes, and resuming from it.
+
+A rollouts file holds one `Rollout` per line. `RolloutSink` appends each
+record as one complete line with a single `write()` on an `O_APPEND`
+descriptor, so a crash, Ctrl-C or `kill -9` can leave at most a torn last
+line, never a torn line in the middle. Opening the sink again scans the
+file, cuts such a torn last line off and reports which
+`(scenario_id, sample_index)` keys are done; `write_rollouts` then runs
+only the missing ones. Re-running the same command therefore continues
+where it stopped: no duplicate, no missing record, no torn line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import anyio
+import pydantic
+import structlog
+
+from convo_sim.errors import InputError
+from convo_sim.records import Rollout, RolloutKey, ScenarioLike
+from convo_sim.rollouts import Backend, RolloutPlan, S, plan_items, run_plan, sample_seed
+
+if TYPE_CHECKING:
+    from convo_sim.progress import Progress
+
+__all__ = ["RolloutSink", "WriteStats", "read_rollouts", "write_rollouts"]
+
+_log = structlog.get_logger("convo_sim.sink")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, bytes, bool]]:
+    """`(line_number, byte_offset, line, is_last)` for each line of a file."""
+    size = path.stat().st_size
+    offset = 0
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            end = offset + len(line)
+            yield number, offset, line, end == size
+            offset = end
+
+
+def _parse(path: Path, number: int, line: bytes) -> Rollout:
+    try:
+        return Rollout.model_validate_json(line)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise InputError(
+            f"not a rollout record ({where}: {first['msg']})", path=path, line=number
+        ) from None
+
+
+def _scan(path: Path) -> tuple[list[Rollout], int | None]:
+    """Every record of the file, and the offset to cut a torn last line at (or None).
+
+    Raises:
+        InputError: a line other than the last is not a rollout record.
+    """
+    records: list[Rollout] = []
+    for number, offset, line, is_last in _lines(path):
+        if not line.strip():
+            continue
+        if is_last and not line.endswith(b"\n"):
+            # Our writer always ends a record with its newline in the same
+            # write, so a last line without one was cut short.
+            try:
+                records.append(Rollout.model_validate_json(line))
+            except pydantic.ValidationError:
+                return records, offset
+            continue
+        try:
+            records.append(_parse(path, number, line))
+        except InputError:
+            if is_last:
+                return records, offset
+            raise
+    return records, None
+
+
+def read_rollouts(path: str | Path) -> list[Rollout]:
+    """Read a rollouts file back, exactly as it was written.
+
+    A torn last line (a record cut short by a crash while the file was being
+    written) is ignored.
+
+    Raises:
+        InputError: the file is missing, or a line is not a rollout record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such rollouts file", path=path)
+    records, _ = _scan(path)
+    return records
+
+
+class RolloutSink:
+    """Appends rollouts to a JSONL file, one complete line per record.
+
+    Use as a context manager, or call `open()` and `close()`.
+
+    Args:
+        path: the rollouts file; created (with its folder) if missing.
+        resume: keep the records already there (and cut a torn last line);
+            False starts the file over.
+        fsync: also `fsync` after every record, so a power cut loses none
+            (a crash or kill loses none even without it).
+
+    Attributes:
+        done: `(scenario_id, sample_index) -> seed` of every record in the
+            file, filled in by `open()`.
+    """
+
+    def __init__(self, path: str | Path, *, resume: bool = True, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.resume = resume
+        self.fsync = fsync
+        self.done: dict[RolloutKey, int] = {}
+        self._fd: int | None = None
+
+    def open(self) -> set[RolloutKey]:
+        """Scan the existing file, cut a torn last line, and get ready to append.
+
+        Returns:
+            The keys of the records already in the file.
+
+        Raises:
+            InputError: a line other than the last is not a rollout record.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        cut: int | None = None
+        if self.resume and self.path.is_file():
+            records, cut = _scan(self.path)
+            self.done = {r.key: r.seed for r in records}
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        if not self.resume:
+            flags |= os.O_TRUNC
+        self._fd = os.open(self.path, flags, 0o644)
+        if cut is not None:
+            os.ftruncate(self._fd, cut)
+            _log.warning("sink.torn_line_removed", path=str(self.path), offset=cut)
+        return set(self.done)
+
+    def write(self, rollout: Rollout) -> None:
+        """Append one record as one line and flush it to the OS.
+
+        Raises:
+            RuntimeError: the sink is not open.
+        """
+        if self._fd is None:
+            raise RuntimeError("the sink is not open; call open() or use it as a context manager")
+        data = memoryview(rollout.model_dump_json().encode() + b"\n")
+        # One write() almost always takes the whole record; the loop covers a
+        # short write, and a kill in between leaves only a torn last line.
+        while data:
+            written = os.write(self._fd, data)
+            data = data[written:]
+        if self.fsync:
+            os.fsync(self._fd)
+        self.done[rollout.key] = rollout.seed
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RolloutSink:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteStats:
+    """What `write_rollouts` did.
+
+    Attributes:
+        total: samples in the run (scenarios x samples per scenario).
+        resumed: of those, already in the file when the run started.
+        written: records written by this run.
+    """
+
+    total: int
+    resumed: int
+    written: int
+
+
+def _check_seeds(
+    path: Path, done: dict[RolloutKey, int], scenarios: Iterable[ScenarioLike], seed: int
+) -> None:
+    ids = {s.id for s in scenarios}
+    for (scenario_id, index), recorded in done.items():
+        if scenario_id in ids and recorded != sample_seed(seed, scenario_id, index):
+            raise InputError(
+                f"holds rollouts made with another seed (first: {scenario_id!r} sample {index}); "
+                "use the same --seed, another output file, or --no-resume to start over",
+                path=path,
+            )
+
+
+async def write_rollouts(
+    path: str | Path,
+    scenarios: Iterable[S],
+    plan: RolloutPlan[S],
+    *,
+    samples_per_scenario: int = 1,
+    resume: bool = True,
+    fsync: bool = False,
+    backend: Backend[S] | None = None,
+    progress: Progress | None = None,
+) -> WriteStats:
+    """Run the plan and append every rollout to `path`, resuming by default.
+
+    Records already in the file are kept and their samples skipped, so the
+    same call after a crash finishes the run.
+
+    Args:
+        path: the rollouts file.
+        scenarios: the scenarios (ids must be unique).
+        plan: factories, limits and seed (see `generate_rollouts`).
+        samples_per_scenario: dialogues per scenario.
+        resume: keep and skip what the file holds; False starts it over.
+        fsync: fsync after every record.
+        backend: where to run; default this process.
+        progress: shown while the run goes on.
+
+    Returns:
+        How many samples the run has, were resumed and were written.
+
+    Raises:
+        InputError: the file is not a rollouts file, or was written with
+            another seed; two scenarios share an id.
+        RolloutError: a factory raised for some sample.
+    """
+    scenario_list = list(scenarios)
+    sink = RolloutSink(path, resume=resume, fsync=fsync)
+    # Scanning a large file is blocking work; nothing else runs yet.
+    done = await anyio.to_thread.run_sync(sink.open)
+    written = 0
+    try:
+        _check_seeds(sink.path, sink.done, scenario_list, plan.seed)
+        items = plan_items(scenario_list, samples_per_scenario, done)
+        total = len(scenario_list) * samples_per_scenario
+        resumed = total - len(items)
+        _log.info("rollouts.resumed", path=str(sink.path), total=total, resumed=resumed)
+        if progress is not None:
+            progress.start(total, already_done=resumed)
+        stream = run_plan(items, plan) if backend is None else backend.run(items, plan)
+        async with aclosing(stream):
+            async for rollout in stream:
+                # A write is one small syscall; a thread hop per record would
+                # cost more than it saves.
+                sink.write(rollout)
+                written += 1
+                if progress is not None:
+                    progress.update(rollout)
+    finally:
+        sink.close()
+        if progress is not None:
+            progress.close()
+    return WriteStats(total=total, resumed=resumed, written=written)
