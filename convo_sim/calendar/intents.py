@@ -22,6 +22,7 @@ the form the grader reads.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,9 +42,7 @@ __all__ = [
 
 # Typographic spaces, apostrophes and dashes that appear in real data (NeMo writes
 # "10:00\u202fam" and "60\u2011minute").
-_SPACES = str.maketrans(
-    {"\u202f": " ", "\u00a0": " ", "\u2009": " ", "\u2007": " ", "\u2019": "'"}
-)
+_SPACES = str.maketrans({"\u202f": " ", "\u00a0": " ", "\u2009": " ", "\u2007": " ", "\u2019": "'"})
 _DASHES = re.compile("[\u2010\u2011\u2012\u2013\u2014\u2212]")
 
 _ID = re.compile(
@@ -90,7 +89,10 @@ _DURATIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\b(?:an?\s+|one\s+)?hour\s+and\s+(?:a\s+)?quarter\b", "75"),
         (r"\bhalf\s*(?:an?\s*|-)?\s*hour\b", "30"),
         (r"\bquarter\s*(?:of\s+an\s*|-)?\s*hour\b", "15"),
-        (rf"\b{_NUM}\s*-?\s*(?:hours?|hrs?|h)\s*(?:and\s+)?(\d+)\s*-?\s*(?:minutes?|mins?|m)\b", "hm"),
+        (
+            rf"\b{_NUM}\s*-?\s*(?:hours?|hrs?|h)\s*(?:and\s+)?(\d+)\s*-?\s*(?:minutes?|mins?|m)\b",
+            "hm",
+        ),
         (rf"\b{_NUM}\s*-?\s*(?:hours?|hrs?)\b", "h"),
         (rf"\b{_NUM}\s*-?\s*(?:minutes?|mins?)\b", "m"),
     )
@@ -124,7 +126,9 @@ _END = re.compile(
     re.IGNORECASE,
 )
 _ITS = re.compile(r"\b(?:it's|it is)\s+(?:a|an|the)\s+", re.IGNORECASE)
-_GENERIC_NAMES = frozenset({"", "event", "new event", "entry", "new entry", "meeting", "slot", "it"})
+_GENERIC_NAMES = frozenset(
+    {"", "event", "new event", "entry", "new entry", "meeting", "slot", "it"}
+)
 
 
 def _normalise(text: str) -> str:
@@ -226,8 +230,13 @@ class CalendarRequest:
     constraint: str | None = None
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_request(text: str) -> CalendarRequest | None:
-    """Parse one user message; None when it names no event or asks for nothing."""
+    """Parse one user message; None when it names no event or asks for nothing.
+
+    Cached: the solver, the simulated user and the verifiers re-read the
+    whole dialogue every turn, and requests are immutable.
+    """
     original = _normalise(text)
     found = _ID.search(original)
     if found is None:

@@ -1,0 +1,169 @@
+"""A rule-based calendar assistant: parse the user's requests, solve exactly, show the calendar.
+
+`CalendarSolverAssistant` is the offline default of the calendar domain. It
+rebuilds its state from the transcript it is shown every turn (so it can
+continue a NeMo-Gym conversation prefix written by someone else), schedules
+with the exact search of `convo_sim.calendar.solve`, keeps events where the
+last calendar shown put them whenever it can, and prints the whole calendar
+as a JSON list in every reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from convo_sim.actors import View
+from convo_sim.calendar.intents import (
+    CalendarRequest,
+    RequestedEvent,
+    RequestedState,
+    parse_request,
+)
+from convo_sim.calendar.model import (
+    WORKING_WINDOW,
+    ListedEvent,
+    format_calendar,
+    parse_constraint,
+    parse_listed_events,
+)
+from convo_sim.calendar.solve import EventSpec, is_solvable, solve_schedule
+from convo_sim.messages import Message
+
+__all__ = ["CalendarSolverAssistant"]
+
+
+@dataclass(slots=True)
+class _Replay:
+    """The requests read so far, and what the latest user message did."""
+
+    texts: tuple[str, ...] = ()
+    state: RequestedState = field(default_factory=RequestedState)
+    note: str = "Here is your calendar."
+
+
+def _copy(state: RequestedState) -> RequestedState:
+    events = {
+        key: RequestedEvent(e.event_id, e.name, e.duration, e.constraint)
+        for key, e in state.events.items()
+    }
+    return RequestedState(events, state.requests)
+
+
+class CalendarSolverAssistant:
+    """An exact, deterministic calendar assistant.
+
+    Every turn it reads all user messages in the transcript with
+    `convo_sim.calendar.intents.parse_request`, applies them in order, and
+    schedules the result. A request that would make the calendar impossible
+    (no placement honours every constraint) is not applied, and the reply
+    says so. Events keep the start the last shown calendar gave them when
+    that still fits; new or displaced events go to the earliest slot that
+    lets everything fit.
+
+    Args:
+        window: the working day, `(start, end)` in minutes since midnight.
+        step: the grid of start times the solver tries, in minutes.
+        sentence: begin each reply with one short sentence before the list.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: tuple[int, int] = WORKING_WINDOW,
+        step: int = 15,
+        sentence: bool = True,
+    ) -> None:
+        self.window = window
+        self.step = step
+        self.sentence = sentence
+        # Memo of the last transcript read; a pure speed-up, since the state
+        # is always what replaying the shown transcript gives.
+        self._replay = _Replay()
+
+    async def respond(self, view: View) -> Message:
+        """Return the calendar for everything asked so far, as a JSON list.
+
+        Raises:
+            Exception: only on a bug; every user message has an answer.
+        """
+        return Message(role="assistant", content=self.reply(view.transcript.messages))
+
+    def reply(self, messages: Sequence[Message]) -> str:
+        """The reply to a dialogue (a plain function of it, for use outside a run)."""
+        texts = tuple(m.text for m in messages if m.role == "user")
+        replay = self._read(texts)
+        current = _last_shown(messages)
+        starts = self._schedule(replay.state, current)
+        listed = [
+            ListedEvent(str(e.event_id), e.name, starts[str(e.event_id)], e.duration)
+            for e in sorted(replay.state.events.values(), key=lambda e: e.event_id)
+        ]
+        calendar = format_calendar(listed)
+        if not self.sentence:
+            return calendar
+        return f"{replay.note}\n\n{calendar}"
+
+    def _read(self, texts: tuple[str, ...]) -> _Replay:
+        done = self._replay
+        if texts[: len(done.texts)] == done.texts:
+            replay = _Replay(done.texts, _copy(done.state), done.note)
+            new = texts[len(done.texts) :]
+        else:
+            replay, new = _Replay(), texts
+        for text in new:
+            replay.note = self._apply(replay.state, parse_request(text))
+        replay.texts = texts
+        self._replay = replay
+        return replay
+
+    def _apply(self, state: RequestedState, request: CalendarRequest | None) -> str:
+        """Apply one request to `state` if it leaves a solvable calendar; say what happened."""
+        if request is None:
+            return "Here is your calendar."
+        key = request.event_id
+        attempt = _copy(state)
+        if not attempt.apply(request):
+            return f"There is no event {key} yet; tell me its duration and I will add it."
+        if not self._solvable(attempt):
+            return (
+                f"I cannot fit that for event {key} without breaking another constraint, "
+                "so the calendar is unchanged."
+            )
+        added = key not in state.events
+        state.events, state.requests = attempt.events, attempt.requests
+        event = state.events[key]
+        if added:
+            note = f"Added {event.name!r} (event {key}, {event.duration} minutes)."
+            return note if request.constraint is None else f"{note[:-1]}, {request.constraint}."
+        if request.constraint is not None:
+            return f"Scheduled {event.name!r} (event {key}) {request.constraint}."
+        return f"Changed {event.name!r} (event {key}) to {event.duration} minutes."
+
+    def _specs(self, state: RequestedState) -> list[EventSpec]:
+        return [
+            EventSpec(str(e.event_id), e.duration, parse_constraint(e.constraint))
+            for e in state.events.values()
+        ]
+
+    def _solvable(self, state: RequestedState) -> bool:
+        return is_solvable(self._specs(state), window=self.window, step=self.step)
+
+    def _schedule(self, state: RequestedState, current: dict[str, int]) -> dict[str, int]:
+        starts = solve_schedule(
+            self._specs(state), window=self.window, current=current, step=self.step
+        )
+        # Every applied request was checked to leave a solvable calendar.
+        assert starts is not None
+        return starts
+
+
+def _last_shown(messages: Sequence[Message]) -> dict[str, int]:
+    """The starts of the most recent calendar an assistant showed (keep them if possible)."""
+    for message in reversed(messages):
+        if message.role != "assistant" or not message.text:
+            continue
+        listed = parse_listed_events(message.text)
+        if listed is not None:
+            return {e.event_id: e.start_time for e in listed}
+    return {}
