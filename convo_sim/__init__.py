@@ -7,6 +7,7 @@ detail of its module.
 from __future__ import annotations
 
 from convo_sim.actors import Actor, View
+from convo_sim.backends import LocalBackend, RayBackend
 from convo_sim.completion import (
     DEFAULT_STOP_TOKEN,
     CompletionContext,
@@ -21,13 +22,18 @@ from convo_sim.errors import (
     EmptyReplyError,
     InputError,
     ModelError,
+    RolloutError,
     ScenarioError,
     ScriptExhausted,
 )
 from convo_sim.logging import configure_logging
 from convo_sim.messages import Message, Role, ToolCall, Transcript
+from convo_sim.metrics import Summary, pass_at_k, pass_hat_k, summarize
 from convo_sim.models import ChatModel, Completion, ModelSettings
 from convo_sim.orchestrator import run_dialogue
+from convo_sim.progress import Progress
+from convo_sim.records import Rollout
+from convo_sim.rescore import rescore
 from convo_sim.results import (
     DialogueResult,
     ErrorInfo,
@@ -38,6 +44,8 @@ from convo_sim.results import (
     Verdict,
 )
 from convo_sim.retry import RetryPolicy
+from convo_sim.rollouts import RolloutPlan, generate_rollouts, generate_rollouts_sync, sample_seed
+from convo_sim.sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
 from convo_sim.verification import (
     FinalContext,
     FinalVerifier,
@@ -63,14 +71,22 @@ __all__ = [
     "FinalContext",
     "FinalVerifier",
     "InputError",
+    "LocalBackend",
     "Message",
     "ModelError",
     "ModelSettings",
+    "Progress",
+    "RayBackend",
     "RetryPolicy",
     "Role",
+    "Rollout",
+    "RolloutError",
+    "RolloutPlan",
+    "RolloutSink",
     "ScenarioError",
     "ScriptExhausted",
     "Stop",
+    "Summary",
     "TerminationReason",
     "Timing",
     "ToolCall",
@@ -81,13 +97,23 @@ __all__ = [
     "Usage",
     "Verdict",
     "View",
+    "WriteStats",
     "all_of",
     "any_of",
     "completion_phrases",
     "configure_logging",
     "cumulative",
     "final_only",
+    "generate_rollouts",
+    "generate_rollouts_sync",
+    "pass_at_k",
+    "pass_hat_k",
+    "read_rollouts",
+    "rescore",
     "run_dialogue",
+    "sample_seed",
     "state_predicate",
     "stop_token",
+    "summarize",
+    "write_rollouts",
 ]
