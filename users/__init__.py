@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+from convo_sim.users.fidelity import UserFidelity, user_fidelity
 from convo_sim.users.llm import LLMUser
+from convo_sim.users.persona import (
+    PERSONAS,
+    Persona,
+    UnknownPersonaError,
+    get_persona,
+    persona_prompt,
+)
 from convo_sim.users.simple import FunctionUser, ScriptedUser
 
-__all__ = ["FunctionUser", "LLMUser", "ScriptedUser"]
+__all__ = [
+    "PERSONAS",
+    "FunctionUser",
+    "LLMUser",
+    "Persona",
+    "ScriptedUser",
+    "UnknownPersonaError",
+    "UserFidelity",
+    "get_persona",
+    "persona_prompt",
+    "user_fidelity",
+]

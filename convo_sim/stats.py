@@ -1,0 +1,84 @@
+"""Confidence intervals for experiment tables and reports.
+
+Two intervals, both at 95% by default:
+
+* `wilson_interval` for proportions (pass rate, premature-stop rate). The
+  Wilson score interval stays inside [0, 1] and behaves at 0/n and n/n,
+  where the normal approximation collapses to a zero-width interval.
+* `bootstrap_interval` for means of bounded values (reward, goal coverage,
+  turns): the percentile bootstrap with a fixed seed, so that the same
+  rollouts always give the same table.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from statistics import NormalDist
+
+__all__ = ["DEFAULT_RESAMPLES", "bootstrap_interval", "mean", "wilson_interval"]
+
+DEFAULT_RESAMPLES = 2000
+
+
+def _z(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def mean(values: Sequence[float]) -> float | None:
+    """The arithmetic mean, or None for no values."""
+    return sum(values) / len(values) if values else None
+
+
+def wilson_interval(
+    successes: int, n: int, *, confidence: float = 0.95
+) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion; None when `n` is 0.
+
+    Raises:
+        ValueError: `successes` is outside 0..n, or `confidence` outside (0, 1).
+    """
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be within 0..{n}, got {successes!r}")
+    if n == 0:
+        return None
+    z = _z(confidence)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bootstrap_interval(
+    values: Sequence[float],
+    *,
+    confidence: float = 0.95,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """The percentile-bootstrap interval of the mean; None for no values.
+
+    A single value, or identical values, give a zero-width interval: the
+    bootstrap cannot see variation that the sample does not hold.
+
+    Raises:
+        ValueError: `confidence` outside (0, 1) or `resamples` below 1.
+    """
+    _z(confidence)
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples!r}")
+    if not values:
+        return None
+    if min(values) == max(values):
+        return (float(values[0]), float(values[0]))
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    alpha = (1 - confidence) / 2
+    low = means[max(0, math.floor(alpha * resamples))]
+    high = means[min(resamples - 1, math.ceil((1 - alpha) * resamples) - 1)]
+    return (low, high)
