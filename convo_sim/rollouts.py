@@ -253,8 +253,14 @@ async def run_plan(
     async with anyio.create_task_group() as tg:
         tg.start_soon(spawn, tg.cancel_scope)
         async with recv:
-            async for rollout in recv:
-                yield rollout
+            try:
+                async for rollout in recv:
+                    yield rollout
+            except GeneratorExit:
+                # The caller closed the iterator: stop the dialogues and end
+                # quietly (a task group would wrap GeneratorExit in a group).
+                tg.cancel_scope.cancel()
+                return
     if failures:
         raise failures[0]
 

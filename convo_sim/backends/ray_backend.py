@@ -182,8 +182,14 @@ class RayBackend:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump_all)
                 async with recv:
-                    async for rollout in recv:
-                        yield rollout
+                    try:
+                        async for rollout in recv:
+                            yield rollout
+                    except GeneratorExit:
+                        # The caller closed the iterator; a task group would
+                        # wrap GeneratorExit in a group.
+                        tg.cancel_scope.cancel()
+                        return
         except BaseExceptionGroup as group:
             # One worker's failure is the run's failure: surface it alone.
             error = _first_error(group)

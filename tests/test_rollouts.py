@@ -1,0 +1,308 @@
+"""generate_rollouts through the public API: seeds, limits, streaming, records."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from contextlib import aclosing
+from pathlib import Path
+
+import anyio
+import pytest
+from convo_sim.agents import FunctionAssistant
+from convo_sim.scenarios import Scenario
+from convo_sim.users import FunctionUser, ScriptedUser
+
+from convo_sim import (
+    Actor,
+    FinalContext,
+    InputError,
+    Message,
+    Rollout,
+    RolloutError,
+    RolloutSink,
+    TerminationReason,
+    TurnContext,
+    TurnScore,
+    Verdict,
+    View,
+    generate_rollouts,
+    generate_rollouts_sync,
+    read_rollouts,
+    sample_seed,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def scenarios(n: int) -> list[Scenario]:
+    return [
+        Scenario(id=f"s{i}", system_prompt=f"You help with task {i}.", max_turns=5)
+        for i in range(n)
+    ]
+
+
+def seeded_assistant(scenario: Scenario, seed: int) -> Actor:
+    rng = random.Random(seed)
+    return FunctionAssistant(
+        lambda view: f"{scenario.id} reply {rng.randint(0, 10**6)} to {view.last and view.last.content}"
+    )
+
+
+def seeded_user(scenario: Scenario, seed: int) -> Actor:
+    rng = random.Random(seed)
+    return ScriptedUser([f"ask {rng.randint(0, 10**6)}" for _ in range(rng.randint(1, 4))])
+
+
+def verifiers(scenario: Scenario) -> tuple[list[object], list[object]]:
+    def replied(ctx: TurnContext) -> TurnScore:
+        return TurnScore(score=1.0 if "reply" in ctx.message.text else 0.0, reason="pass")
+
+    def even_turns(ctx: FinalContext) -> Verdict:
+        ok = ctx.turns % 2 == 0
+        return Verdict(reward=1.0 if ok else 0.0, reason="pass" if ok else "odd", details={"t": (1, 2)})
+
+    return [replied], [even_turns]
+
+
+async def collect(**kwargs: object) -> list[Rollout]:
+    with anyio.fail_after(20):
+        return [r async for r in generate_rollouts(**kwargs)]  # type: ignore[arg-type]
+
+
+async def test_one_record_per_scenario_sample_with_its_seed() -> None:
+    rollouts = await collect(
+        scenarios=scenarios(5),
+        assistant=seeded_assistant,
+        user=seeded_user,
+        verifiers=verifiers,
+        samples_per_scenario=3,
+        seed=7,
+    )
+    assert sorted(r.key for r in rollouts) == sorted((f"s{i}", k) for i in range(5) for k in range(3))
+    for r in rollouts:
+        assert r.seed == sample_seed(7, r.scenario_id, r.sample_index)
+        assert r.termination is TerminationReason.USER_STOP
+        assert r.responses_create_params["input"][0] == {
+            "role": "system",
+            "content": f"You help with task {r.scenario_id[1:]}.",
+        }
+        assert r.transcript.messages[-1].content == "###STOP###"
+        assert len(r.turn_scores) == r.turns and all(s.score == 1.0 for s in r.turn_scores)
+        assert r.reward == (1.0 if r.turns % 2 == 0 else 0.0)
+    # Samples differ: the per-sample seed reaches the actors.
+    inputs = {str(r.responses_create_params["input"]) for r in rollouts}
+    assert len(inputs) == len(rollouts)
+
+
+async def test_same_seed_same_transcripts_other_seed_other_transcripts() -> None:
+    kwargs: dict[str, object] = dict(
+        scenarios=scenarios(4), assistant=seeded_assistant, user=seeded_user, samples_per_scenario=2
+    )
+    first = {r.key: r.responses_create_params for r in await collect(**kwargs, seed=1, concurrency=8)}
+    again = {r.key: r.responses_create_params for r in await collect(**kwargs, seed=1, concurrency=1)}
+    other = {r.key: r.responses_create_params for r in await collect(**kwargs, seed=2)}
+    assert first == again
+    assert all(first[k] != other[k] for k in first)
+
+
+def test_sample_seed_is_stable_across_processes() -> None:
+    code = "from convo_sim import sample_seed; print(sample_seed(3, 'cal-7', 2))"
+    outputs = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        outputs.add(int(out.stdout))
+    assert outputs == {sample_seed(3, "cal-7", 2)}
+    assert sample_seed(3, "cal-7", 2) != sample_seed(3, "cal-7", 3)
+    assert sample_seed(3, "cal-7", 2) != sample_seed(4, "cal-7", 2)
+    assert 0 <= sample_seed(3, "cal-7", 2) < 2**63
+
+
+class Gauge:
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def exit(self) -> None:
+        self.now -= 1
+
+
+@pytest.mark.parametrize(("assistant_limit", "user_limit"), [(3, None), (None, 2), (4, 4), (None, None)])
+async def test_dialogue_and_model_call_limits_hold(
+    assistant_limit: int | None, user_limit: int | None
+) -> None:
+    dialogues, assistant_calls, user_calls = Gauge(), Gauge(), Gauge()
+
+    def assistant(scenario: Scenario, seed: int) -> Actor:
+        async def reply(view: View) -> str:
+            assistant_calls.enter()
+            await anyio.sleep(0.01)
+            assistant_calls.exit()
+            return "ok"
+
+        return FunctionAssistant(reply)
+
+    def user(scenario: Scenario, seed: int) -> Actor:
+        dialogues.enter()
+
+        async def say(view: View) -> str:
+            user_calls.enter()
+            await anyio.sleep(0.01)
+            user_calls.exit()
+            if view.turn > 2:
+                dialogues.exit()
+                return "###STOP###"
+            return "hi"
+
+        return FunctionUser(say)
+
+    rollouts = await collect(
+        scenarios=scenarios(30),
+        assistant=assistant,
+        user=user,
+        concurrency=10,
+        assistant_concurrency=assistant_limit,
+        user_concurrency=user_limit,
+    )
+    assert len(rollouts) == 30
+    assert dialogues.peak == 10
+    for gauge, limit in ((assistant_calls, assistant_limit), (user_calls, user_limit)):
+        if limit is not None:
+            assert gauge.peak == limit
+    if assistant_limit is None and user_limit is None:
+        # Unlimited: all ten dialogues open with a user call at once.
+        assert user_calls.peak == 10
+
+
+async def test_results_stream_in_completion_order() -> None:
+    def user(scenario: Scenario, seed: int) -> Actor:
+        async def say(view: View) -> str:
+            await anyio.sleep(0.3 if scenario.id == "s0" else 0.0)
+            return "###STOP###"
+
+        return FunctionUser(say)
+
+    order = [r.scenario_id for r in await collect(scenarios=scenarios(4), assistant=seeded_assistant, user=user)]
+    assert order[-1] == "s0" and sorted(order) == ["s0", "s1", "s2", "s3"]
+
+
+async def test_skip_runs_only_the_missing_samples() -> None:
+    done = {("s0", 0), ("s1", 1), ("s2", 0), ("s2", 1)}
+    rollouts = await collect(
+        scenarios=scenarios(3),
+        assistant=seeded_assistant,
+        user=seeded_user,
+        samples_per_scenario=2,
+        skip=done,
+    )
+    assert sorted(r.key for r in rollouts) == [("s0", 1), ("s1", 0)]
+
+
+async def test_scenario_params_and_metadata_are_kept() -> None:
+    scenario = Scenario(
+        id="meta",
+        prefix=(Message(role="user", content="Book lunch."),),
+        metadata={"responses_create_params": {"temperature": 0.2, "tools": []}, "split": "dev"},
+    )
+    (rollout,) = await collect(scenarios=[scenario], assistant=seeded_assistant, user=seeded_user)
+    assert rollout.responses_create_params["temperature"] == 0.2
+    assert rollout.responses_create_params["tools"] == []
+    assert rollout.responses_create_params["input"][0] == {"role": "user", "content": "Book lunch."}
+    assert rollout.responses_create_params["input"][1]["role"] == "assistant"
+    assert rollout.metadata == {"split": "dev"}
+
+
+async def test_records_round_trip_losslessly_through_the_sink(tmp_path: Path) -> None:
+    rollouts = await collect(
+        scenarios=scenarios(4),
+        assistant=seeded_assistant,
+        user=seeded_user,
+        verifiers=verifiers,
+        samples_per_scenario=2,
+    )
+    path = tmp_path / "out.jsonl"
+    with RolloutSink(path) as sink:
+        for r in rollouts:
+            sink.write(r)
+    assert read_rollouts(path) == rollouts
+    assert [Rollout.model_validate_json(r.model_dump_json()) for r in rollouts] == rollouts
+    # Verifier details that were tuples are stored as JSON lists from the start.
+    assert rollouts[0].verdicts[0].details == {"t": [1, 2]}
+
+
+async def test_a_failing_factory_raises_rollout_error_with_its_key() -> None:
+    def user(scenario: Scenario, seed: int) -> Actor:
+        if scenario.id == "s2":
+            raise KeyError("no persona")
+        return ScriptedUser(["hi"])
+
+    with pytest.raises(RolloutError) as info:
+        await collect(scenarios=scenarios(4), assistant=seeded_assistant, user=user)
+    assert (info.value.scenario_id, info.value.sample_index) == ("s2", 0)
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+async def test_a_failing_actor_is_recorded_not_raised() -> None:
+    def assistant(scenario: Scenario, seed: int) -> Actor:
+        def boom(view: View) -> str:
+            raise RuntimeError("model down")
+
+        return FunctionAssistant(boom)
+
+    (rollout,) = await collect(scenarios=scenarios(1), assistant=assistant, user=seeded_user)
+    assert rollout.termination is TerminationReason.ASSISTANT_ERROR
+    assert rollout.error is not None and rollout.error.type == "RuntimeError"
+
+
+async def test_duplicate_scenario_ids_are_rejected() -> None:
+    with pytest.raises(InputError):
+        await collect(scenarios=scenarios(2) + scenarios(1), assistant=seeded_assistant, user=seeded_user)
+
+
+async def test_stopping_early_cancels_the_running_dialogues() -> None:
+    running = Gauge()
+
+    def user(scenario: Scenario, seed: int) -> Actor:
+        async def say(view: View) -> str:
+            running.enter()
+            try:
+                await anyio.sleep(0 if scenario.id == "s0" else 60)
+            finally:
+                running.exit()
+            return "###STOP###"
+
+        return FunctionUser(say)
+
+    with anyio.fail_after(5):
+        stream = generate_rollouts(scenarios(5), assistant=seeded_assistant, user=user)
+        async with aclosing(stream):
+            first = await anext(stream)
+    assert first.scenario_id == "s0"
+    assert running.now == 0
+
+
+def test_sync_wrapper_returns_every_rollout() -> None:
+    rollouts = generate_rollouts_sync(
+        scenarios(3), assistant=seeded_assistant, user=seeded_user, samples_per_scenario=2, seed=5
+    )
+    assert sorted(r.key for r in rollouts) == sorted((f"s{i}", k) for i in range(3) for k in range(2))
+
+
+async def test_run_max_turns_applies_to_scenarios_without_their_own() -> None:
+    def chatty_user(scenario: Scenario, seed: int) -> Actor:
+        return FunctionUser(lambda view: "more")
+
+    mixed = [Scenario(id="own", max_turns=2), Scenario(id="default")]
+    rollouts = await collect(scenarios=mixed, assistant=seeded_assistant, user=chatty_user, max_turns=3)
+    turns = {r.scenario_id: r.turns for r in rollouts}
+    assert turns == {"own": 2, "default": 3}
+    assert {r.termination for r in rollouts} == {TerminationReason.MAX_TURNS}
