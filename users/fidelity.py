@@ -14,11 +14,14 @@ users alike.
   (by default: before it had communicated every item; callers that know the
   outcome pass `goal_met`).
 * **pacing violations / leakage**: user messages that disclosed more than
-  the persona's `disclosure` allows. `progressive`: a message naming more
-  than one event. `when_asked`: a request not preceded by an assistant
-  question, or naming more than one event. `all_at_once`: a new goal event
-  introduced after the first request message. `leakage` is the share of
-  request-bearing messages that violated the rule.
+  the persona's `disclosure` allows. A message *discloses* an event when it
+  says something new about it (a new event, duration or constraint);
+  repeating what was said, as in a correction, discloses nothing.
+  `progressive`: a message disclosing more than one event. `when_asked`: a
+  disclosure not preceded by an assistant question (a `?`, or an invitation
+  such as "anything else"), or disclosing more than one event.
+  `all_at_once`: a goal event first named after the first disclosing
+  message. `leakage` is the share of disclosing messages that broke the rule.
 * **stop-token discipline**: the stop token must appear exactly once, in the
   last message of the dialogue (`ok`); otherwise `missing`, `repeated` or
   `mid_dialogue`.
@@ -68,9 +71,11 @@ class UserFidelity(BaseModel):
         goal_met: whether the goal counted as met when the dialogue ended.
         premature_stop: the user stopped while its goal was not met.
         request_messages: user messages that carried at least one request.
+        disclosures: user messages that said something new about an event.
         pacing_violations: request messages that broke the persona's
             disclosure rule; None without a persona.
-        leakage: `pacing_violations / request_messages`; None without a persona.
+        leakage: `pacing_violations / disclosures` (0.0 when nothing was
+            disclosed); None without a persona.
         stop_count: user messages holding the stop token.
         stop_discipline: `ok`, `missing`, `repeated` or `mid_dialogue`.
         user_messages: messages the user sent.
@@ -88,6 +93,7 @@ class UserFidelity(BaseModel):
     goal_met: bool
     premature_stop: bool
     request_messages: int = Field(ge=0)
+    disclosures: int = Field(ge=0)
     pacing_violations: int | None = None
     leakage: float | None = None
     stop_count: int = Field(ge=0)
@@ -150,8 +156,15 @@ def _goal_items(expected: Mapping[str, Mapping[str, Any]]) -> list[tuple[int, st
     return items
 
 
+_INVITATION = re.compile(r"\?|\b(?:anything else|what else|let me know|tell me)\b", re.IGNORECASE)
+
+
 def _asked(message: Message | None) -> bool:
-    return message is not None and "?" in message.text
+    return message is not None and _INVITATION.search(message.text) is not None
+
+
+def _snapshot(state: RequestedState) -> dict[int, tuple[int, str | None]]:
+    return {key: (e.duration, e.constraint) for key, e in state.events.items()}
 
 
 def _stop_discipline(messages: Sequence[Message], stop_indices: Sequence[int]) -> StopDiscipline:
@@ -196,7 +209,7 @@ def user_fidelity(
     goal_events = {event_id for event_id, kind, _ in items if kind == "event"}
 
     state = RequestedState()
-    request_messages = violations = chatter = user_messages = 0
+    request_messages = disclosures = violations = chatter = user_messages = 0
     stop_indices: list[int] = []
     seen_events: set[int] = set()
     last_assistant: Message | None = None
@@ -214,19 +227,24 @@ def user_fidelity(
             chatter += stop_token not in message.text
             continue
         request_messages += 1
-        named = {r.event_id for r in requests}
+        before = _snapshot(state)
+        for request in requests:
+            state.apply(request)
+        after = _snapshot(state)
+        new = {key for key, value in after.items() if before.get(key) != value}
+        if not new:
+            continue
+        disclosures += 1
         if persona is not None and _breaks_pacing(
             persona,
-            named,
+            new,
             seen_events,
             goal_events,
-            first=request_messages == 1,
+            first=disclosures == 1,
             asked=_asked(last_assistant),
         ):
             violations += 1
-        seen_events |= named
-        for request in requests:
-            state.apply(request)
+        seen_events |= new
 
     missing: list[str] = []
     for event_id, kind, wanted in items:
@@ -249,8 +267,9 @@ def user_fidelity(
         goal_met=met,
         premature_stop=stopped and not met,
         request_messages=request_messages,
+        disclosures=disclosures,
         pacing_violations=None if persona is None else violations,
-        leakage=None if persona is None else violations / max(request_messages, 1),
+        leakage=None if persona is None else violations / max(disclosures, 1),
         stop_count=len(stop_indices),
         stop_discipline=_stop_discipline(messages, stop_indices),
         user_messages=user_messages,

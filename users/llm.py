@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from convo_sim.users.persona import PERSONAS, Persona, persona_prompt
+
 from convo_sim.actors import View
 from convo_sim.completion import DEFAULT_STOP_TOKEN
 from convo_sim.messages import Message
@@ -92,8 +94,9 @@ class LLMUser:
     Args:
         model: the chat model.
         goal: what the user wants, in words.
-        persona: how the user behaves, in words (see
-            `convo_sim.users.persona_prompt` for the bundled personas).
+        persona: how the user behaves: a `Persona`, the name of a bundled
+            one (`terse`, ...), both turned into words by
+            `convo_sim.users.persona_prompt`, or free text.
         stop_token: what the user says when its goal is met.
         settings: sampling settings for every request.
         empty_retries: how many more times to ask when the model replies
@@ -108,7 +111,7 @@ class LLMUser:
         model: ChatModel,
         *,
         goal: str,
-        persona: str | None = None,
+        persona: Persona | str | None = None,
         stop_token: str = DEFAULT_STOP_TOKEN,
         settings: ModelSettings | None = None,
         empty_retries: int = 2,
@@ -118,6 +121,10 @@ class LLMUser:
             raise ValueError("an LLM user needs a non-empty goal")
         if empty_retries < 0:
             raise ValueError(f"empty_retries must be >= 0, got {empty_retries!r}")
+        if isinstance(persona, str) and persona in PERSONAS:
+            persona = PERSONAS[persona]
+        if isinstance(persona, Persona):
+            persona = persona_prompt(persona, stop_token=stop_token)
         self.model = model
         self.goal = goal
         self.persona = persona
