@@ -19,15 +19,15 @@ from convo_sim.calendar.intents import (
     RequestedEvent,
     RequestedState,
     parse_request,
+    shown_calendar,
 )
 from convo_sim.calendar.model import (
     WORKING_WINDOW,
     ListedEvent,
     format_calendar,
     parse_constraint,
-    parse_listed_events,
 )
-from convo_sim.calendar.solve import EventSpec, is_solvable, solve_schedule
+from convo_sim.calendar.solve import EventSpec, solve_schedule
 from convo_sim.messages import Message
 
 __all__ = ["CalendarSolverAssistant"]
@@ -92,9 +92,7 @@ class CalendarSolverAssistant:
     def reply(self, messages: Sequence[Message]) -> str:
         """The reply to a dialogue (a plain function of it, for use outside a run)."""
         texts = tuple(m.text for m in messages if m.role == "user")
-        replay = self._read(texts)
-        current = _last_shown(messages)
-        starts = self._schedule(replay.state, current)
+        replay, starts = self._read(texts, _last_shown(messages))
         listed = [
             ListedEvent(str(e.event_id), e.name, starts[str(e.event_id)], e.duration)
             for e in sorted(replay.state.events.values(), key=lambda e: e.event_id)
@@ -104,58 +102,66 @@ class CalendarSolverAssistant:
             return calendar
         return f"{replay.note}\n\n{calendar}"
 
-    def _read(self, texts: tuple[str, ...]) -> _Replay:
+    def _read(self, texts: tuple[str, ...], current: dict[str, int]) -> tuple[_Replay, dict[str, int]]:
+        """Replay the user's messages; return the state and a schedule for it."""
         done = self._replay
         if texts[: len(done.texts)] == done.texts:
             replay = _Replay(done.texts, _copy(done.state), done.note)
             new = texts[len(done.texts) :]
         else:
             replay, new = _Replay(), texts
+        starts: dict[str, int] | None = None
         for text in new:
-            replay.note = self._apply(replay.state, parse_request(text))
+            replay.note, starts = self._apply(replay.state, parse_request(text), current)
         replay.texts = texts
         self._replay = replay
-        return replay
+        if starts is None:
+            starts = self._solve(replay.state, current)
+            # Every applied request was checked to leave a solvable calendar.
+            assert starts is not None
+        return replay, starts
 
-    def _apply(self, state: RequestedState, request: CalendarRequest | None) -> str:
-        """Apply one request to `state` if it leaves a solvable calendar; say what happened."""
+    def _apply(
+        self, state: RequestedState, request: CalendarRequest | None, current: dict[str, int]
+    ) -> tuple[str, dict[str, int] | None]:
+        """Apply one request to `state` if it leaves a solvable calendar.
+
+        Returns what to tell the user, and the schedule of the new state
+        (None when the state did not change).
+        """
         if request is None:
-            return "Here is your calendar."
+            return "Here is your calendar.", None
         key = request.event_id
         attempt = _copy(state)
         if not attempt.apply(request):
-            return f"There is no event {key} yet; tell me its duration and I will add it."
-        if not self._solvable(attempt):
+            return f"There is no event {key} yet; tell me its duration and I will add it.", None
+        # Solving (rather than only deciding solvability) doubles as the
+        # schedule for this turn's reply, so the search runs once per request.
+        starts = self._solve(attempt, current)
+        if starts is None:
             return (
                 f"I cannot fit that for event {key} without breaking another constraint, "
                 "so the calendar is unchanged."
-            )
+            ), None
         added = key not in state.events
         state.events, state.requests = attempt.events, attempt.requests
         event = state.events[key]
         if added:
             note = f"Added {event.name!r} (event {key}, {event.duration} minutes)."
-            return note if request.constraint is None else f"{note[:-1]}, {request.constraint}."
-        if request.constraint is not None:
-            return f"Scheduled {event.name!r} (event {key}) {request.constraint}."
-        return f"Changed {event.name!r} (event {key}) to {event.duration} minutes."
+            if request.constraint is not None:
+                note = f"{note[:-1]}, {request.constraint}."
+        elif request.constraint is not None:
+            note = f"Scheduled {event.name!r} (event {key}) {request.constraint}."
+        else:
+            note = f"Changed {event.name!r} (event {key}) to {event.duration} minutes."
+        return note, starts
 
-    def _specs(self, state: RequestedState) -> list[EventSpec]:
-        return [
+    def _solve(self, state: RequestedState, current: dict[str, int]) -> dict[str, int] | None:
+        specs = [
             EventSpec(str(e.event_id), e.duration, parse_constraint(e.constraint))
             for e in state.events.values()
         ]
-
-    def _solvable(self, state: RequestedState) -> bool:
-        return is_solvable(self._specs(state), window=self.window, step=self.step)
-
-    def _schedule(self, state: RequestedState, current: dict[str, int]) -> dict[str, int]:
-        starts = solve_schedule(
-            self._specs(state), window=self.window, current=current, step=self.step
-        )
-        # Every applied request was checked to leave a solvable calendar.
-        assert starts is not None
-        return starts
+        return solve_schedule(specs, window=self.window, current=current, step=self.step)
 
 
 def _last_shown(messages: Sequence[Message]) -> dict[str, int]:
@@ -163,7 +169,7 @@ def _last_shown(messages: Sequence[Message]) -> dict[str, int]:
     for message in reversed(messages):
         if message.role != "assistant" or not message.text:
             continue
-        listed = parse_listed_events(message.text)
+        listed = shown_calendar(message.text)
         if listed is not None:
             return {e.event_id: e.start_time for e in listed}
     return {}

@@ -69,10 +69,15 @@ class CalendarGoal(BaseModel):
                 )
         return self
 
-    def expected_state(self) -> dict[str, dict[str, Any]]:
-        """The final expected state in NeMo-Gym's `exp_cal_state` format."""
+    def expected_state(self, upto: int | None = None) -> dict[str, dict[str, Any]]:
+        """The expected state in NeMo-Gym's `exp_cal_state` format.
+
+        Args:
+            upto: only the first `upto` steps (what the user has revealed so
+                far); all of them by default.
+        """
         state: dict[str, dict[str, Any]] = {}
-        for step in self.steps:
+        for step in self.steps[:upto]:
             key = str(step.event_id)
             if step.action == "add":
                 state[key] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from convo_sim.users.calendar import CalendarUser
 from convo_sim.users.fidelity import UserFidelity, user_fidelity
 from convo_sim.users.llm import LLMUser
 from convo_sim.users.persona import (
@@ -15,6 +16,7 @@ from convo_sim.users.simple import FunctionUser, ScriptedUser
 
 __all__ = [
     "PERSONAS",
+    "CalendarUser",
     "FunctionUser",
     "LLMUser",
     "Persona",

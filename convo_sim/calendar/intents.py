@@ -1,4 +1,4 @@
-"""Understanding a user's calendar requests, in words, turn by turn.
+"""Understanding a user's calendar requests, in words, turn by turn (and the calendars shown).
 
 The rule-based solver assistant, the simulated user's self-checks and the
 per-turn verifiers all need the same answer to "what has the user asked for
@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from convo_sim.calendar.model import ListedEvent, parse_listed_events
 from convo_sim.calendar.times import format_12h, parse_time
 from convo_sim.messages import Message
 
@@ -38,6 +39,7 @@ __all__ = [
     "parse_duration",
     "parse_request",
     "requested_state",
+    "shown_calendar",
 ]
 
 # Typographic spaces, apostrophes and dashes that appear in real data (NeMo writes
@@ -318,3 +320,15 @@ def requested_state(messages: Iterable[Message]) -> RequestedState:
         if request is not None:
             state.apply(request)
     return state
+
+
+@functools.lru_cache(maxsize=4096)
+def shown_calendar(text: str) -> tuple[ListedEvent, ...] | None:
+    """The calendar an assistant message shows (the grader's first JSON list), or None.
+
+    Cached for the same reason as `parse_request`: within one turn the
+    simulated user, the verifiers and, next turn, the solver all read the
+    same reply, and the extraction is the costly part.
+    """
+    listed = parse_listed_events(text)
+    return None if listed is None else tuple(listed)
