@@ -170,13 +170,13 @@ def _constraint(rng: random.Random, start: int, duration: int) -> Constraint | N
     opens, closes = WORKING_WINDOW
     end = start + duration
     kind = rng.choice(_KINDS)
-    slack = lambda: _GRID * rng.randint(0, 4)  # noqa: E731 - a one-line local helper
+    early, late = (_GRID * rng.randint(0, 4) for _ in range(2))
     if kind == "before":
-        return Constraint("before", min(closes, end + slack()))
+        return Constraint("before", min(closes, end + late))
     if kind == "after":
-        return Constraint("after", max(opens, start - slack()))
+        return Constraint("after", max(opens, start - early))
     if kind == "between":
-        return Constraint("between", max(opens, start - slack()), min(closes, end + slack()))
+        return Constraint("between", max(opens, start - early), min(closes, end + late))
     if kind == "at":
         return Constraint("at", start)
     return None
