@@ -12,6 +12,7 @@ from convo_sim.users.persona import (
     get_persona,
     persona_prompt,
 )
+from convo_sim.users.persona_user import PersonaCalendarUser
 from convo_sim.users.simple import FunctionUser, ScriptedUser
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "FunctionUser",
     "LLMUser",
     "Persona",
+    "PersonaCalendarUser",
     "ScriptedUser",
     "UnknownPersonaError",
     "UserFidelity",

@@ -108,29 +108,53 @@ class UserFidelity(BaseModel):
         return self.stop_discipline == "ok"
 
 
+def _ids(text: str) -> list[re.Match[str]]:
+    """The first mention of each distinct event id in `text`, in order."""
+    seen: set[str] = set()
+    first: list[re.Match[str]] = []
+    for match in _EVENT_ID.finditer(text):
+        event_id = next(g for g in match.groups() if g)
+        if event_id not in seen:
+            seen.add(event_id)
+            first.append(match)
+    return first
+
+
+def _opens_with_id(sentence: str) -> bool:
+    match = _EVENT_ID.search(sentence)
+    return match is not None and not sentence[: match.start()].strip(" (")
+
+
 def message_requests(text: str) -> list[CalendarRequest]:
     """Every calendar request in one user message, in order.
 
-    A message naming one event is parsed whole; one naming several (an
-    `all_at_once` user) is split into sentences, a sentence without an event
-    id joining the one before it, and a sentence naming several ids split at
-    each id.
+    A message naming one event is parsed whole. One naming several (an
+    `all_at_once` user) is cut into lines and sentences; a sentence without
+    an event id joins the next one when that one opens with the id ("Could
+    you add a 30-minute call? (event id: 2)"), else the one before; a
+    sentence naming several ids is cut before each new id.
     """
-    ids = {next(g for g in m.groups() if g) for m in _EVENT_ID.finditer(text)}
-    if len(ids) <= 1:
+    if len(_ids(text)) <= 1:
         request = parse_request(text)
         return [] if request is None else [request]
+    sentences = [
+        part.strip()
+        for line in text.splitlines()
+        for part in _SENTENCE_END.split(line)
+        if part.strip()
+    ]
     pieces: list[str] = []
-    for sentence in _SENTENCE_END.split(text):
-        mentions = list(_EVENT_ID.finditer(sentence))
-        if not mentions:
-            if pieces:
+    carry = ""
+    for index, sentence in enumerate(sentences):
+        if not _ids(sentence):
+            following = sentences[index + 1] if index + 1 < len(sentences) else ""
+            if not pieces or _opens_with_id(following):
+                carry += sentence + " "
+            else:
                 pieces[-1] += " " + sentence
             continue
-        if len(mentions) == 1:
-            pieces.append(sentence)
-            continue
-        cuts = [0, *(m.start() for m in mentions[1:]), len(sentence)]
+        sentence, carry = carry + sentence, ""
+        cuts = [0, *(m.start() for m in _ids(sentence)[1:]), len(sentence)]
         pieces.extend(sentence[a:b] for a, b in itertools.pairwise(cuts))
     requests = (parse_request(piece) for piece in pieces)
     return [r for r in requests if r is not None]

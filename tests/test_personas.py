@@ -1,0 +1,246 @@
+"""Personas: the model, the bundled set, the LLM prompt, and the rule-based persona user."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import pytest
+from convo_sim.agents import CalendarSolverAssistant, FunctionAssistant
+from convo_sim.scenarios import CalendarGoal, GoalStep, Scenario
+from convo_sim.users import (
+    PERSONAS,
+    LLMUser,
+    Persona,
+    PersonaCalendarUser,
+    UnknownPersonaError,
+    get_persona,
+    persona_prompt,
+    user_fidelity,
+)
+from convo_sim.verifiers.calendar import grade_calendar_response
+from pydantic import ValidationError
+
+from convo_sim import DEFAULT_STOP_TOKEN, DialogueResult, InputError, Message, View, run_dialogue
+from convo_sim.models import Completion, ModelSettings
+
+GOAL = CalendarGoal(
+    steps=(
+        GoalStep(action="add", event_id=0, name="Team sync", duration=30),
+        GoalStep(action="constrain", event_id=0, constraint="after 2pm"),
+        GoalStep(action="add", event_id=1, name="Lunch", duration=60),
+        GoalStep(action="constrain", event_id=1, constraint="before 1pm"),
+        GoalStep(action="add", event_id=2, name="Code review", duration=45),
+        GoalStep(action="constrain", event_id=2, constraint="between 10am and 12pm"),
+    )
+)
+
+
+def scenario(persona: str | None = None, seed: int = 7) -> Scenario:
+    return Scenario(id="personas", goal=GOAL, persona=persona, seed=seed)
+
+
+async def talk(
+    user: PersonaCalendarUser, *, asks: bool = False, max_turns: int = 20
+) -> DialogueResult:
+    solver = CalendarSolverAssistant()
+
+    def reply(view: View) -> str:
+        text = solver.reply(view.transcript.messages)
+        return f"{text}\nAnything else?" if asks else text
+
+    assistant = FunctionAssistant(reply)
+    with anyio.fail_after(5):
+        return await run_dialogue(assistant, user, max_turns=max_turns)
+
+
+def user_texts(result: DialogueResult) -> list[str]:
+    return [m.text for m in result.transcript.by_role("user")]
+
+
+def passed(result: DialogueResult) -> bool:
+    replies = result.transcript.by_role("assistant")
+    return bool(replies) and grade_calendar_response(replies[-1].text, GOAL.expected_state()).passed
+
+
+def test_bundled_personas_cover_the_required_behaviours() -> None:
+    for name in ("cooperative", "terse", "verbose", "impatient", "vague", "withholding"):
+        assert name in PERSONAS
+    for name in ("indecisive", "noisy", "upfront"):
+        assert name in PERSONAS
+    assert all(p.name == key for key, p in PERSONAS.items())
+    assert PERSONAS["terse"].verbosity == "terse"
+    assert PERSONAS["impatient"].patience is not None
+    assert PERSONAS["withholding"].disclosure == "when_asked"
+    assert PERSONAS["upfront"].disclosure == "all_at_once"
+    assert PERSONAS["indecisive"].change_of_mind > 0
+    assert PERSONAS["noisy"].typo_rate > 0 and PERSONAS["noisy"].off_topic_rate > 0
+    assert PERSONAS["vague"].cooperativeness < 1
+
+
+def test_persona_is_frozen_and_validated() -> None:
+    persona = get_persona("terse")
+    with pytest.raises(ValidationError):
+        persona.verbosity = "verbose"  # type: ignore[misc]
+    for bad in (
+        {"cooperativeness": 1.5},
+        {"typo_rate": -0.1},
+        {"patience": 0},
+        {"disclosure": "x"},
+    ):
+        with pytest.raises(ValidationError):
+            Persona(name="bad", **bad)  # type: ignore[arg-type]
+
+
+def test_unknown_persona_names_the_known_ones() -> None:
+    with pytest.raises(UnknownPersonaError) as info:
+        get_persona("grumpy")
+    assert isinstance(info.value, InputError)
+    assert info.value.name == "grumpy"
+    assert set(info.value.known) == set(PERSONAS)
+    assert "cooperative" in str(info.value)
+
+
+def test_persona_prompt_speaks_to_every_field() -> None:
+    impatient = persona_prompt(get_persona("impatient"), stop_token="<<bye>>")
+    assert "after 3 of your messages" in impatient and "<<bye>>" in impatient
+    assert DEFAULT_STOP_TOKEN not in impatient
+    noisy = persona_prompt(get_persona("noisy"))
+    assert "typos" in noisy and "unrelated remark" in noisy
+    assert "first request, all in one message" in persona_prompt(get_persona("upfront"))
+    assert "only when the assistant asks" in persona_prompt(get_persona("withholding"))
+    assert "change your mind back" in persona_prompt(get_persona("indecisive"))
+    assert "deflect" in persona_prompt(get_persona("vague"))
+    cooperative = persona_prompt(get_persona("cooperative"))
+    assert "typos" not in cooperative and "impatient" not in cooperative
+
+
+class RecordingModel:
+    """A chat model that remembers what it was sent and says the stop token."""
+
+    def __init__(self) -> None:
+        self.seen: list[Sequence[Message]] = []
+
+    async def complete(
+        self, messages: Sequence[Message], settings: ModelSettings | None = None
+    ) -> Completion:
+        self.seen.append(messages)
+        return Completion(message=Message(role="assistant", content=DEFAULT_STOP_TOKEN))
+
+
+@pytest.mark.timeout(5)
+async def test_llm_user_plays_a_persona_given_by_name_or_object() -> None:
+    model = RecordingModel()
+    by_name = LLMUser(model, goal="Add lunch (event id: 0), 60 minutes.", persona="terse")
+    assert persona_prompt(get_persona("terse")) in by_name.system_prompt
+    by_object = LLMUser(
+        model, goal="Add lunch.", persona=get_persona("impatient"), stop_token="<<bye>>"
+    )
+    assert persona_prompt(get_persona("impatient"), stop_token="<<bye>>") in by_object.system_prompt
+    free = LLMUser(model, goal="Add lunch.", persona="Speaks like a pirate.")
+    assert "Speaks like a pirate." in free.system_prompt
+    await by_name.respond(View("user", scenario().opening_transcript(), 1))
+    assert "Write as few words as you can" in (model.seen[0][0].content or "")
+
+
+@pytest.mark.timeout(10)
+async def test_cooperative_user_reaches_its_goal_with_the_solver() -> None:
+    result = await talk(PersonaCalendarUser(scenario("cooperative")))
+    assert result.termination.value == "user_stop" and passed(result)
+    fid = user_fidelity(result.transcript, expected=GOAL, persona="cooperative")
+    assert fid.goal_coverage == 1.0 and fid.stop_ok and fid.pacing_violations == 0
+
+
+@pytest.mark.timeout(10)
+async def test_same_seed_same_dialogue_other_seed_other_words() -> None:
+    first = await talk(PersonaCalendarUser(scenario("noisy", seed=3)))
+    again = await talk(PersonaCalendarUser(scenario("noisy", seed=3)))
+    other = await talk(PersonaCalendarUser(scenario("noisy", seed=4)))
+    assert user_texts(first) == user_texts(again)
+    assert user_texts(first) != user_texts(other)
+
+
+@pytest.mark.timeout(10)
+async def test_impatient_user_gives_up_after_its_patience() -> None:
+    result = await talk(PersonaCalendarUser(scenario("impatient")))
+    texts = user_texts(result)
+    patience = get_persona("impatient").patience
+    assert patience is not None and len(texts) == patience + 1
+    assert DEFAULT_STOP_TOKEN in texts[-1]
+    assert not passed(result)
+    fid = user_fidelity(result.transcript, expected=GOAL, persona="impatient")
+    assert fid.premature_stop and fid.stop_ok and fid.goal_coverage < 1
+
+
+@pytest.mark.timeout(10)
+async def test_terse_and_verbose_change_the_wording_not_the_requests() -> None:
+    terse = await talk(PersonaCalendarUser(scenario("terse")))
+    verbose = await talk(PersonaCalendarUser(scenario("verbose")))
+    plain = await talk(PersonaCalendarUser(scenario("cooperative")))
+    for result in (terse, verbose):
+        assert passed(result)
+    assert not any(
+        t.lower().startswith(("hey", "hi")) or "please" in t.lower() for t in user_texts(terse)
+    )
+
+    def mean_len(r: DialogueResult) -> float:
+        return sum(map(len, user_texts(r))) / len(user_texts(r))
+
+    assert mean_len(terse) < mean_len(plain) < mean_len(verbose)
+
+
+@pytest.mark.timeout(10)
+async def test_upfront_user_states_its_whole_goal_in_the_first_message() -> None:
+    result = await talk(PersonaCalendarUser(scenario("upfront")), max_turns=1)
+    first = result.transcript.by_role("user")[0]
+    fid = user_fidelity([first], expected=GOAL, persona="upfront")
+    assert fid.goal_coverage == 1.0 and fid.pacing_violations == 0
+
+
+@pytest.mark.timeout(10)
+async def test_withholding_user_waits_to_be_asked() -> None:
+    # The solver never asks, so nothing is ever revealed.
+    silent = await talk(PersonaCalendarUser(scenario("withholding")), max_turns=4)
+    assert user_fidelity(silent.transcript, expected=GOAL).request_messages == 0
+    # Asked every turn, it reveals everything without volunteering anything.
+    asked = await talk(PersonaCalendarUser(scenario("withholding")), asks=True)
+    assert passed(asked)
+    fid = user_fidelity(asked.transcript, expected=GOAL, persona="withholding")
+    assert fid.goal_coverage == 1.0 and fid.pacing_violations == 0
+    assert fid.chatter == 1  # the opening greeting
+
+
+@pytest.mark.timeout(10)
+async def test_indecisive_user_asks_for_another_time_then_reverts() -> None:
+    always = Persona(name="always-indecisive", change_of_mind=1.0)
+    result = await talk(PersonaCalendarUser(scenario(), persona=always))
+    texts = user_texts(result)
+    decoys = [i for i, t in enumerate(texts) if t.startswith("Hmm, actually")]
+    assert len(decoys) == 3  # one per constraint of the goal
+    assert all("(event id:" in texts[i] for i in decoys)
+    assert passed(result)
+    assert user_fidelity(result.transcript, expected=GOAL).goal_coverage == 1.0
+
+
+@pytest.mark.timeout(10)
+async def test_noise_never_changes_what_is_asked() -> None:
+    noisy = Persona(name="very-noisy", typo_rate=0.5, off_topic_rate=1.0)
+    result = await talk(PersonaCalendarUser(scenario(), persona=noisy))
+    plain = await talk(PersonaCalendarUser(scenario("cooperative")))
+    assert user_texts(result) != user_texts(plain)
+    assert passed(result)
+    assert user_fidelity(result.transcript, expected=GOAL).goal_coverage == 1.0
+
+
+@pytest.mark.timeout(10)
+async def test_uncooperative_user_deflects_after_its_first_request() -> None:
+    stubborn = Persona(name="stubborn", cooperativeness=0.0)
+    result = await talk(PersonaCalendarUser(scenario(), persona=stubborn), max_turns=5)
+    fid = user_fidelity(result.transcript, expected=GOAL)
+    assert fid.request_messages == 1 and fid.chatter == 4
+    assert result.termination.value == "max_turns"
+
+
+def test_persona_user_needs_a_known_persona() -> None:
+    with pytest.raises(UnknownPersonaError):
+        PersonaCalendarUser(scenario("grumpy"))
