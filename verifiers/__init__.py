@@ -2,4 +2,20 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from convo_sim.verifiers.calendar_turns import (
+    CalendarFinalVerifier,
+    ConstraintsHonoured,
+    EventsPresent,
+    NoConflicts,
+    ValidCalendar,
+    calendar_verifiers,
+)
+
+__all__ = [
+    "CalendarFinalVerifier",
+    "ConstraintsHonoured",
+    "EventsPresent",
+    "NoConflicts",
+    "ValidCalendar",
+    "calendar_verifiers",
+]

@@ -1,0 +1,79 @@
+"""Run one scenario with the calendar domain's defaults wired in."""
+
+from __future__ import annotations
+
+from convo_sim.agents.calendar import CalendarSolverAssistant
+from convo_sim.scenarios.model import Scenario
+from convo_sim.users.calendar import CalendarUser
+from convo_sim.users.simple import ScriptedUser
+from convo_sim.verifiers.calendar_turns import calendar_verifiers
+
+from convo_sim.actors import Actor
+from convo_sim.orchestrator import run_dialogue
+from convo_sim.results import DialogueResult
+from convo_sim.verification import RewardFn
+
+__all__ = ["DEFAULT_MAX_TURNS", "default_user", "run_scenario"]
+
+DEFAULT_MAX_TURNS = 20
+"""The turn limit when neither the call nor the scenario sets one."""
+
+
+def default_user(scenario: Scenario, *, seed: int | None = None) -> Actor:
+    """The user a scenario gets by default.
+
+    A `ScriptedUser` replaying `user_script` when the scenario has one, else a
+    `CalendarUser` pursuing its goal, else (a NeMo-Gym prefix, whose later
+    user turns are not in the data) a user that stops at once.
+    """
+    if scenario.user_script:
+        return ScriptedUser(scenario.user_script)
+    if scenario.goal is not None:
+        return CalendarUser(scenario, seed=seed)
+    return ScriptedUser(())
+
+
+async def run_scenario(
+    scenario: Scenario,
+    *,
+    assistant: Actor | None = None,
+    user: Actor | None = None,
+    max_turns: int | None = None,
+    turn_timeout: float | None = 60.0,
+    reward: RewardFn | None = None,
+    seed: int | None = None,
+    dialogue_id: str | None = None,
+) -> DialogueResult:
+    """Run one dialogue of `scenario` and return its result.
+
+    Args:
+        scenario: what to run.
+        assistant: the assistant; a `CalendarSolverAssistant` by default.
+        user: the user; `default_user(scenario, seed=seed)` by default.
+        max_turns: the turn limit; the scenario's, else `DEFAULT_MAX_TURNS`.
+        turn_timeout: seconds one actor may take for one message.
+        reward: the reward function; by default the final verdict
+            (`CalendarFinalVerifier`, NeMo-Gym's rule).
+        seed: the default user's seed; the scenario's by default.
+        dialogue_id: bound to every log event; random by default.
+
+    Returns:
+        The `DialogueResult`, scored by the calendar turn verifiers and the
+        final verifier (see `calendar_verifiers`).
+
+    Raises:
+        ValueError: a limit is out of range.
+    """
+    turn_verifiers, final_verifiers = calendar_verifiers(scenario)
+    return await run_dialogue(
+        assistant if assistant is not None else CalendarSolverAssistant(),
+        user if user is not None else default_user(scenario, seed=seed),
+        prefix=scenario.opening_transcript(),
+        scenario=scenario,
+        max_turns=max_turns or scenario.max_turns or DEFAULT_MAX_TURNS,
+        turn_timeout=turn_timeout,
+        turn_verifiers=turn_verifiers,
+        final_verifiers=final_verifiers,
+        reward=reward,
+        dialogue_id=dialogue_id,
+    )

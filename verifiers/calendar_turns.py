@@ -1,0 +1,250 @@
+"""Calendar verifiers: every assistant turn, and the final state.
+
+Turn verifiers judge each calendar against what the user has asked for *so
+far*, which they read from the user's messages in the transcript with the
+same parser the solver uses (`convo_sim.calendar.intents`), so they work on
+NeMo-Gym prefixes as well as on simulated dialogues:
+
+* `valid_calendar`: the reply shows a calendar (a JSON list of events) with
+  each id once;
+* `no_conflicts`: share of listed events that overlap no other;
+* `events_present`: share of requested events listed with their duration;
+* `constraints_honoured`: share of requested events listed inside the
+  working window and within their latest constraint.
+
+`CalendarFinalVerifier` grades the last assistant reply against the
+scenario's expected state with `grade_calendar_response` (NeMo-Gym's rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from convo_sim.verifiers.calendar import grade_calendar_response
+
+from convo_sim.calendar.intents import RequestedState, requested_state, shown_calendar
+from convo_sim.calendar.model import WORKING_WINDOW, ExpectedState, ListedEvent, parse_constraint
+from convo_sim.calendar.times import format_24h, parse_time
+from convo_sim.messages import Transcript
+from convo_sim.results import TurnScore, Verdict
+from convo_sim.verification import FinalContext, FinalVerifier, TurnContext, TurnVerifier
+
+__all__ = [
+    "CalendarFinalVerifier",
+    "ConstraintsHonoured",
+    "EventsPresent",
+    "NoConflicts",
+    "ValidCalendar",
+    "calendar_verifiers",
+]
+
+
+def _requested(ctx: TurnContext) -> RequestedState:
+    return requested_state(ctx.transcript.messages)
+
+
+def _no_list() -> TurnScore:
+    return TurnScore(score=0.0, reason="no_json_list", details={"detail": "no calendar shown"})
+
+
+class ValidCalendar:
+    """1 when the reply shows a calendar with each event id once, else 0."""
+
+    name = "valid_calendar"
+
+    def __call__(self, ctx: TurnContext) -> TurnScore:
+        listed = shown_calendar(ctx.message.text)
+        if listed is None:
+            if not _requested(ctx).events:
+                return TurnScore(score=1.0, reason="nothing_requested")
+            return _no_list()
+        ids = [e.event_id for e in listed]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            return TurnScore(
+                score=0.0, reason="duplicate_event_id", details={"event_ids": repeated}
+            )
+        return TurnScore(score=1.0, reason="pass", details={"events": len(listed)})
+
+
+class NoConflicts:
+    """Share of listed events that overlap no other (half-open intervals)."""
+
+    name = "no_conflicts"
+
+    def __call__(self, ctx: TurnContext) -> TurnScore:
+        listed = shown_calendar(ctx.message.text)
+        if listed is None:
+            if not _requested(ctx).events:
+                return TurnScore(score=1.0, reason="nothing_requested")
+            return _no_list()
+        pairs = _overlaps(listed)
+        if not pairs:
+            return TurnScore(score=1.0, reason="pass")
+        involved = {i for pair in pairs for i in pair}
+        return TurnScore(
+            score=1.0 - len(involved) / len(listed),
+            reason="conflicting_events",
+            details={"overlapping": [list(pair) for pair in pairs]},
+        )
+
+
+class EventsPresent:
+    """Share of the events requested so far that are listed with their duration."""
+
+    name = "events_present"
+
+    def __call__(self, ctx: TurnContext) -> TurnScore:
+        requested = _requested(ctx)
+        if not requested.events:
+            return TurnScore(score=1.0, reason="nothing_requested")
+        listed = shown_calendar(ctx.message.text)
+        if listed is None:
+            return _no_list()
+        shown = {e.event_id: e for e in listed}
+        missing = [k for k in requested.events if str(k) not in shown]
+        wrong = [
+            k
+            for k, e in requested.events.items()
+            if str(k) in shown and shown[str(k)].duration != e.duration
+        ]
+        ok = len(requested.events) - len(missing) - len(wrong)
+        if not missing and not wrong:
+            return TurnScore(score=1.0, reason="pass", details={"events": ok})
+        return TurnScore(
+            score=ok / len(requested.events),
+            reason="missing_events" if missing else "wrong_duration",
+            details={"missing": missing, "wrong_duration": wrong},
+        )
+
+
+class ConstraintsHonoured:
+    """Share of the events requested so far that are listed in the window and constraint.
+
+    An event that is not listed cannot honour its constraint, so it counts
+    against this score as well as against `events_present`.
+
+    Args:
+        window: the working day, `(start, end)` in minutes since midnight.
+    """
+
+    name = "constraints_honoured"
+
+    def __init__(self, window: tuple[int, int] = WORKING_WINDOW) -> None:
+        self.window = window
+
+    def __call__(self, ctx: TurnContext) -> TurnScore:
+        requested = _requested(ctx)
+        if not requested.events:
+            return TurnScore(score=1.0, reason="nothing_requested")
+        listed = shown_calendar(ctx.message.text)
+        if listed is None:
+            return _no_list()
+        shown = {e.event_id: e for e in listed}
+        broken: dict[str, str] = {}
+        for key, event in requested.events.items():
+            entry = shown.get(str(key))
+            if entry is None:
+                broken[str(key)] = "not listed"
+                continue
+            if entry.start_time < self.window[0] or entry.end_time > self.window[1]:
+                broken[str(key)] = f"runs {_span(entry)}, outside the working window"
+                continue
+            constraint = parse_constraint(event.constraint)
+            if constraint is not None and not constraint.allows(entry.start_time, entry.duration):
+                broken[str(key)] = f"runs {_span(entry)}, breaking {constraint.text!r}"
+        if not broken:
+            return TurnScore(score=1.0, reason="pass")
+        return TurnScore(
+            score=1.0 - len(broken) / len(requested.events),
+            reason="constraint_violated",
+            details={"violations": broken},
+        )
+
+
+class CalendarFinalVerifier:
+    """Grades the last assistant reply against the expected state, as NeMo-Gym does.
+
+    Args:
+        expected: the expected state (`ExpectedState`, NeMo `exp_cal_state`
+            or seed `expected_state`). None: the scenario's (`Scenario.expected()`)
+            if the dialogue has a scenario with one, else everything the user
+            asked for in the transcript.
+    """
+
+    name = "calendar_final"
+
+    def __init__(self, expected: ExpectedState | Mapping[str, Any] | None = None) -> None:
+        self.expected = expected
+
+    def __call__(self, ctx: FinalContext) -> Verdict:
+        expected, source = self._expected(ctx)
+        reply = next(
+            (m for m in reversed(ctx.transcript.messages) if m.role == "assistant" and m.text),
+            None,
+        )
+        if reply is None:
+            return Verdict(
+                reward=0.0,
+                reason="no_assistant_reply",
+                details={"detail": "the assistant never replied", "expected_from": source},
+            )
+        grade = grade_calendar_response(reply.text, expected)
+        return Verdict(
+            reward=grade.reward,
+            reason=grade.reason,
+            details={"detail": grade.detail, "expected_from": source},
+        )
+
+    def _expected(self, ctx: FinalContext) -> tuple[ExpectedState | Mapping[str, Any], str]:
+        if self.expected is not None:
+            return self.expected, "verifier"
+        scenario_expected = getattr(ctx.scenario, "expected", None)
+        if callable(scenario_expected):
+            found = scenario_expected()
+            if isinstance(found, Mapping):
+                return found, "scenario"
+        return _from_transcript(ctx.transcript), "transcript"
+
+
+def _from_transcript(transcript: Transcript) -> dict[str, dict[str, Any]]:
+    return requested_state(transcript.messages).expected_state()
+
+
+def calendar_verifiers(
+    scenario: object | None = None,
+) -> tuple[list[TurnVerifier], list[FinalVerifier]]:
+    """The calendar domain's verifiers for a scenario: (turn verifiers, final verifiers).
+
+    The working window comes from the scenario's goal when it has one; the
+    final verifier reads the scenario's expected state when the dialogue
+    ends (see `CalendarFinalVerifier`).
+    """
+    window = WORKING_WINDOW
+    goal = getattr(scenario, "goal", None)
+    if goal is not None:
+        window = (parse_time(goal.min_time), parse_time(goal.max_time))
+    turn: list[TurnVerifier] = [
+        ValidCalendar(),
+        NoConflicts(),
+        EventsPresent(),
+        ConstraintsHonoured(window),
+    ]
+    final: list[FinalVerifier] = [CalendarFinalVerifier()]
+    return turn, final
+
+
+def _overlaps(listed: Sequence[ListedEvent]) -> list[tuple[str, str]]:
+    ordered = sorted(listed, key=lambda e: (e.start_time, e.end_time))
+    pairs: list[tuple[str, str]] = []
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1 :]:
+            if second.start_time >= first.end_time:
+                break
+            pairs.append((first.event_id, second.event_id))
+    return pairs
+
+
+def _span(event: ListedEvent) -> str:
+    return f"{format_24h(event.start_time)}-{format_24h(min(event.end_time, 24 * 60))}"
