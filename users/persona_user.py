@@ -85,7 +85,8 @@ _SPARED = frozenset(
 )
 _WORD = re.compile(r"[A-Za-z]{4,}")
 _PLEASANTRIES = re.compile(
-    r"^(?:hey|hi|hello)[,!]?\s+|\s*(?:thanks|thank you)[.!]?\s*$|\bplease\b,?\s*",
+    r"^(?:(?:hey|hi|hello)[,!]?|(?:great|nice|perfect)[,!]?\s+thank(?:s| you)[.!]?"
+    r"|thanks[.!]?|thank you[.!]?)\s+|\s*(?:thanks|thank you)[.!]?\s*$|,?\s*\bplease\b,?",
     re.IGNORECASE,
 )
 
@@ -227,7 +228,10 @@ class PersonaCalendarUser:
     def _voice(self, text: str) -> str:
         verbosity = self.persona.verbosity
         if verbosity == "terse":
-            terse = _PLEASANTRIES.sub("", text).strip()
+            terse = text
+            # Leading pleasantries can come in a row ("Thanks! Hi, ...").
+            for _ in range(3):
+                terse = _PLEASANTRIES.sub("", terse).strip()
             return terse[:1].upper() + terse[1:] if terse else text
         if verbosity == "verbose" and text:
             rng = self._rng("voice")

@@ -21,9 +21,10 @@ __all__ = ["main"]
 def _commands() -> list[ModuleType]:
     # Imported lazily so that `convo-sim --help` stays fast and a broken
     # optional command cannot break the others.
+    from convo_sim.cli import experiment as experiment_cmd
     from convo_sim.cli import run as run_cmd
 
-    return [run_cmd]
+    return [run_cmd, experiment_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,349 @@
+"""`convo-sim experiment`: a user-modeling grid (personas x assistants x seeds).
+
+Every base scenario is run once per persona and assistant, each with
+`--seeds` samples (each sample has its own seed, so a persona's random
+behaviour, its wording and its noise differ between samples, and pass^k is
+defined for k up to `--seeds`). Each rollout records its cell in
+`metadata` (`persona`, `assistant`, `base_scenario`) and the user-fidelity
+metrics in `metadata["fidelity"]`. The run writes, into `--out-dir`:
+
+* `rollouts.jsonl`: the records (resumable: the same command continues);
+* `results.csv` and `results.json`: one row per (persona, assistant) cell
+  with mean reward, pass rate, pass^k, turns and the fidelity metrics, each
+  with a 95% interval (Wilson score for rates, percentile bootstrap with a
+  fixed seed for means);
+* `report.html`: the HTML report (unless `--no-html`).
+
+Assistants are given by spec: `builtin` is the exact calendar solver;
+`openai:MODEL` is an LLM assistant on an OpenAI-compatible server
+(`--base-url` or `OPENAI_BASE_URL`). The user is the rule-based calendar
+user playing each persona, so the default grid runs offline in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from convo_sim.actors import Actor
+from convo_sim.agents import CalendarSolverAssistant, LLMAssistant
+from convo_sim.calendar.intents import RequestedState
+from convo_sim.errors import InputError
+from convo_sim.experiments import CellStats, cell_stats, write_table_csv, write_table_json
+from convo_sim.models import ChatModel
+from convo_sim.records import Rollout
+from convo_sim.report_html import write_html
+from convo_sim.results import TurnScore, Verdict
+from convo_sim.rollouts import generate_rollouts, sample_seed
+from convo_sim.scenarios import Scenario, load_scenarios
+from convo_sim.scenarios.generate import generate_calendar_scenarios
+from convo_sim.sink import RolloutSink
+from convo_sim.users import PersonaCalendarUser, get_persona, user_fidelity
+from convo_sim.users.fidelity import message_requests
+from convo_sim.verification import FinalContext, FinalVerifier, TurnContext, TurnVerifier
+from convo_sim.verifiers.calendar import grade_calendar_response
+
+__all__ = ["ExperimentOutput", "add_parser", "build_grid", "run", "run_experiment"]
+
+_log = structlog.get_logger("convo_sim.experiment")
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentOutput:
+    """What an experiment wrote.
+
+    Attributes:
+        rollouts: the records of this grid (resumed ones included).
+        cells: one row per (persona, assistant).
+        paths: output name (`rollouts`, `csv`, `json`, `html`) -> file.
+    """
+
+    rollouts: list[Rollout]
+    cells: list[CellStats]
+    paths: dict[str, Path]
+
+
+def build_grid(
+    scenarios: Sequence[Scenario], personas: Sequence[str], assistants: Sequence[str]
+) -> list[Scenario]:
+    """One scenario per (base scenario, persona, assistant), cell recorded in metadata.
+
+    Raises:
+        UnknownPersonaError: a persona name is not bundled.
+        InputError: a base scenario has no calendar goal for the rule-based user.
+    """
+    for name in personas:
+        get_persona(name)
+    grid: list[Scenario] = []
+    for base in scenarios:
+        if base.goal is None:
+            raise InputError(
+                f"scenario {base.id!r} has no calendar goal; the persona user needs one"
+            )
+        for persona in personas:
+            for assistant in assistants:
+                grid.append(
+                    base.model_copy(
+                        update={
+                            "id": f"{base.id}/{persona}/{assistant}",
+                            "persona": persona,
+                            "metadata": {
+                                **base.metadata,
+                                "base_scenario": base.id,
+                                "persona": persona,
+                                "assistant": assistant,
+                            },
+                        }
+                    )
+                )
+    return grid
+
+
+def _user(scenario: Scenario, seed: int) -> Actor:
+    return PersonaCalendarUser(scenario, seed=seed)
+
+
+def _assistant(models: Mapping[str, ChatModel], scenario: Scenario, seed: int) -> Actor:
+    spec = str(scenario.metadata["assistant"])
+    if spec in ("builtin", "solver"):
+        return CalendarSolverAssistant()
+    return LLMAssistant(models[spec])
+
+
+def _check_spec(spec: str) -> None:
+    if spec in ("builtin", "solver"):
+        return
+    kind, _, model = spec.partition(":")
+    if kind != "openai" or not model:
+        raise InputError(f"unknown assistant spec {spec!r}; expected 'builtin' or 'openai:MODEL'")
+
+
+class _CalendarTurn:
+    """Scores an assistant turn against everything the user has asked for so far."""
+
+    name = "calendar_turn"
+
+    def __call__(self, ctx: TurnContext) -> TurnScore:
+        asked = RequestedState()
+        for message in ctx.transcript.by_role("user"):
+            for request in message_requests(message.text):
+                asked.apply(request)
+        if not asked.events:
+            return TurnScore(score=1.0, reason="pass", details={"detail": "nothing asked yet"})
+        grade = grade_calendar_response(ctx.message.text, asked.expected_state())
+        return TurnScore(score=grade.reward, reason=grade.reason, details={"detail": grade.detail})
+
+
+class _CalendarFinal:
+    """NeMo-Gym's rule on the last assistant reply, against the scenario's goal."""
+
+    name = "calendar_final"
+
+    def __call__(self, ctx: FinalContext) -> Verdict:
+        scenario = ctx.scenario
+        assert isinstance(scenario, Scenario)
+        replies = ctx.transcript.by_role("assistant")
+        expected = scenario.expected()
+        if not replies or expected is None:
+            return Verdict(
+                reward=0.0, reason="no_reply", details={"detail": "no calendar to grade"}
+            )
+        grade = grade_calendar_response(replies[-1].text, expected)
+        return Verdict(reward=grade.reward, reason=grade.reason, details={"detail": grade.detail})
+
+
+def _verifiers(scenario: Scenario) -> tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]:
+    return (_CalendarTurn(),), (_CalendarFinal(),)
+
+
+def _with_fidelity(rollout: Rollout, scenario: Scenario) -> Rollout:
+    goal_met = None if rollout.reward is None else rollout.reward >= 1.0
+    fidelity = user_fidelity(
+        rollout.transcript, expected=scenario.goal, persona=scenario.persona, goal_met=goal_met
+    )
+    metadata = {**rollout.metadata, "fidelity": fidelity.model_dump(mode="json")}
+    return rollout.model_copy(update={"metadata": metadata})
+
+
+async def run_experiment(
+    scenarios: Sequence[Scenario],
+    *,
+    personas: Sequence[str],
+    assistants: Sequence[str] = ("builtin",),
+    seeds: int = 3,
+    seed: int = 0,
+    out_dir: str | Path,
+    max_turns: int = 20,
+    concurrency: int = 32,
+    base_url: str | None = None,
+    resume: bool = True,
+    html: bool = True,
+) -> ExperimentOutput:
+    """Run the grid, write rollouts, tables and (optionally) the HTML report.
+
+    Raises:
+        InputError: an unknown persona or assistant spec, a scenario without a
+            goal, or an output file written with another seed.
+        RolloutError: an actor could not be built for some sample.
+    """
+    if seeds < 1:
+        raise InputError(f"--seeds must be at least 1, got {seeds!r}")
+    for spec in assistants:
+        _check_spec(spec)
+    grid = build_grid(scenarios, personas, assistants)
+    by_id = {s.id: s for s in grid}
+    out = Path(out_dir)
+    paths = {"rollouts": out / "rollouts.jsonl"}
+    models: dict[str, Any] = {}
+    for spec in assistants:
+        if spec.startswith("openai:"):
+            from convo_sim.openai_model import OpenAIChatModel
+
+            models[spec] = OpenAIChatModel(spec.partition(":")[2], base_url=base_url)
+    try:
+        with RolloutSink(paths["rollouts"], resume=resume) as sink:
+            for (scenario_id, index), recorded in sink.done.items():
+                if scenario_id in by_id and recorded != sample_seed(seed, scenario_id, index):
+                    raise InputError(
+                        "holds rollouts made with another seed; use the same --seed, "
+                        "another --out-dir, or --no-resume",
+                        path=paths["rollouts"],
+                    )
+            skip = frozenset(sink.done)
+            _log.info("experiment.started", cells=len(grid), seeds=seeds, skipped=len(skip))
+            async for rollout in generate_rollouts(
+                grid,
+                assistant=functools.partial(_assistant, models),
+                user=_user,
+                verifiers=_verifiers,
+                samples_per_scenario=seeds,
+                seed=seed,
+                max_turns=max_turns,
+                concurrency=concurrency,
+                skip=skip,
+            ):
+                sink.write(_with_fidelity(rollout, by_id[rollout.scenario_id]))
+    finally:
+        for model in models.values():
+            await model.aclose()
+    from convo_sim.sink import read_rollouts
+
+    records = [r for r in read_rollouts(paths["rollouts"]) if r.scenario_id in by_id]
+    records.sort(key=lambda r: (r.scenario_id, r.sample_index))
+    cells = cell_stats(records, by=("persona", "assistant"))
+    meta = {
+        "personas": list(personas),
+        "assistants": list(assistants),
+        "seeds": seeds,
+        "seed": seed,
+        "scenarios": [s.id for s in scenarios],
+        "max_turns": max_turns,
+    }
+    paths["csv"] = write_table_csv(cells, out / "results.csv")
+    paths["json"] = write_table_json(cells, out / "results.json", meta=meta)
+    if html:
+        paths["html"] = write_html(
+            records,
+            out / "report.html",
+            title="convo-sim experiment",
+            source=str(paths["rollouts"]),
+        )
+    _log.info("experiment.finished", rollouts=len(records), cells=len(cells))
+    return ExperimentOutput(rollouts=records, cells=cells, paths=paths)
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "experiment",
+        help="run a user-modeling grid (personas x assistants x seeds) and tabulate it",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument(
+        "--personas",
+        default="cooperative,terse,impatient",
+        help="comma-separated persona names (default: cooperative,terse,impatient)",
+    )
+    p.add_argument(
+        "--assistants",
+        default="builtin",
+        help="comma-separated assistant specs: builtin, openai:MODEL (default: builtin)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="samples per scenario and cell (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    p.add_argument(
+        "--scenarios",
+        type=int,
+        default=4,
+        help="generated calendar scenarios, when no --scenario-file (default 4)",
+    )
+    p.add_argument("--scenario-file", type=Path, help="scenarios to use instead (JSONL/JSON/YAML)")
+    p.add_argument("--out-dir", type=Path, default=Path("results"), help="output folder")
+    p.add_argument("--max-turns", type=int, default=20, help="turn limit per dialogue")
+    p.add_argument("--concurrency", type=int, default=32, help="dialogues at once")
+    p.add_argument("--base-url", help="OpenAI-compatible server for openai:MODEL assistants")
+    p.add_argument("--no-resume", action="store_true", help="start rollouts.jsonl over")
+    p.add_argument("--no-html", action="store_true", help="do not write report.html")
+    p.set_defaults(handler=run)
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _fmt(value: float | None, interval: tuple[float, float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (f" [{interval[0]:.2f},{interval[1]:.2f}]" if interval else "")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment the arguments describe; print the table."""
+    personas, assistants = _names(args.personas), _names(args.assistants)
+    if not personas or not assistants:
+        raise InputError("--personas and --assistants need at least one name each")
+    if args.scenario_file is not None:
+        scenarios = load_scenarios(args.scenario_file)
+    else:
+        if args.scenarios < 1:
+            raise InputError(f"--scenarios must be at least 1, got {args.scenarios!r}")
+        scenarios = generate_calendar_scenarios(args.scenarios, seed=args.seed)
+    result = anyio.run(
+        functools.partial(
+            run_experiment,
+            scenarios,
+            personas=personas,
+            assistants=assistants,
+            seeds=args.seeds,
+            seed=args.seed,
+            out_dir=args.out_dir,
+            max_turns=args.max_turns,
+            concurrency=args.concurrency,
+            base_url=args.base_url,
+            resume=not args.no_resume,
+            html=not args.no_html,
+        )
+    )
+    k = args.seeds
+    header = (
+        f"{'persona':<12} {'assistant':<10} {'n':>3}  {'reward [95% CI]':<18} pass^{k:<3} "
+        f"{'coverage':<18} {'premature':<18} stop_ok"
+    )
+    print(header)
+    for c in result.cells:
+        print(
+            f"{c.group['persona']:<12} {c.group['assistant']:<10} {c.rollouts:>3}  "
+            f"{_fmt(c.mean_reward, c.reward_ci):<18} {_fmt(c.pass_hat_k.get(k), None):<8} "
+            f"{_fmt(c.goal_coverage, c.coverage_ci):<18} "
+            f"{_fmt(c.premature_stop_rate, c.premature_stop_ci):<18} "
+            f"{_fmt(c.stop_ok_rate, None)}"
+        )
+    for name, path in result.paths.items():
+        print(f"{name}: {path}")
+    return 0
