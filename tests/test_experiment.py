@@ -1,0 +1,201 @@
+"""`convo-sim experiment`, experiment tables and confidence intervals."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from convo_sim.scenarios.generate import generate_calendar_scenarios
+
+from convo_sim import InputError, TerminationReason, Transcript
+from convo_sim.cli import main
+from convo_sim.cli.experiment import run_experiment
+from convo_sim.experiments import NO_GROUP, cell_stats
+from convo_sim.records import Rollout
+from convo_sim.server import ServerThread
+from convo_sim.sink import read_rollouts
+from convo_sim.stats import bootstrap_interval, wilson_interval
+
+PERSONAS = ["cooperative", "terse", "impatient"]
+
+
+def run_cli(*argv: str) -> int:
+    return main(["experiment", *argv])
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("experiment")
+    code = run_cli(
+        "--personas", ",".join(PERSONAS), "--seeds", "3", "--scenarios", "2", "--out-dir", str(out)
+    )
+    assert code == 0
+    return out
+
+
+def test_experiment_writes_rollouts_tables_and_report(experiment: Path) -> None:
+    records = read_rollouts(experiment / "rollouts.jsonl")
+    assert len(records) == 2 * len(PERSONAS) * 3
+    assert {r.metadata["persona"] for r in records} == set(PERSONAS)
+    assert all(r.metadata["assistant"] == "builtin" for r in records)
+    assert all(0.0 <= r.metadata["fidelity"]["goal_coverage"] <= 1.0 for r in records)
+    assert (experiment / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+    table = json.loads((experiment / "results.json").read_text())
+    cells = {c["group"]["persona"]: c for c in table["cells"]}
+    assert set(cells) == set(PERSONAS) and "Wilson" in table["intervals"]
+    assert table["meta"]["seeds"] == 3
+    for cell in cells.values():
+        assert cell["rollouts"] == 6 and cell["fidelity_n"] == 6
+        low, high = cell["reward_ci"]
+        assert low <= cell["mean_reward"] <= high
+        assert set(cell["pass_hat_k"]) == {"1", "2", "3"}
+    # The solver serves a patient user perfectly; an impatient one gives up early.
+    assert cells["cooperative"]["mean_reward"] == 1.0
+    assert cells["cooperative"]["premature_stop_rate"] == 0.0
+    assert cells["impatient"]["mean_reward"] < cells["cooperative"]["mean_reward"]
+    assert cells["impatient"]["premature_stop_rate"] == 1.0
+    assert cells["impatient"]["goal_coverage"] < 1.0
+    assert cells["impatient"]["mean_turns"] < cells["cooperative"]["mean_turns"]
+
+    with (experiment / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["persona"] for r in rows] == sorted(PERSONAS)
+    for column in ("mean_reward_ci_low", "pass_hat_3", "goal_coverage_ci_high", "leakage"):
+        assert column in rows[0]
+
+
+def test_rerunning_resumes_without_duplicates(experiment: Path) -> None:
+    before = (experiment / "rollouts.jsonl").read_bytes()
+    code = run_cli(
+        "--personas",
+        ",".join(PERSONAS),
+        "--seeds",
+        "3",
+        "--scenarios",
+        "2",
+        "--out-dir",
+        str(experiment),
+    )
+    assert code == 0
+    assert (experiment / "rollouts.jsonl").read_bytes() == before
+
+
+@pytest.mark.timeout(20)
+async def test_another_seed_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    scenarios = generate_calendar_scenarios(1, seed=0)
+    done = await run_experiment(
+        scenarios, personas=["terse"], seeds=2, seed=1, out_dir=tmp_path, html=False
+    )
+    assert set(done.paths) == {"rollouts", "csv", "json"}
+    with pytest.raises(InputError) as info:
+        await run_experiment(scenarios, personas=["terse"], seeds=2, seed=2, out_dir=tmp_path)
+    assert info.value.path == str(tmp_path / "rollouts.jsonl")
+    # Starting over is allowed.
+    again = await run_experiment(
+        scenarios, personas=["terse"], seeds=2, seed=2, out_dir=tmp_path, resume=False
+    )
+    assert {r.seed for r in again.rollouts}.isdisjoint({r.seed for r in done.rollouts})
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--personas", "grumpy"], "unknown persona 'grumpy'"),
+        (["--assistants", "gpt"], "unknown assistant spec 'gpt'"),
+        (["--seeds", "0"], "--seeds must be at least 1"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    assert run_cli(*argv, "--scenarios", "1", "--out-dir", str(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_an_llm_assistant_through_the_openai_client_matches_the_builtin(tmp_path: Path) -> None:
+    # The bundled server serves the same solver as a model, over real HTTP.
+    with ServerThread() as server:
+        code = run_cli(
+            "--personas",
+            "cooperative",
+            "--assistants",
+            "builtin,openai:calendar-solver",
+            "--seeds",
+            "2",
+            "--scenarios",
+            "1",
+            "--out-dir",
+            str(tmp_path),
+            "--no-html",
+            "--base-url",
+            server.base_url,
+        )
+    assert code == 0
+    cells = {
+        c["group"]["assistant"]: c
+        for c in json.loads((tmp_path / "results.json").read_text())["cells"]
+    }
+    assert set(cells) == {"builtin", "openai:calendar-solver"}
+    assert cells["openai:calendar-solver"]["mean_reward"] == cells["builtin"]["mean_reward"] == 1.0
+
+
+def rollout(scenario: str, index: int, reward: float | None, **metadata: object) -> Rollout:
+    return Rollout(
+        responses_create_params={"input": Transcript().to_responses_input()},
+        reward=reward,
+        scenario_id=scenario,
+        sample_index=index,
+        seed=index,
+        termination=TerminationReason.USER_STOP,
+        terminated_by="stop_token",
+        turns=2,
+        metadata=metadata,
+    )
+
+
+def test_cell_stats_on_known_values() -> None:
+    fid = {"goal_coverage": 0.5, "premature_stop": True, "stop_discipline": "ok", "leakage": None}
+    records = [
+        rollout("a", 0, 1.0, persona="p"),
+        rollout("a", 1, 1.0, persona="p"),
+        rollout("a", 2, 0.0, persona="p", fidelity=fid),
+        rollout("b", 0, 0.0, persona="q"),
+        rollout("c", 0, None),
+    ]
+    cells = {c.group["persona"]: c for c in cell_stats(records, by=("persona",))}
+    assert set(cells) == {"p", "q", NO_GROUP}
+    p = cells["p"]
+    assert (p.rollouts, p.scored) == (3, 3)
+    assert p.mean_reward == pytest.approx(2 / 3)
+    assert p.pass_rate == pytest.approx(2 / 3)
+    assert p.pass_hat_k[2] == pytest.approx(1 / 3)  # C(2,2) / C(3,2)
+    assert p.pass_hat_k[3] == 0.0
+    assert p.pass_ci == wilson_interval(2, 3)
+    assert (p.fidelity_n, p.goal_coverage, p.premature_stop_rate) == (1, 0.5, 1.0)
+    assert p.leakage is None and p.leakage_ci is None
+    assert cells[NO_GROUP].mean_reward is None and cells[NO_GROUP].reward_ci is None
+
+
+def test_wilson_interval_known_values() -> None:
+    low, high = wilson_interval(5, 10) or (0, 0)
+    assert (low, high) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    low, high = wilson_interval(0, 10) or (0, 0)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson_interval(10, 10) or (0, 0)
+    assert low == pytest.approx(0.7225, abs=1e-4) and high == 1.0
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_bootstrap_interval_is_reproducible_and_brackets_the_mean() -> None:
+    values = [0.0, 1.0, 1.0, 0.5, 1.0, 0.0, 1.0, 1.0]
+    first = bootstrap_interval(values, seed=1)
+    assert first == bootstrap_interval(values, seed=1)
+    assert first is not None and first[0] < sum(values) / len(values) < first[1]
+    assert bootstrap_interval([0.7, 0.7]) == (0.7, 0.7)
+    assert bootstrap_interval([]) is None
