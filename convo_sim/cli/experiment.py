@@ -34,21 +34,17 @@ import structlog
 
 from convo_sim.actors import Actor
 from convo_sim.agents import CalendarSolverAssistant, LLMAssistant
-from convo_sim.calendar.intents import RequestedState
 from convo_sim.errors import InputError
 from convo_sim.experiments import CellStats, cell_stats, write_table_csv, write_table_json
 from convo_sim.models import ChatModel
 from convo_sim.records import Rollout
 from convo_sim.report_html import write_html
-from convo_sim.results import TurnScore, Verdict
 from convo_sim.rollouts import generate_rollouts, sample_seed
 from convo_sim.scenarios import Scenario, load_scenarios
 from convo_sim.scenarios.generate import generate_calendar_scenarios
 from convo_sim.sink import RolloutSink
 from convo_sim.users import PersonaCalendarUser, get_persona, user_fidelity
-from convo_sim.users.fidelity import message_requests
-from convo_sim.verification import FinalContext, FinalVerifier, TurnContext, TurnVerifier
-from convo_sim.verifiers.calendar import grade_calendar_response
+from convo_sim.verifiers import calendar_verifiers
 
 __all__ = ["ExperimentOutput", "add_parser", "build_grid", "run", "run_experiment"]
 
@@ -125,44 +121,6 @@ def _check_spec(spec: str) -> None:
         raise InputError(f"unknown assistant spec {spec!r}; expected 'builtin' or 'openai:MODEL'")
 
 
-class _CalendarTurn:
-    """Scores an assistant turn against everything the user has asked for so far."""
-
-    name = "calendar_turn"
-
-    def __call__(self, ctx: TurnContext) -> TurnScore:
-        asked = RequestedState()
-        for message in ctx.transcript.by_role("user"):
-            for request in message_requests(message.text):
-                asked.apply(request)
-        if not asked.events:
-            return TurnScore(score=1.0, reason="pass", details={"detail": "nothing asked yet"})
-        grade = grade_calendar_response(ctx.message.text, asked.expected_state())
-        return TurnScore(score=grade.reward, reason=grade.reason, details={"detail": grade.detail})
-
-
-class _CalendarFinal:
-    """NeMo-Gym's rule on the last assistant reply, against the scenario's goal."""
-
-    name = "calendar_final"
-
-    def __call__(self, ctx: FinalContext) -> Verdict:
-        scenario = ctx.scenario
-        assert isinstance(scenario, Scenario)
-        replies = ctx.transcript.by_role("assistant")
-        expected = scenario.expected()
-        if not replies or expected is None:
-            return Verdict(
-                reward=0.0, reason="no_reply", details={"detail": "no calendar to grade"}
-            )
-        grade = grade_calendar_response(replies[-1].text, expected)
-        return Verdict(reward=grade.reward, reason=grade.reason, details={"detail": grade.detail})
-
-
-def _verifiers(scenario: Scenario) -> tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]:
-    return (_CalendarTurn(),), (_CalendarFinal(),)
-
-
 def _with_fidelity(rollout: Rollout, scenario: Scenario) -> Rollout:
     goal_met = None if rollout.reward is None else rollout.reward >= 1.0
     fidelity = user_fidelity(
@@ -222,7 +180,7 @@ async def run_experiment(
                 grid,
                 assistant=functools.partial(_assistant, models),
                 user=_user,
-                verifiers=_verifiers,
+                verifiers=calendar_verifiers,
                 samples_per_scenario=seeds,
                 seed=seed,
                 max_turns=max_turns,
