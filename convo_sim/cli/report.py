@@ -1,0 +1,51 @@
+"""`convo-sim report FILE`: the summary of a rollouts file, recomputed from its records."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from convo_sim.cli.summary import format_summary
+from convo_sim.metrics import summarize
+from convo_sim.sink import read_rollouts
+
+__all__ = ["add_parser", "run"]
+
+
+def add_threshold(p: argparse.ArgumentParser) -> None:
+    """The shared `--threshold` option of the summary commands."""
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=1.0,
+        help="reward at or above which a sample passes, for pass@k and pass^k (default: 1.0)",
+    )
+
+
+def add_parser(sub: Any) -> None:
+    """Register `report` on the `convo-sim` sub-command parser."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "report",
+        help="summarise a rollouts file: mean reward, pass@k, pass^k, endings",
+        description=(
+            "Recompute the summary of a rollouts file: mean reward with its standard error, "
+            "pass@k and pass^k for k up to the samples per scenario, termination reasons, "
+            "turns and tokens."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", type=Path, help="a rollouts JSONL file")
+    add_threshold(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the summary of the file; returns the exit code.
+
+    Raises:
+        InputError: the file is missing or not a rollouts file (one line, exit 2).
+    """
+    summary = summarize(read_rollouts(args.file), threshold=args.threshold)
+    print(summary.model_dump_json(indent=2) if args.json else format_summary(summary))
+    return 0

@@ -1,0 +1,125 @@
+"""`convo-sim verify FILE`: re-score saved rollouts with the current verifiers.
+
+Each record's dialogue is rebuilt from the file and scored again by the
+calendar turn verifiers and NeMo-Gym's final rule, exactly as in a live run
+but without running any actor. Useful after a verifier fix, or to check a
+file produced elsewhere. The scenarios the records came from are needed
+(`--scenarios`, default: every bundled set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from convo_sim.cli.report import add_threshold
+from convo_sim.cli.summary import format_summary
+from convo_sim.errors import InputError
+from convo_sim.metrics import summarize
+from convo_sim.records import Rollout
+from convo_sim.rescore import rescore
+from convo_sim.scenarios import Scenario
+from convo_sim.sink import RolloutSink, read_rollouts
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    """Register `verify` on the `convo-sim` sub-command parser."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "verify",
+        help="re-score saved rollouts with the current verifiers",
+        description=(
+            "Re-run the turn and final verifiers over the dialogues saved in a rollouts file "
+            "(no actor is run), print the new summary and optionally write the re-scored records."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", type=Path, help="a rollouts JSONL file")
+    p.add_argument(
+        "--scenarios",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="the scenarios the rollouts came from (default: every bundled set)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="write the re-scored records here (may be FILE itself; replaced atomically)",
+    )
+    add_threshold(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=run)
+
+
+async def _rescore_all(
+    rollouts: Sequence[Rollout], scenarios: Mapping[str, Scenario], path: Path
+) -> list[Rollout]:
+    from convo_sim.cli.wiring import calendar_verifier_set
+
+    out: list[Rollout] = []
+    for rollout in rollouts:
+        scenario = scenarios[rollout.scenario_id]
+        turn_verifiers, final_verifiers = calendar_verifier_set(scenario)
+        try:
+            out.append(
+                await rescore(
+                    rollout, scenario, turn_verifiers=turn_verifiers, final_verifiers=final_verifiers
+                )
+            )
+        except ValueError as exc:
+            raise InputError(str(exc), path=path) from None
+    return out
+
+
+def _write(path: Path, rollouts: Sequence[Rollout]) -> None:
+    # Written beside the target and renamed over it, so FILE itself can be
+    # the output and an interrupted verify never leaves half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with RolloutSink(tmp, resume=False) as sink:
+            for rollout in rollouts:
+                sink.write(rollout)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write the output: {exc.strerror or exc}", path=path) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Re-score the file, print the summary, write the records if asked; returns the exit code.
+
+    Raises:
+        InputError: the rollouts or scenarios file is missing or malformed, or a
+            record's scenario is not among the scenarios (one line, exit 2).
+    """
+    from convo_sim.cli.wiring import load_scenario_set
+
+    rollouts = read_rollouts(args.file)
+    scenarios = {s.id: s for s in load_scenario_set(args.scenarios)}
+    missing = sorted({r.scenario_id for r in rollouts} - scenarios.keys())
+    if missing:
+        raise InputError(
+            f"{len(missing)} scenario id(s) are not among the scenarios (first: {missing[0]!r}); "
+            "pass the scenario file the rollouts came from with --scenarios",
+            path=args.file,
+        )
+    rescored = anyio.run(_rescore_all, rollouts, scenarios, args.file)
+    summary = summarize(rescored, threshold=args.threshold)
+    if args.out is not None:
+        _write(args.out, rescored)
+    if args.json:
+        print(summary.model_dump_json(indent=2))
+        return 0
+    changed = sum(old.reward != new.reward for old, new in zip(rollouts, rescored, strict=True))
+    print(format_summary(summary))
+    print(f"rescored     {len(rescored)} records, reward changed for {changed}")
+    if args.out is not None:
+        print(f"wrote        {len(rescored)} records to {args.out}")
+    return 0

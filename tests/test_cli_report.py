@@ -1,0 +1,122 @@
+"""`convo-sim report`, `verify` and `run --samples` through the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+from convo_sim.scenarios import Scenario, bundled_scenarios
+
+from convo_sim import Rollout, RolloutPlan, read_rollouts, summarize, write_rollouts
+from convo_sim.cli import main
+from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def calendar_plan(seed: int = 0) -> RolloutPlan[Scenario]:
+    return RolloutPlan(
+        assistant=calendar_assistant,
+        user=calendar_user,
+        verifiers=calendar_verifier_set,
+        max_turns=20,
+        seed=seed,
+    )
+
+
+@pytest.fixture
+def calendar_file(tmp_path: Path) -> Path:
+    path = tmp_path / "calendar.jsonl"
+
+    async def produce() -> None:
+        with anyio.fail_after(30):
+            await write_rollouts(path, bundled_scenarios()[:4], calendar_plan(), samples_per_scenario=2)
+
+    anyio.run(produce)
+    return path
+
+
+def test_report_prints_the_summary_of_a_file(
+    calendar_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(calendar_file)]) == 0
+    out = capsys.readouterr().out
+    summary = summarize(read_rollouts(calendar_file))
+    assert out.startswith("rollouts     8 (4 scenarios x 2 samples)\n")
+    assert f"mean reward  {summary.mean_reward:.3f} ± " in out
+    assert "pass@k       k=1 " in out and " k=2 " in out
+    assert "pass^k       k=1 " in out
+    assert "termination  " in out and "tokens       0 " in out
+
+
+def test_report_json_matches_the_metrics(
+    calendar_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(calendar_file), "--json", "--threshold", "0.5"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    expected = summarize(read_rollouts(calendar_file), threshold=0.5)
+    assert data["rollouts"] == 8 and data["threshold"] == 0.5
+    assert data["mean_reward"] == pytest.approx(expected.mean_reward)
+    assert {int(k): v for k, v in data["pass_hat_k"].items()} == pytest.approx(expected.pass_hat_k)
+
+
+def test_report_on_a_bad_file_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"scenario_id": 1}\n{"also": "bad"}\n')
+    assert main(["report", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}:1:" in err
+    assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_verify_reproduces_the_live_scores(
+    calendar_file: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "rescored.jsonl"
+    assert main(["verify", str(calendar_file), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "rescored     8 records, reward changed for 0" in printed
+    for live, again in zip(read_rollouts(calendar_file), read_rollouts(out), strict=True):
+        assert again.turn_scores == live.turn_scores
+        assert again.verdicts == live.verdicts
+        assert again.reward == live.reward
+
+
+def test_verify_restores_tampered_scores_in_place(
+    calendar_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = read_rollouts(calendar_file)
+    tampered = [r.model_copy(update={"reward": 0.0, "verdicts": (), "turn_scores": ()}) for r in original]
+    calendar_file.write_text("".join(r.model_dump_json() + "\n" for r in tampered))
+    assert main(["verify", str(calendar_file), "--out", str(calendar_file)]) == 0
+    changed = sum(r.reward != 0.0 for r in original)
+    assert f"reward changed for {changed}" in capsys.readouterr().out
+    assert read_rollouts(calendar_file) == original
+    assert not calendar_file.with_name(calendar_file.name + ".tmp").exists()
+
+
+def test_verify_needs_the_scenarios_the_rollouts_came_from(
+    calendar_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.jsonl"
+    step = {"action": "add", "event_id": 0, "name": "Lunch", "duration": 30}
+    other.write_text(json.dumps({"id": "elsewhere", "steps": [step]}) + "\n")
+    code = main(["verify", str(calendar_file), "--scenarios", str(other)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(calendar_file) in err
+
+
+def test_verify_rejects_a_record_whose_opening_changed(
+    calendar_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, *rest = read_rollouts(calendar_file)
+    params = dict(first.responses_create_params)
+    params["input"] = [{"role": "system", "content": "Some other prompt."}, *params["input"][1:]]
+    changed: Rollout = first.model_copy(update={"responses_create_params": params})
+    calendar_file.write_text("".join(r.model_dump_json() + "\n" for r in [changed, *rest]))
+    assert main(["verify", str(calendar_file)]) == 2
+    assert "opening" in capsys.readouterr().err
