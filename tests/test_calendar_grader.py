@@ -606,6 +606,13 @@ def test_an_id_listed_twice_fails(
     assert "listed 2 times" in grade.detail
 
 
+def test_constraint_keywords_in_any_case_are_enforced() -> None:
+    expected = {"0": _nemo(60, "Before 11am")}
+    late = _reply((0, "12:00", 60))
+    assert reference(late, expected).reason == "pass"  # an unknown constraint to the reference
+    assert grade_calendar_response(late, expected).reason == "constraint_violated"
+
+
 def test_malformed_expected_state_is_an_error_in_grading() -> None:
     text = _reply((0, "10:00", 60))
     for expected in [{"0": {"duration": 60}}, {"0": _nemo(60, "whenever")}, {"0": 5}, None]:
@@ -670,6 +677,19 @@ def test_boundaries_agree_with_the_reference(
         ),
         ('[5, {"event_id": 0}]', "error_in_grading"),
         ('{"event_id": 0, "start_time": "10:00", "duration": 60}', "no_json_list"),
+        # 0 and 0.0 are different keys, but the entries are == so the reference
+        # never compares them for overlap; it then misses key "1".
+        (
+            '[{"event_id": 0, "start_time": "10:00", "duration": 60},'
+            ' {"event_id": 0.0, "start_time": "10:00", "duration": 60}]',
+            "error_in_grading",
+        ),
+        # Python's json raises a plain ValueError on a 5000-digit integer.
+        (
+            _reply((0, "10:00", 60), (1, "11:00", 30)).replace("60", "6" * 5000),
+            "error_in_grading",
+        ),
+        (_reply((0, "10:00", 60), (1, "11:00", 30)).replace("60", "6,"), "no_json_list"),
     ],
 )
 def test_whole_reply_cases_agree_with_the_reference(text: str, reason: str) -> None:
@@ -692,6 +712,10 @@ def test_identical_entries_do_not_conflict_with_each_other_in_the_reference() ->
 
 
 def test_details_name_the_event_and_the_rule() -> None:
+    missing = grade_calendar_response(
+        _reply((0, "10:00", 60), (2, "11:00", 30)), {"0": _nemo(60), "1": _nemo(30)}
+    )
+    assert "expected event 1 is not listed" in missing.detail
     expected = {"1": {**_nemo(60, "before 11am"), "event_id": 1}}
     grade = grade_calendar_response(_reply((1, "11:30", 60)), expected)
     assert grade.reason == "constraint_violated"

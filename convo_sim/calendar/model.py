@@ -210,8 +210,8 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
 
         Each entry needs `duration` (a positive integer), `constraint` (null
         or constraint text), `min_time` and `max_time`. Entries are keyed by
-        the mapping's keys; an entry's own `event_id` and `event_name` are not
-        used, as in the reference.
+        the mapping's keys (as strings); an entry's own `event_id` and
+        `event_name` are not used, as in the reference.
 
         Raises:
             ExpectedStateError: an entry is missing a field or holds a bad value.
