@@ -18,6 +18,7 @@ from convo_sim.calendar.intents import (
     CalendarRequest,
     RequestedEvent,
     RequestedState,
+    constraint_of,
     parse_request,
     shown_calendar,
 )
@@ -25,7 +26,6 @@ from convo_sim.calendar.model import (
     WORKING_WINDOW,
     ListedEvent,
     format_calendar,
-    parse_constraint,
 )
 from convo_sim.calendar.solve import EventSpec, solve_schedule
 from convo_sim.messages import Message
@@ -102,7 +102,9 @@ class CalendarSolverAssistant:
             return calendar
         return f"{replay.note}\n\n{calendar}"
 
-    def _read(self, texts: tuple[str, ...], current: dict[str, int]) -> tuple[_Replay, dict[str, int]]:
+    def _read(
+        self, texts: tuple[str, ...], current: dict[str, int]
+    ) -> tuple[_Replay, dict[str, int]]:
         """Replay the user's messages; return the state and a schedule for it."""
         done = self._replay
         if texts[: len(done.texts)] == done.texts:
@@ -158,7 +160,7 @@ class CalendarSolverAssistant:
 
     def _solve(self, state: RequestedState, current: dict[str, int]) -> dict[str, int] | None:
         specs = [
-            EventSpec(str(e.event_id), e.duration, parse_constraint(e.constraint))
+            EventSpec(str(e.event_id), e.duration, constraint_of(e.constraint))
             for e in state.events.values()
         ]
         return solve_schedule(specs, window=self.window, current=current, step=self.step)

@@ -49,7 +49,7 @@ _TOPICS = (
 _QUALIFIERS = (
     "", "", "", ": mobile app", ": onboarding flow", " with Priya", " with the finance team",
     " for the website relaunch", " with Marco", ": checkout redesign", " with the platform team",
-    ": accessibility audit", " with Dr. Okafor", ": search ranking", " for the spring campaign",
+    ": accessibility audit", " with Dr Okafor", ": search ranking", " for the spring campaign",
     ": billing migration", " with Aiko and Tom",
 )  # fmt: skip
 
@@ -95,7 +95,13 @@ def generate_calendar_scenarios(
     if not 0.0 <= move_rate <= 1.0:
         raise ValueError(f"move_rate must be in [0, 1], got {move_rate!r}")
     return [
-        _scenario(random.Random(f"{seed}:{i}"), f"{id_prefix}-{seed}-{i}", min_events, max_events, move_rate)
+        _scenario(
+            random.Random(f"{seed}:{i}"),
+            f"{id_prefix}-{seed}-{i}",
+            min_events,
+            max_events,
+            move_rate,
+        )
         for i in range(n)
     ]
 

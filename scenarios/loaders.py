@@ -108,7 +108,9 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
         try:
             scenario = _build(kind, record.data, default_id, nemo)
         except _Problem as problem:
-            raise ScenarioError(problem.problem, path=path, line=_line_of(record, problem.at)) from None
+            raise ScenarioError(
+                problem.problem, path=path, line=_line_of(record, problem.at)
+            ) from None
         if scenario.id in first_line:
             raise ScenarioError(
                 f"duplicate scenario id {scenario.id!r} (first used on line {first_line[scenario.id]})",
@@ -217,7 +219,13 @@ def _build(kind: Format, data: Mapping[str, Any], default_id: str, nemo: NemoMod
 
 def _nemo(row: Mapping[str, Any], default_id: str, mode: NemoMode) -> Scenario:
     params = _require(row, "responses_create_params", Mapping, "an object")
-    raw_input = _require(params, "input", (list, str), "a list of Responses input items", at=("responses_create_params",))
+    raw_input = _require(
+        params,
+        "input",
+        (list, str),
+        "a list of Responses input items",
+        at=("responses_create_params",),
+    )
     transcript = _transcript(
         lambda: Transcript.from_responses_input(raw_input), ("responses_create_params", "input")
     )
@@ -259,7 +267,10 @@ def _seed(record: Mapping[str, Any], default_id: str) -> Scenario:
         prefix = _transcript(lambda: Transcript.from_responses_input(raw), (*at, "input")).messages
     script = record.get("user_script", [])
     if not isinstance(script, list) or not all(isinstance(s, str) for s in script):
-        raise _Problem(f"field 'user_script': expected a list of strings, got {_clip(script)}", ("user_script",))
+        raise _Problem(
+            f"field 'user_script': expected a list of strings, got {_clip(script)}",
+            ("user_script",),
+        )
     if not prefix and not script:
         raise _Problem(
             "a seed record needs its conversation: 'messages' (chat messages), 'input' "
@@ -267,7 +278,10 @@ def _seed(record: Mapping[str, Any], default_id: str) -> Scenario:
         )
     system_prompt = record.get("system_prompt", CALENDAR_SYSTEM_PROMPT)
     if not isinstance(system_prompt, str):
-        raise _Problem(f"field 'system_prompt': expected a string, got {_clip(system_prompt)}", ("system_prompt",))
+        raise _Problem(
+            f"field 'system_prompt': expected a string, got {_clip(system_prompt)}",
+            ("system_prompt",),
+        )
     max_turns = record.get("max_turns", len(script) + 1 if script else 1)
     return _scenario(
         id=_optional_id(record, default_id),

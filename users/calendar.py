@@ -154,6 +154,7 @@ class CalendarUser:
         self.revealed = 0  # goal steps revealed so far
         self.sent = 0  # planned messages sent so far
         self.corrections = 0
+        self._expected: tuple[int, ExpectedState] = (0, ExpectedState())
 
     def _rng(self, *key: object) -> random.Random:
         # A string seed is hashed with SHA-512 by `random`, so it is stable
@@ -253,7 +254,12 @@ class CalendarUser:
 
     def expected(self) -> ExpectedState:
         """What the calendar must satisfy, given the requests revealed so far."""
-        return ExpectedState.from_nemo(self.goal.expected_state(self.revealed))
+        if self._expected[0] != self.revealed:
+            self._expected = (
+                self.revealed,
+                ExpectedState.from_nemo(self.goal.expected_state(self.revealed)),
+            )
+        return self._expected[1]
 
     def _check(self, text: str) -> _Problem | None:
         listed = shown_calendar(text)
@@ -276,7 +282,9 @@ class CalendarUser:
         name = step.name or f"Event {event.event_id}"
         ref = _ref(step.event_id)
         if problem.kind == "missing":
-            text = f'You left out "{name}" {ref}. It should be {_duration_noun(rng, event.duration)}'
+            text = (
+                f'You left out "{name}" {ref}. It should be {_duration_noun(rng, event.duration)}'
+            )
             if event.constraint is not None:
                 text += f", {_phrase(rng, event.constraint)}"
             return text + "."

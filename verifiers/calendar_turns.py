@@ -23,8 +23,13 @@ from typing import Any
 
 from convo_sim.verifiers.calendar import grade_calendar_response
 
-from convo_sim.calendar.intents import RequestedState, requested_state, shown_calendar
-from convo_sim.calendar.model import WORKING_WINDOW, ExpectedState, ListedEvent, parse_constraint
+from convo_sim.calendar.intents import (
+    RequestedState,
+    constraint_of,
+    requested_state,
+    shown_calendar,
+)
+from convo_sim.calendar.model import WORKING_WINDOW, ExpectedState, ListedEvent
 from convo_sim.calendar.times import format_24h, parse_time
 from convo_sim.messages import Transcript
 from convo_sim.results import TurnScore, Verdict
@@ -151,7 +156,7 @@ class ConstraintsHonoured:
             if entry.start_time < self.window[0] or entry.end_time > self.window[1]:
                 broken[str(key)] = f"runs {_span(entry)}, outside the working window"
                 continue
-            constraint = parse_constraint(event.constraint)
+            constraint = constraint_of(event.constraint)
             if constraint is not None and not constraint.allows(entry.start_time, entry.duration):
                 broken[str(key)] = f"runs {_span(entry)}, breaking {constraint.text!r}"
         if not broken:
