@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+import structlog
 from hypothesis import HealthCheck, settings
 
 # A shared 2-core CI machine makes wall-clock deadlines flaky; the examples
@@ -14,3 +17,12 @@ settings.load_profile("convo_sim")
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Each test starts from structlog's defaults: CLI tests that run `main()`
+    in-process configure logging, which would otherwise leak into later tests."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
