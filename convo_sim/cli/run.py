@@ -56,6 +56,14 @@ def add_parser(sub: Any) -> None:
         "(default: the bundled calendar examples)",
     )
     p.add_argument(
+        "--script",
+        metavar="PATH",
+        type=Path,
+        default=None,
+        help="a Python scenario script defining SCENARIOS, scenarios(), DIALOGUE or main() "
+        "(see docs/scripts.md); records are written as rollouts",
+    )
+    p.add_argument(
         "--max-turns",
         type=_positive,
         default=None,
@@ -193,6 +201,10 @@ def run(args: argparse.Namespace) -> int:
         ScenarioError: the scenario file is malformed (the CLI prints one line).
         InputError: the output file cannot be written.
     """
+    if args.script is not None:
+        from convo_sim.cli.script import run_script_command
+
+        return run_script_command(args)
     from convo_sim.scenarios import bundled_scenarios, load_scenarios
 
     scenarios = load_scenarios(args.scenarios) if args.scenarios else bundled_scenarios()
