@@ -47,6 +47,7 @@ from convo_sim.agents.calendar import CalendarSolverAssistant
 from convo_sim.scenarios.model import Scenario
 from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
 from convo_sim.scenarios.run import default_user
+from convo_sim.users.fidelity import with_fidelity
 from convo_sim.users.persona_user import PersonaCalendarUser
 from convo_sim.verifiers.calendar_turns import calendar_verifiers
 
@@ -297,8 +298,9 @@ async def run_script(
 ) -> list[Rollout]:
     """Run a loaded script and return its rollouts, sorted by scenario and sample.
 
-    A `main()` script is awaited; each `DialogueResult` it returns becomes a
-    record named `<file stem>-<index>`.
+    Records of scenarios with a goal and a persona carry the user-fidelity
+    metrics in `metadata["fidelity"]`. A `main()` script is awaited; each
+    `DialogueResult` it returns becomes a record named `<file stem>-<index>`.
 
     Raises:
         ScenarioError: `main()` returned something that is not a result.
@@ -321,7 +323,15 @@ async def run_script(
             reward=script.reward,
         )
     ]
-    return sorted(records, key=lambda r: r.key)
+    by_id = {s.id: s for s in script.scenarios}
+    # User-fidelity metrics where there is a goal to measure against.
+    measured = [
+        with_fidelity(r, by_id[r.scenario_id])
+        if by_id[r.scenario_id].goal is not None and by_id[r.scenario_id].persona is not None
+        else r
+        for r in records
+    ]
+    return sorted(measured, key=lambda r: r.key)
 
 
 def _main_records(script: ScenarioScript, returned: object) -> list[Rollout]:

@@ -13,6 +13,7 @@ missing these tests FAIL, on purpose, with the marker `[chromium-missing]`:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -26,10 +27,11 @@ import pytest
 from convo_sim.scenarios.generate import generate_calendar_scenarios
 
 from convo_sim import Message, TerminationReason, Transcript, TurnScore, Verdict
+from convo_sim.cli import main
 from convo_sim.cli.experiment import run_experiment
 from convo_sim.records import Rollout
-from convo_sim.report_html import render_html, write_html
-from convo_sim.sink import read_rollouts
+from convo_sim.report_html import render_html
+from convo_sim.sink import RolloutSink, read_rollouts
 
 pytestmark = pytest.mark.browser
 
@@ -142,9 +144,12 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, lis
             html=False,
         )
     )
-    records = [*read_rollouts(out / "rollouts.jsonl"), attack_rollout()]
-    page = write_html(records, out / "report.html", source="rollouts.jsonl")
-    yield page, records
+    with RolloutSink(out / "rollouts.jsonl") as sink:
+        sink.write(attack_rollout())
+    records = read_rollouts(out / "rollouts.jsonl")
+    # The page is made the way users make it: `convo-sim report FILE --html OUT`.
+    assert main(["report", str(out / "rollouts.jsonl"), "--html", str(out / "report.html")]) == 0
+    yield out / "report.html", records
 
 
 def dump(page: Path, fragment: str, profile: Path) -> Dom:
@@ -231,3 +236,18 @@ def test_page_is_self_contained(report: tuple[Path, list[Rollout]]) -> None:
     assert "default-src 'none'" in unescape(html)
     for needle in ("src=", "href=", "@import", "url(", "<link"):
         assert needle not in html
+
+
+def test_report_html_option_keeps_json_clean_and_fails_in_one_line(
+    report: tuple[Path, list[Rollout]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page, _ = report
+    source = page.parent / "rollouts.jsonl"
+    out = tmp_path / "again.html"
+    capsys.readouterr()
+    assert main(["report", str(source), "--json", "--html", str(out)]) == 0
+    json.loads(capsys.readouterr().out)  # nothing but the JSON summary
+    assert out.read_text() == page.read_text()  # the page is a function of the records
+    assert main(["report", str(source), "--html", str(tmp_path / "no" / "such" / "dir.html")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write the report" in err

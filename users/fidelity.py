@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
-from convo_sim.scenarios.model import CalendarGoal
+from convo_sim.scenarios.model import CalendarGoal, Scenario
 from convo_sim.users.persona import Persona, get_persona
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,8 +43,15 @@ from convo_sim.calendar.intents import CalendarRequest, RequestedState, parse_re
 from convo_sim.calendar.model import ConstraintFormatError, parse_constraint
 from convo_sim.completion import DEFAULT_STOP_TOKEN
 from convo_sim.messages import Message, Transcript
+from convo_sim.records import Rollout
 
-__all__ = ["StopDiscipline", "UserFidelity", "message_requests", "user_fidelity"]
+__all__ = [
+    "StopDiscipline",
+    "UserFidelity",
+    "message_requests",
+    "user_fidelity",
+    "with_fidelity",
+]
 
 StopDiscipline: TypeAlias = Literal["ok", "missing", "repeated", "mid_dialogue"]
 
@@ -318,3 +325,24 @@ def _breaks_pacing(
     if len(named) > 1:
         return True
     return persona.disclosure == "when_asked" and not asked
+
+
+def with_fidelity(rollout: Rollout, scenario: Scenario, *, threshold: float = 1.0) -> Rollout:
+    """`rollout` with `metadata["fidelity"]` measured against `scenario`'s goal and persona.
+
+    The goal counts as met when the rollout's reward reaches `threshold`
+    (by full coverage when it has no reward). Reports and experiment tables
+    read the metrics from there.
+
+    Raises:
+        UnknownPersonaError: the scenario names a persona that is not bundled.
+    """
+    goal_met = None if rollout.reward is None else rollout.reward >= threshold
+    fidelity = user_fidelity(
+        rollout.transcript,
+        expected=scenario.goal if scenario.goal is not None else scenario.expected_state,
+        persona=scenario.persona,
+        goal_met=goal_met,
+    )
+    metadata = {**rollout.metadata, "fidelity": fidelity.model_dump(mode="json")}
+    return rollout.model_copy(update={"metadata": metadata})

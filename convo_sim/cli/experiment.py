@@ -43,7 +43,8 @@ from convo_sim.rollouts import generate_rollouts, sample_seed
 from convo_sim.scenarios import Scenario, load_scenarios
 from convo_sim.scenarios.generate import generate_calendar_scenarios
 from convo_sim.sink import RolloutSink
-from convo_sim.users import PersonaCalendarUser, get_persona, user_fidelity
+from convo_sim.users import PersonaCalendarUser, get_persona
+from convo_sim.users.fidelity import with_fidelity
 from convo_sim.verifiers import calendar_verifiers
 
 __all__ = ["ExperimentOutput", "add_parser", "build_grid", "run", "run_experiment"]
@@ -121,15 +122,6 @@ def _check_spec(spec: str) -> None:
         raise InputError(f"unknown assistant spec {spec!r}; expected 'builtin' or 'openai:MODEL'")
 
 
-def _with_fidelity(rollout: Rollout, scenario: Scenario) -> Rollout:
-    goal_met = None if rollout.reward is None else rollout.reward >= 1.0
-    fidelity = user_fidelity(
-        rollout.transcript, expected=scenario.goal, persona=scenario.persona, goal_met=goal_met
-    )
-    metadata = {**rollout.metadata, "fidelity": fidelity.model_dump(mode="json")}
-    return rollout.model_copy(update={"metadata": metadata})
-
-
 async def run_experiment(
     scenarios: Sequence[Scenario],
     *,
@@ -187,7 +179,7 @@ async def run_experiment(
                 concurrency=concurrency,
                 skip=skip,
             ):
-                sink.write(_with_fidelity(rollout, by_id[rollout.scenario_id]))
+                sink.write(with_fidelity(rollout, by_id[rollout.scenario_id]))
     finally:
         for model in models.values():
             await model.aclose()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from convo_sim.cli.summary import format_summary
+from convo_sim.errors import InputError
 from convo_sim.metrics import summarize
 from convo_sim.sink import read_rollouts
 
@@ -37,6 +38,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("file", metavar="FILE", type=Path, help="a rollouts JSONL file")
     add_threshold(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--html",
+        metavar="OUT",
+        type=Path,
+        default=None,
+        help="also write a self-contained HTML report to OUT: charts, per-persona "
+        "comparison, filterable transcripts with turn scores and verifier reasons",
+    )
     p.set_defaults(handler=run)
 
 
@@ -44,8 +53,21 @@ def run(args: argparse.Namespace) -> int:
     """Print the summary of the file; returns the exit code.
 
     Raises:
-        InputError: the file is missing or not a rollouts file (one line, exit 2).
+        InputError: the file is missing or not a rollouts file, or the HTML
+            report cannot be written (one line, exit 2).
     """
-    summary = summarize(read_rollouts(args.file), threshold=args.threshold)
+    records = read_rollouts(args.file)
+    summary = summarize(records, threshold=args.threshold)
     print(summary.model_dump_json(indent=2) if args.json else format_summary(summary))
+    if args.html is not None:
+        from convo_sim.report_html import write_html
+
+        try:
+            write_html(records, args.html, source=str(args.file), threshold=args.threshold)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write the report: {exc.strerror or exc}", path=args.html
+            ) from None
+        if not args.json:
+            print(f"html report  {args.html}")
     return 0
