@@ -199,3 +199,21 @@ def test_bootstrap_interval_is_reproducible_and_brackets_the_mean() -> None:
     assert first is not None and first[0] < sum(values) / len(values) < first[1]
     assert bootstrap_interval([0.7, 0.7]) == (0.7, 0.7)
     assert bootstrap_interval([]) is None
+
+
+def test_experiment_takes_its_scenarios_from_a_script(tmp_path: Path) -> None:
+    script = (
+        Path(__file__).resolve().parent.parent / "scenarios" / "examples" / "custom_verifier.py"
+    )
+    code = run_cli(
+        "--script", str(script), "--personas", "terse,noisy", "--seeds", "1",
+        "--out-dir", str(tmp_path), "--no-html",
+    )  # fmt: skip
+    assert code == 0
+    records = read_rollouts(tmp_path / "rollouts.jsonl")
+    assert {r.metadata["base_scenario"] for r in records} == {"stable-day", "reshuffled-day"}
+    assert {r.metadata["persona"] for r in records} == {"terse", "noisy"}
+    assert (
+        run_cli("--script", str(script), "--scenario-file", str(script), "--out-dir", str(tmp_path))
+        == 2
+    )

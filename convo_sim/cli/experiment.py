@@ -143,8 +143,13 @@ async def run_experiment(
             goal, or an output file written with another seed.
         RolloutError: an actor could not be built for some sample.
     """
-    if seeds < 1:
-        raise InputError(f"--seeds must be at least 1, got {seeds!r}")
+    for flag, value in (
+        ("--seeds", seeds),
+        ("--max-turns", max_turns),
+        ("--concurrency", concurrency),
+    ):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value!r}")
     for spec in assistants:
         _check_spec(spec)
     grid = build_grid(scenarios, personas, assistants)
@@ -234,6 +239,9 @@ def add_parser(sub: Any) -> None:
         help="generated calendar scenarios, when no --scenario-file (default 4)",
     )
     p.add_argument("--scenario-file", type=Path, help="scenarios to use instead (JSONL/JSON/YAML)")
+    p.add_argument(
+        "--script", type=Path, help="or the scenarios of a Python scenario script (docs/scripts.md)"
+    )
     p.add_argument("--out-dir", type=Path, default=Path("results"), help="output folder")
     p.add_argument("--max-turns", type=int, default=20, help="turn limit per dialogue")
     p.add_argument("--concurrency", type=int, default=32, help="dialogues at once")
@@ -258,8 +266,14 @@ def run(args: argparse.Namespace) -> int:
     personas, assistants = _names(args.personas), _names(args.assistants)
     if not personas or not assistants:
         raise InputError("--personas and --assistants need at least one name each")
+    if args.scenario_file is not None and args.script is not None:
+        raise InputError("use either --scenario-file or --script, not both")
     if args.scenario_file is not None:
         scenarios = load_scenarios(args.scenario_file)
+    elif args.script is not None:
+        from convo_sim.scenarios.script import load_script
+
+        scenarios = list(load_script(args.script).scenarios)
     else:
         if args.scenarios < 1:
             raise InputError(f"--scenarios must be at least 1, got {args.scenarios!r}")
