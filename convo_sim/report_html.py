@@ -320,7 +320,9 @@ def _viewer(rollouts: Sequence[Rollout], threshold: float) -> str:
         f'<span id="shown-count" class="muted">Showing {len(rollouts)} of {len(rollouts)} rollouts</span>'
         "</div>"
     )
-    items = [_rollout(r, i, threshold) for i, r in enumerate(rollouts)]
+    # By scenario and sample, whatever order the run finished them in.
+    ordered = sorted(rollouts, key=lambda r: r.key)
+    items = [_rollout(r, i, threshold) for i, r in enumerate(ordered)]
     return (
         f'<section id="transcripts"><h2>Transcripts</h2>{controls}'
         f'<div id="rollouts">{"".join(items)}</div></section>'
