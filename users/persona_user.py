@@ -80,9 +80,13 @@ _REVERT = (
     "Actually no, let's keep it as I first wanted. ",
 )
 # Words the request parser keys on, spared by typos (as are words with digits).
-_SPARED = frozenset(
-    ["event", "before", "after", "between", "from", "until", "till", "later", "earlier", "than", "onwards", "starting", "start", "noon", "midday", "hour", "hours", "minute", "minutes", "mins", "half", "quarter", "three", "four", "five", "fifteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "ninety", "exactly", "sharp", "latest", "least", "ending", "finished", "wrapped", "done", "lasting", "long", "slot"]
-)
+_SPARED_WORDS = """
+event before after between from until till later earlier than onwards starting
+start noon midday hour hours minute minutes mins half quarter three four five
+fifteen twenty thirty forty fifty sixty seventy ninety exactly sharp latest
+least ending finished wrapped done lasting long slot
+"""
+_SPARED = frozenset(_SPARED_WORDS.split())
 _WORD = re.compile(r"[A-Za-z]{4,}")
 _PLEASANTRIES = re.compile(
     r"^(?:(?:hey|hi|hello)[,!]?|(?:great|nice|perfect)[,!]?\s+thank(?:s| you)[.!]?"
