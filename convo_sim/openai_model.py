@@ -165,12 +165,16 @@ class OpenAIChatModel:
         ):
             if value is not None:
                 request[key] = value
-        if s.extra:
-            request["extra_body"] = dict(s.extra)
-        return request
+        # Provider fields go in the body as they are; ours win a clash.
+        return {**s.extra, **request} if s.extra else request
 
     async def _send_chat(self, request: dict[str, Any]) -> Completion:
-        reply = await self._get_client().chat.completions.create(**request)
+        # `post` with a body we built ourselves: the typed `create()` spends
+        # about a third of the client's time per request re-transforming
+        # TypedDict params that are plain JSON already (measured on loopback).
+        reply = await self._get_client().post(
+            "/chat/completions", body=request, cast_to=ChatCompletion
+        )
         if not isinstance(reply, ChatCompletion) or not reply.choices:
             raise _MalformedReply("the server's reply has no choices")
         choice = reply.choices[0]
@@ -215,12 +219,10 @@ class OpenAIChatModel:
         ):
             if value is not None:
                 request[key] = value
-        if s.extra:
-            request["extra_body"] = dict(s.extra)
-        return request
+        return {**s.extra, **request} if s.extra else request
 
     async def _send_responses(self, request: dict[str, Any]) -> Completion:
-        reply = await self._get_client().responses.create(**request)
+        reply = await self._get_client().post("/responses", body=request, cast_to=Response)
         if not isinstance(reply, Response):
             raise _MalformedReply("the server's reply is not a response object")
         calls = tuple(

@@ -21,8 +21,8 @@ messages of one request, and returns one assistant message. Two kinds:
     `extra_body` or `metadata`, so it passes through any client and both
     the chat and the Responses APIs.
 
-`default_models()` is what `convo-sim serve` serves: `echo`, and, once the
-calendar domain is installed, `calendar-solver` and `calendar-user`.
+`default_models()` is what `convo-sim serve` serves: `echo`,
+`calendar-solver` and `calendar-user` (the rule-based calendar actors).
 """
 
 from __future__ import annotations
@@ -151,33 +151,35 @@ def default_models() -> dict[str, ServedModel]:
 
 
 def _calendar_models() -> dict[str, ServedModel]:
-    from convo_sim import agents, users
+    from convo_sim.agents import CalendarSolverAssistant
 
-    models: dict[str, ServedModel] = {}
-    solver = getattr(agents, "CalendarSolverAssistant", None)
-    if solver is not None:
-        models["calendar-solver"] = ActorModel("assistant", lambda card: (solver(), None))
-    if getattr(users, "CalendarUser", None) is not None:
-        models["calendar-user"] = ActorModel("user", _calendar_user)
-    return models
+    return {
+        # The solver rebuilds its state from the transcript, so a fresh one
+        # per request answers as the in-process one does.
+        "calendar-solver": ActorModel("assistant", lambda card: (CalendarSolverAssistant(), None)),
+        "calendar-user": ActorModel("user", _calendar_user),
+    }
 
 
 def _calendar_user(card: Mapping[str, Any] | None) -> tuple[Actor, object | None]:
-    from convo_sim import users
+    # The same user the built-in run makes: scenarios.run.default_user
+    # (a CalendarUser for a goal, a ScriptedUser for a user script).
     from convo_sim.scenarios import Scenario
+    from convo_sim.scenarios.run import default_user
 
-    calendar_user: Callable[..., Actor] = users.CalendarUser  # type: ignore[attr-defined]
     if card is None:
         raise ValueError(
             "calendar-user needs a scenario card in its system prompt; "
             "build the LLM user with LLMUser(..., scenario_card=...)"
         )
+    seed = card.get("seed", 0)
     scenario = Scenario.model_validate(
         {
             "id": card.get("id", "served"),
             "goal": card.get("goal"),
             "persona": card.get("persona"),
-            "seed": card.get("seed", 0),
+            "seed": seed,
+            "user_script": card.get("user_script") or (),
         }
     )
-    return calendar_user(scenario), scenario
+    return default_user(scenario, seed=seed), scenario

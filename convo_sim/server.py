@@ -104,7 +104,10 @@ class ModelServer:
         self.faults = faults if faults is not None else FaultPlan()
         self.host = host
         self.port = port
+        self.connections = 0
+        """Connections accepted so far (a pooled client reuses one)."""
         self.requests = 0
+        """Requests received so far, faulty ones included."""
 
     @property
     def base_url(self) -> str:
@@ -127,6 +130,7 @@ class ModelServer:
     # -- HTTP/1.1 ------------------------------------------------------------
 
     async def _connection(self, stream: ByteStream) -> None:
+        self.connections += 1
         async with stream:
             reader = BufferedByteReceiveStream(stream)
             try:

@@ -23,8 +23,9 @@ def _commands() -> list[ModuleType]:
     # optional command cannot break the others.
     from convo_sim.cli import experiment as experiment_cmd
     from convo_sim.cli import run as run_cmd
+    from convo_sim.cli import serve as serve_cmd
 
-    return [run_cmd, experiment_cmd]
+    return [run_cmd, serve_cmd, experiment_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

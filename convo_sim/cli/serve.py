@@ -1,0 +1,64 @@
+"""`convo-sim serve`: the bundled OpenAI-compatible server, offline, no key needed.
+
+Serves the rule-based actors as models (`calendar-solver`, `calendar-user`,
+`echo`) so that the LLM path runs end to end without network::
+
+    convo-sim serve --port 8000
+    convo-sim run --assistant openai:calendar-solver --user openai:calendar-user \\
+        --base-url http://127.0.0.1:8000/v1
+
+With `--port 0` a free port is chosen; the first line on standard output
+always names the URL, so scripts can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import anyio
+
+from convo_sim.errors import InputError
+from convo_sim.server import ModelServer
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    """Register `serve` with the CLI's sub-command parser."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve", help="serve the rule-based actors over an OpenAI-compatible HTTP API"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"
+    )
+    p.add_argument(
+        "--port", type=int, default=8000, help="port to bind; 0 picks a free one (default: 8000)"
+    )
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; returns the exit code.
+
+    Raises:
+        InputError: the port is out of range or the address cannot be bound.
+    """
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be between 0 and 65535, got {args.port!r}")
+    server = ModelServer(host=args.host, port=args.port)
+
+    class Announce:
+        # Stands in for a task group's TaskStatus: serving directly (not
+        # under tg.start) lets a bind error surface as a plain OSError.
+        def started(self, value: object = None) -> None:
+            models = ", ".join(sorted(server.models))
+            print(f"convo-sim serve: {server.base_url} (models: {models})", flush=True)
+
+    try:
+        anyio.run(lambda: server.serve(task_status=Announce()))
+    except OSError as exc:
+        raise InputError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
+    return 0
