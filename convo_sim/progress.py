@@ -57,6 +57,7 @@ class Progress:
         self._started = clock()
         self._last_draw = float("-inf")
         self._drawn = False
+        self._running = False
 
     def start(self, total: int, *, already_done: int = 0) -> None:
         """Begin a run of `total` samples, `already_done` of them resumed from a file."""
@@ -66,6 +67,7 @@ class Progress:
         self.reward_sum = 0.0
         self.scored = 0
         self._started = self.clock()
+        self._running = True
         self._draw(force=True)
 
     def update(self, rollout: Rollout) -> None:
@@ -77,7 +79,10 @@ class Progress:
         self._draw()
 
     def close(self) -> None:
-        """Draw the final state and end the line."""
+        """Draw the final state and end the line (nothing if the run never started)."""
+        if not self._running:
+            return
+        self._running = False
         self._draw(force=True)
         if self.tty and self._drawn:
             self.stream.write("\n")

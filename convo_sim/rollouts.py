@@ -65,9 +65,7 @@ S = TypeVar("S", bound=ScenarioLike)
 
 ActorFactory: TypeAlias = Callable[[S, int], Actor]
 """Builds one actor for one sample: `factory(scenario, sample_seed) -> Actor`."""
-VerifierFactory: TypeAlias = Callable[
-    [S], tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]
-]
+VerifierFactory: TypeAlias = Callable[[S], tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]]
 """Builds a scenario's verifiers: `factory(scenario) -> (turn_verifiers, final_verifiers)`."""
 CompletionFactory: TypeAlias = Callable[[S], Detector | Sequence[Detector]]
 """Builds a scenario's completion detectors (default: the user's stop token)."""

@@ -32,7 +32,9 @@ def calendar_file(tmp_path: Path) -> Path:
 
     async def produce() -> None:
         with anyio.fail_after(30):
-            await write_rollouts(path, bundled_scenarios()[:4], calendar_plan(), samples_per_scenario=2)
+            await write_rollouts(
+                path, bundled_scenarios()[:4], calendar_plan(), samples_per_scenario=2
+            )
 
     anyio.run(produce)
     return path
@@ -90,7 +92,9 @@ def test_verify_restores_tampered_scores_in_place(
     calendar_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     original = read_rollouts(calendar_file)
-    tampered = [r.model_copy(update={"reward": 0.0, "verdicts": (), "turn_scores": ()}) for r in original]
+    tampered = [
+        r.model_copy(update={"reward": 0.0, "verdicts": (), "turn_scores": ()}) for r in original
+    ]
     calendar_file.write_text("".join(r.model_dump_json() + "\n" for r in tampered))
     assert main(["verify", str(calendar_file), "--out", str(calendar_file)]) == 0
     changed = sum(r.reward != 0.0 for r in original)
@@ -120,3 +124,56 @@ def test_verify_rejects_a_record_whose_opening_changed(
     calendar_file.write_text("".join(r.model_dump_json() + "\n" for r in [changed, *rest]))
     assert main(["verify", str(calendar_file)]) == 2
     assert "opening" in capsys.readouterr().err
+
+
+def summary_block(printed: str) -> str:
+    return printed.split("\nwrote ")[0]
+
+
+def test_run_with_samples_resumes_and_matches_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.jsonl"
+    args = ["run", "--samples", "3", "--out", str(out), "--seed", "4", "--no-progress"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("rollouts     30 (10 scenarios x 3 samples)\n")
+    assert "k=1 " in first and "k=3 " in first and "k=4 " not in first
+    assert first.rstrip().endswith(f"wrote        30 records to {out}")
+    records = read_rollouts(out)
+    assert sorted({r.sample_index for r in records}) == [0, 1, 2]
+
+    assert main(args) == 0  # the same command again: nothing left to do
+    again = capsys.readouterr().out
+    assert f"wrote        0 records to {out} (30 already there)" in again
+    assert summary_block(again) == summary_block(first)
+    assert read_rollouts(out) == records
+
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == summary_block(first).strip()
+
+
+def test_run_no_resume_starts_over_and_progress_goes_to_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.jsonl"
+    assert main(["run", "--out", str(out), "--max-turns", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "rollouts 10/10 (100%)" in captured.err
+    assert "(100%)" not in captured.out
+    assert {r.turns for r in read_rollouts(out)} <= {1, 2}
+    assert main(["run", "--out", str(out), "--no-resume", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert f"wrote        10 records to {out}\n" in captured.out and captured.err == ""
+    assert max(r.turns for r in read_rollouts(out)) > 2
+
+
+def test_run_refuses_a_file_of_another_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.jsonl"
+    assert main(["run", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["run", "--out", str(out), "--seed", "9", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another seed" in err

@@ -70,7 +70,11 @@ def test_pass_metrics_reject_impossible_counts(n: int, c: int, k: int) -> None:
 
 def test_summary_of_three_scenarios_with_three_samples() -> None:
     rewards = {"A": [1.0, 1.0, 0.0], "B": [0.0, 0.0, 0.0], "C": [1.0, 1.0, 1.0]}
-    records = [record(s, i, r, turns=i + 1, tokens=10) for s, rs in rewards.items() for i, r in enumerate(rs)]
+    records = [
+        record(s, i, r, turns=i + 1, tokens=10)
+        for s, rs in rewards.items()
+        for i, r in enumerate(rs)
+    ]
     summary = summarize(records)
     assert (summary.rollouts, summary.scenarios, summary.scored) == (9, 3, 9)
     assert (summary.samples_min, summary.samples_max) == (3, 3)
@@ -117,7 +121,12 @@ def test_unscored_records_count_for_endings_not_for_reward() -> None:
 
 def test_empty_and_single_record_summaries() -> None:
     empty = summarize([])
-    assert (empty.rollouts, empty.mean_reward, empty.mean_turns, empty.pass_at_k) == (0, None, None, {})
+    assert (empty.rollouts, empty.mean_reward, empty.mean_turns, empty.pass_at_k) == (
+        0,
+        None,
+        None,
+        {},
+    )
     one = summarize([record("A", 0, 1.0)])
     assert (one.mean_reward, one.reward_stderr, one.pass_hat_k) == (1.0, None, {1: 1.0})
 

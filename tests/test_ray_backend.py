@@ -110,7 +110,9 @@ async def test_ray_run_resumes_a_file_with_the_same_guarantees(tmp_path: Path) -
         )
     assert (stats.total, stats.resumed, stats.written) == (16, 8, 8)
     records = read_rollouts(path)
-    assert sorted(r.key for r in records) == sorted((f"r{i}", k) for i in range(8) for k in range(2))
+    assert sorted(r.key for r in records) == sorted(
+        (f"r{i}", k) for i in range(8) for k in range(2)
+    )
     local = {r.key: comparable(r) for r in await run(None)}
     assert all(comparable(r) == local[r.key] for r in records)
 
@@ -125,7 +127,10 @@ async def test_a_worker_failure_reaches_the_driver_as_rollout_error() -> None:
     with pytest.raises(RolloutError) as info:
         with anyio.fail_after(45):
             async for _ in generate_rollouts(
-                scenarios(6), assistant=assistant, user=failing_user, backend=RayBackend(num_workers=2)
+                scenarios(6),
+                assistant=assistant,
+                user=failing_user,
+                backend=RayBackend(num_workers=2),
             ):
                 pass
     assert (info.value.scenario_id, info.value.sample_index) == ("r3", 0)
@@ -134,7 +139,11 @@ async def test_a_worker_failure_reaches_the_driver_as_rollout_error() -> None:
 
 def test_worker_plans_split_the_model_limits() -> None:
     plan = RolloutPlan(
-        assistant=assistant, user=user, concurrency=64, assistant_concurrency=9, user_concurrency=None
+        assistant=assistant,
+        user=user,
+        concurrency=64,
+        assistant_concurrency=9,
+        user_concurrency=None,
     )
     shard = RayBackend(num_workers=4, concurrency_per_worker=16).worker_plan(plan)
     assert (shard.concurrency, shard.assistant_concurrency, shard.user_concurrency) == (16, 3, None)
@@ -162,3 +171,42 @@ async def test_work_is_sharded_over_worker_processes() -> None:
     pids = {r.transcript.by_role("assistant")[0].text for r in rollouts}
     assert len(rollouts) == 10
     assert len(pids) == 2 and f"pid {os.getpid()}" not in pids
+
+
+async def test_calendar_actors_on_ray_give_the_local_dialogues() -> None:
+    from convo_sim.scenarios import bundled_scenarios
+
+    from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+
+    async def records(backend: RayBackend | None) -> dict[tuple[str, int], dict[str, object]]:
+        with anyio.fail_after(45):
+            stream = generate_rollouts(
+                bundled_scenarios(),
+                assistant=calendar_assistant,
+                user=calendar_user,
+                verifiers=calendar_verifier_set,
+                samples_per_scenario=2,
+                seed=8,
+                max_turns=20,
+                backend=backend,
+            )
+            return {r.key: comparable(r) async for r in stream}
+
+    local = await records(None)
+    assert len(local) == 20
+    assert await records(RayBackend(num_workers=2, concurrency_per_worker=8)) == local
+
+
+def test_cli_run_backend_ray_writes_the_local_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from convo_sim.cli import main
+
+    local, remote = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    common = ["--samples", "2", "--seed", "5", "--no-progress"]
+    assert main(["run", "--out", str(local), *common]) == 0
+    assert main(["run", "--out", str(remote), "--backend", "ray", "--workers", "2", *common]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("rollouts     20 (10 scenarios x 2 samples)") == 2
+    by_key = {r.key: comparable(r) for r in read_rollouts(local)}
+    assert {r.key: comparable(r) for r in read_rollouts(remote)} == by_key

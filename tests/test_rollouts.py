@@ -47,7 +47,9 @@ def scenarios(n: int) -> list[Scenario]:
 def seeded_assistant(scenario: Scenario, seed: int) -> Actor:
     rng = random.Random(seed)
     return FunctionAssistant(
-        lambda view: f"{scenario.id} reply {rng.randint(0, 10**6)} to {view.last and view.last.content}"
+        lambda view: (
+            f"{scenario.id} reply {rng.randint(0, 10**6)} to {view.last and view.last.content}"
+        )
     )
 
 
@@ -62,7 +64,9 @@ def verifiers(scenario: Scenario) -> tuple[list[object], list[object]]:
 
     def even_turns(ctx: FinalContext) -> Verdict:
         ok = ctx.turns % 2 == 0
-        return Verdict(reward=1.0 if ok else 0.0, reason="pass" if ok else "odd", details={"t": (1, 2)})
+        return Verdict(
+            reward=1.0 if ok else 0.0, reason="pass" if ok else "odd", details={"t": (1, 2)}
+        )
 
     return [replied], [even_turns]
 
@@ -81,7 +85,9 @@ async def test_one_record_per_scenario_sample_with_its_seed() -> None:
         samples_per_scenario=3,
         seed=7,
     )
-    assert sorted(r.key for r in rollouts) == sorted((f"s{i}", k) for i in range(5) for k in range(3))
+    assert sorted(r.key for r in rollouts) == sorted(
+        (f"s{i}", k) for i in range(5) for k in range(3)
+    )
     for r in rollouts:
         assert r.seed == sample_seed(7, r.scenario_id, r.sample_index)
         assert r.termination is TerminationReason.USER_STOP
@@ -101,8 +107,12 @@ async def test_same_seed_same_transcripts_other_seed_other_transcripts() -> None
     kwargs: dict[str, object] = dict(
         scenarios=scenarios(4), assistant=seeded_assistant, user=seeded_user, samples_per_scenario=2
     )
-    first = {r.key: r.responses_create_params for r in await collect(**kwargs, seed=1, concurrency=8)}
-    again = {r.key: r.responses_create_params for r in await collect(**kwargs, seed=1, concurrency=1)}
+    first = {
+        r.key: r.responses_create_params for r in await collect(**kwargs, seed=1, concurrency=8)
+    }
+    again = {
+        r.key: r.responses_create_params for r in await collect(**kwargs, seed=1, concurrency=1)
+    }
     other = {r.key: r.responses_create_params for r in await collect(**kwargs, seed=2)}
     assert first == again
     assert all(first[k] != other[k] for k in first)
@@ -136,7 +146,9 @@ class Gauge:
         self.now -= 1
 
 
-@pytest.mark.parametrize(("assistant_limit", "user_limit"), [(3, None), (None, 2), (4, 4), (None, None)])
+@pytest.mark.parametrize(
+    ("assistant_limit", "user_limit"), [(3, None), (None, 2), (4, 4), (None, None)]
+)
 async def test_dialogue_and_model_call_limits_hold(
     assistant_limit: int | None, user_limit: int | None
 ) -> None:
@@ -191,7 +203,10 @@ async def test_results_stream_in_completion_order() -> None:
 
         return FunctionUser(say)
 
-    order = [r.scenario_id for r in await collect(scenarios=scenarios(4), assistant=seeded_assistant, user=user)]
+    order = [
+        r.scenario_id
+        for r in await collect(scenarios=scenarios(4), assistant=seeded_assistant, user=user)
+    ]
     assert order[-1] == "s0" and sorted(order) == ["s0", "s1", "s2", "s3"]
 
 
@@ -265,7 +280,9 @@ async def test_a_failing_actor_is_recorded_not_raised() -> None:
 
 async def test_duplicate_scenario_ids_are_rejected() -> None:
     with pytest.raises(InputError):
-        await collect(scenarios=scenarios(2) + scenarios(1), assistant=seeded_assistant, user=seeded_user)
+        await collect(
+            scenarios=scenarios(2) + scenarios(1), assistant=seeded_assistant, user=seeded_user
+        )
 
 
 async def test_stopping_early_cancels_the_running_dialogues() -> None:
@@ -294,7 +311,9 @@ def test_sync_wrapper_returns_every_rollout() -> None:
     rollouts = generate_rollouts_sync(
         scenarios(3), assistant=seeded_assistant, user=seeded_user, samples_per_scenario=2, seed=5
     )
-    assert sorted(r.key for r in rollouts) == sorted((f"s{i}", k) for i in range(3) for k in range(2))
+    assert sorted(r.key for r in rollouts) == sorted(
+        (f"s{i}", k) for i in range(3) for k in range(2)
+    )
 
 
 async def test_run_max_turns_applies_to_scenarios_without_their_own() -> None:
@@ -302,7 +321,36 @@ async def test_run_max_turns_applies_to_scenarios_without_their_own() -> None:
         return FunctionUser(lambda view: "more")
 
     mixed = [Scenario(id="own", max_turns=2), Scenario(id="default")]
-    rollouts = await collect(scenarios=mixed, assistant=seeded_assistant, user=chatty_user, max_turns=3)
+    rollouts = await collect(
+        scenarios=mixed, assistant=seeded_assistant, user=chatty_user, max_turns=3
+    )
     turns = {r.scenario_id: r.turns for r in rollouts}
     assert turns == {"own": 2, "default": 3}
     assert {r.termination for r in rollouts} == {TerminationReason.MAX_TURNS}
+
+
+def test_calendar_actors_give_the_same_dialogues_for_the_same_seed() -> None:
+    from convo_sim.scenarios import bundled_scenarios
+
+    from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+
+    def transcripts(seed: int, concurrency: int) -> dict[tuple[str, int], object]:
+        rollouts = generate_rollouts_sync(
+            bundled_scenarios(),
+            assistant=calendar_assistant,
+            user=calendar_user,
+            verifiers=calendar_verifier_set,
+            samples_per_scenario=2,
+            seed=seed,
+            concurrency=concurrency,
+            max_turns=20,
+        )
+        return {r.key: r.responses_create_params["input"] for r in rollouts}
+
+    first, again, other = transcripts(3, 32), transcripts(3, 1), transcripts(4, 32)
+    assert len(first) == 20
+    assert first == again
+    # The simulated user's wording follows the sample seed: other seeds and
+    # other samples of the same scenario read differently.
+    assert sum(first[k] != other[k] for k in first) >= 5
+    assert sum(first[(s, 0)] != first[(s, 1)] for s, _ in first) >= 5

@@ -35,8 +35,9 @@ SAMPLES = 2
 
 # A run of slow scripted dialogues, writing to argv[1]; argv[2] is the
 # per-message delay. Interrupted runs and finishing runs are the same command.
-SCRIPT = textwrap.dedent(
-    """
+SCRIPT = (
+    textwrap.dedent(
+        """
     import random, sys
     import anyio
     from convo_sim import RolloutPlan, configure_logging, write_rollouts
@@ -72,7 +73,10 @@ SCRIPT = textwrap.dedent(
     except KeyboardInterrupt:
         sys.exit(130)
     """
-).replace("@SCENARIOS@", str(SCENARIOS)).replace("@SAMPLES@", str(SAMPLES))
+    )
+    .replace("@SCENARIOS@", str(SCENARIOS))
+    .replace("@SAMPLES@", str(SAMPLES))
+)
 
 
 @pytest.fixture
@@ -95,7 +99,9 @@ def start(script: Path, out: Path, delay: float) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_lines(path: Path, count: int, proc: subprocess.Popen[str], timeout: float = 20) -> None:
+def wait_for_lines(
+    path: Path, count: int, proc: subprocess.Popen[str], timeout: float = 20
+) -> None:
     deadline = time.monotonic() + timeout
     while len(lines_of(path)) < count:
         assert proc.poll() is None, proc.communicate()
@@ -173,7 +179,8 @@ async def first_records(path: Path, n: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "tail", [b'{"responses_create_params": {"inp', b"{not json}\n", b'{"reward": 1.0}\n'],
+    "tail",
+    [b'{"responses_create_params": {"inp', b"{not json}\n", b'{"reward": 1.0}\n'],
     ids=["cut-short", "garbage-line", "incomplete-record"],
 )
 async def test_a_torn_last_line_is_cut_and_its_sample_rerun(tmp_path: Path, tail: bytes) -> None:
@@ -223,11 +230,16 @@ async def test_no_resume_starts_over_and_another_seed_is_refused(tmp_path: Path)
     with anyio.fail_after(10):
         await write_rollouts(path, scenario_list(3), plan)
         with pytest.raises(InputError) as info:
-            await write_rollouts(path, scenario_list(3), RolloutPlan(assistant=assistant, user=user, seed=2))
+            await write_rollouts(
+                path, scenario_list(3), RolloutPlan(assistant=assistant, user=user, seed=2)
+            )
         assert info.value.path == str(path)
         assert len(read_rollouts(path)) == 3  # refused before touching the file
         stats = await write_rollouts(
-            path, scenario_list(2), RolloutPlan(assistant=assistant, user=user, seed=2), resume=False
+            path,
+            scenario_list(2),
+            RolloutPlan(assistant=assistant, user=user, seed=2),
+            resume=False,
         )
     assert (stats.resumed, stats.written) == (0, 2)
     assert [json.loads(line)["seed"] for line in path.read_text().splitlines()] == [

@@ -147,14 +147,16 @@ class RayBackend:
             return
         started_ray = False
         if not ray.is_initialized():
-            options = {"include_dashboard": False, **self.init_options}
-            await anyio.to_thread.run_sync(lambda: ray.init(address=self.address, **options))
+            # Blocking, but nothing else runs yet, and Ray installs its signal
+            # handlers only when initialised from the main thread.
+            ray.init(address=self.address, **{"include_dashboard": False, **self.init_options})
             started_ray = True
-        shards = [s for s in (list(items[i :: self.num_workers]) for i in range(self.num_workers)) if s]
+        shards = [
+            s for s in (list(items[i :: self.num_workers]) for i in range(self.num_workers)) if s
+        ]
         remote = ray.remote(num_cpus=self.num_cpus_per_worker)(_ShardWorker)
-        workers: list[Any] = [remote.remote(self.log_level) for _ in shards]
+        workers: list[Any] = []
         worker_plan = self.worker_plan(plan)
-        _log.info("ray.started", workers=len(workers), items=len(items))
         send, recv = anyio.create_memory_object_stream[Rollout](worker_plan.concurrency)
 
         async def pump(worker: Any, shard: list[tuple[S, int]]) -> None:
@@ -179,6 +181,8 @@ class RayBackend:
                     pumps.start_soon(pump, worker, shard)
 
         try:
+            workers.extend(remote.remote(self.log_level) for _ in shards)
+            _log.info("ray.started", workers=len(workers), items=len(items))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump_all)
                 async with recv:
@@ -197,11 +201,12 @@ class RayBackend:
                 raise
             raise error from None
         finally:
-            with anyio.CancelScope(shield=True):
-                for worker in workers:
-                    ray.kill(worker)
-                if started_ray:
-                    await anyio.to_thread.run_sync(ray.shutdown)
+            # Synchronous on purpose: cleanup must finish even when cancelled,
+            # and killing the actors also ends any abandoned pump thread.
+            for worker in workers:
+                ray.kill(worker)
+            if started_ray:
+                ray.shutdown()
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:

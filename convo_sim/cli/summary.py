@@ -7,8 +7,16 @@ from convo_sim.metrics import Summary
 __all__ = ["format_summary"]
 
 
+_ALL_KS = 10
+"""Up to this many samples every k is shown; beyond, powers of two and the largest."""
+
+
 def _ks(values: dict[int, float]) -> str:
-    return "  ".join(f"k={k} {v:.3f}" for k, v in sorted(values.items()))
+    ks = sorted(values)
+    if len(ks) > _ALL_KS:
+        shown = {k for k in ks if k & (k - 1) == 0} | {ks[-1]}
+        ks = [k for k in ks if k in shown]
+    return "  ".join(f"k={k} {values[k]:.3f}" for k in ks)
 
 
 def format_summary(summary: Summary) -> str:

@@ -71,7 +71,10 @@ async def _rescore_all(
         try:
             out.append(
                 await rescore(
-                    rollout, scenario, turn_verifiers=turn_verifiers, final_verifiers=final_verifiers
+                    rollout,
+                    scenario,
+                    turn_verifiers=turn_verifiers,
+                    final_verifiers=final_verifiers,
                 )
             )
         except ValueError as exc:

@@ -1,17 +1,30 @@
-"""The calendar domain's defaults, as picklable factories for the rollout engine.
+"""The CLI's wiring of the rollout engine to the calendar domain.
 
 The core never imports the family packages; the CLI does, here. Every
 factory is a top-level function, so `RayBackend` can ship it to workers by
-reference (workers import this module).
+reference (workers import this module). `run_rollouts_command` is what
+`convo-sim run` does with them.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
+
 from convo_sim.actors import Actor
+from convo_sim.backends import RayBackend
+from convo_sim.cli.summary import format_summary
+from convo_sim.errors import InputError
+from convo_sim.metrics import summarize
+from convo_sim.progress import Progress
+from convo_sim.rollouts import RolloutPlan
 from convo_sim.scenarios import Scenario
+from convo_sim.sink import read_rollouts, write_rollouts
 from convo_sim.verification import FinalVerifier, TurnVerifier
 
 __all__ = [
@@ -19,6 +32,7 @@ __all__ = [
     "calendar_user",
     "calendar_verifier_set",
     "load_scenario_set",
+    "run_rollouts_command",
 ]
 
 
@@ -61,3 +75,58 @@ def load_scenario_set(path: Path | None) -> list[Scenario]:
         return load_scenarios(path)
     return [*bundled_scenarios("calendar_examples"), *bundled_scenarios("nemo_calendar_example")]
 
+
+def run_rollouts_command(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> int:
+    """`convo-sim run` on the rollout engine: resumable file, progress, summary.
+
+    Reads `args.out`, `samples`, `seed`, `max_turns`, `concurrency`,
+    `backend`, `workers`, `no_resume`, `no_progress`, `log_level`.
+
+    Raises:
+        InputError: the output cannot be written or is not a rollouts file of
+            this run's seed, or Ray is missing for `--backend ray`.
+        RolloutError: a factory failed for some sample.
+    """
+    from convo_sim.scenarios.run import DEFAULT_MAX_TURNS
+
+    out: Path = args.out
+    if args.max_turns is not None:
+        # The flag overrides every scenario's own limit.
+        scenarios = [s.model_copy(update={"max_turns": args.max_turns}) for s in scenarios]
+    plan = RolloutPlan(
+        assistant=calendar_assistant,
+        user=calendar_user,
+        verifiers=calendar_verifier_set,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        max_turns=DEFAULT_MAX_TURNS,
+    )
+    backend: RayBackend | None = None
+    if args.backend == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise InputError("--backend ray needs Ray: pip install 'convo-sim[ray]'")
+        backend = RayBackend(
+            num_workers=args.workers, log_level=getattr(args, "log_level", "warning")
+        )
+    progress = None if args.no_progress else Progress()
+    try:
+        stats = anyio.run(
+            functools.partial(
+                write_rollouts,
+                out,
+                scenarios,
+                plan,
+                samples_per_scenario=args.samples,
+                resume=not args.no_resume,
+                backend=backend,
+                progress=progress,
+            )
+        )
+    except OSError as exc:
+        raise InputError(f"cannot write the output: {exc.strerror or exc}", path=out) from None
+    in_run = {(s.id, i) for s in scenarios for i in range(args.samples)}
+    records = [r for r in read_rollouts(out) if r.key in in_run]
+    print(format_summary(summarize(records)))
+    resumed = f" ({stats.resumed} already there)" if stats.resumed else ""
+    print(f"wrote        {stats.written} records to {out}{resumed}")
+    return 0
