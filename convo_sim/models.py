@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from convo_sim.errors import EmptyReplyError
@@ -19,6 +20,8 @@ from convo_sim.messages import Message
 from convo_sim.results import Usage
 
 __all__ = ["ChatModel", "Completion", "ModelSettings", "complete_nonempty"]
+
+_log = structlog.get_logger("convo_sim.models")
 
 
 class ModelSettings(BaseModel):
@@ -118,19 +121,21 @@ async def complete_nonempty(
     """
     spent = Usage()
     attempts = empty_retries + 1
-    for _ in range(attempts):
+    for attempt in range(1, attempts + 1):
         completion = await model.complete(messages, settings)
         spent = spent + completion.usage
-        if not completion.empty:
-            if spent == completion.usage:
-                return completion
-            metadata = {**completion.message.metadata, "usage": spent.model_dump()}
-            return completion.model_copy(
-                update={
-                    "usage": spent,
-                    "message": completion.message.model_copy(update={"metadata": metadata}),
-                }
-            )
+        if completion.empty:
+            _log.warning("model.empty_reply", attempt=attempt, attempts=attempts)
+            continue
+        if spent == completion.usage:
+            return completion
+        metadata = {**completion.message.metadata, "usage": spent.model_dump()}
+        return completion.model_copy(
+            update={
+                "usage": spent,
+                "message": completion.message.model_copy(update={"metadata": metadata}),
+            }
+        )
     raise EmptyReplyError(
         f"the model replied with no content {attempts} time(s) in a row", attempts=attempts
     )

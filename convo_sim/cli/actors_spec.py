@@ -27,7 +27,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from convo_sim.actors import Actor
 from convo_sim.errors import InputError
-from convo_sim.models import ModelSettings
+from convo_sim.models import ChatModel, ModelSettings
 from convo_sim.scenarios import CalendarGoal, Scenario
 
 __all__ = [
@@ -38,6 +38,8 @@ __all__ = [
     "OpenAIUserFactory",
     "add_actor_arguments",
     "describe_goal",
+    "llm_assistant_for",
+    "llm_user_for",
     "parse_actor_spec",
     "wire_actors",
 ]
@@ -151,6 +153,48 @@ class _SharedModel:
         self._model = None
 
 
+def llm_assistant_for(model: ChatModel, scenario: Scenario, seed: int) -> Actor:
+    """The LLM assistant of one sample of `scenario`."""
+    from convo_sim.agents import LLMAssistant
+
+    return LLMAssistant(
+        model, system_prompt=scenario.system_prompt, settings=ModelSettings(seed=seed)
+    )
+
+
+def llm_user_for(model: ChatModel, scenario: Scenario, seed: int) -> Actor:
+    """The LLM user of one sample of `scenario`, pursuing its goal.
+
+    The prompt carries the goal in words and, as a scenario card, as data
+    (id, goal, persona, user script and the sample's user seed, mixed as the
+    built-in user mixes it), so `convo-sim serve`'s `calendar-user` rebuilds
+    exactly the user the built-in run would have used.
+    """
+    from convo_sim.users import PERSONAS, LLMUser, persona_prompt
+
+    persona = scenario.persona
+    persona_text = (
+        persona_prompt(PERSONAS[persona])
+        if persona is not None and persona in PERSONAS
+        else persona
+    )
+    user_seed = seed ^ scenario.seed
+    card = {
+        "id": scenario.id,
+        "goal": scenario.goal.model_dump(mode="json") if scenario.goal else None,
+        "persona": persona,
+        "seed": user_seed,
+        "user_script": list(scenario.user_script),
+    }
+    return LLMUser(
+        model,
+        goal=describe_goal(scenario),
+        persona=persona_text,
+        settings=ModelSettings(seed=user_seed),
+        scenario_card=card,
+    )
+
+
 @dataclass
 class OpenAIAssistantFactory:
     """`(scenario, seed) -> LLMAssistant` over one shared model."""
@@ -158,51 +202,17 @@ class OpenAIAssistantFactory:
     shared: _SharedModel
 
     def __call__(self, scenario: Scenario, seed: int) -> Actor:
-        from convo_sim.agents import LLMAssistant
-
-        return LLMAssistant(
-            self.shared.get(),
-            system_prompt=scenario.system_prompt,
-            settings=ModelSettings(seed=seed),
-        )
+        return llm_assistant_for(self.shared.get(), scenario, seed)
 
 
 @dataclass
 class OpenAIUserFactory:
-    """`(scenario, seed) -> LLMUser` pursuing the scenario's goal over one shared model.
-
-    The prompt carries the goal in words and, as a scenario card, as data
-    (id, goal, persona, user script and the sample's user seed, mixed as the
-    built-in user mixes it), so `convo-sim serve`'s `calendar-user` rebuilds
-    exactly the user the built-in run would have used.
-    """
+    """`(scenario, seed) -> LLMUser` over one shared model (see `llm_user_for`)."""
 
     shared: _SharedModel
 
     def __call__(self, scenario: Scenario, seed: int) -> Actor:
-        from convo_sim.users import PERSONAS, LLMUser, persona_prompt
-
-        persona = scenario.persona
-        persona_text = (
-            persona_prompt(PERSONAS[persona])
-            if persona is not None and persona in PERSONAS
-            else persona
-        )
-        user_seed = seed ^ scenario.seed
-        card = {
-            "id": scenario.id,
-            "goal": scenario.goal.model_dump(mode="json") if scenario.goal else None,
-            "persona": persona,
-            "seed": user_seed,
-            "user_script": list(scenario.user_script),
-        }
-        return LLMUser(
-            self.shared.get(),
-            goal=describe_goal(scenario),
-            persona=persona_text,
-            settings=ModelSettings(seed=user_seed),
-            scenario_card=card,
-        )
+        return llm_user_for(self.shared.get(), scenario, seed)
 
 
 def describe_goal(scenario: Scenario) -> str:

@@ -1,0 +1,116 @@
+"""API keys never reach logs, error messages or output files, even when a server echoes them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import openai
+import pytest
+from convo_sim.agents import LLMAssistant
+from convo_sim.users import ScriptedUser
+from structlog.testing import capture_logs
+
+from convo_sim import (
+    Message,
+    ModelError,
+    ModelSettings,
+    RetryPolicy,
+    TerminationReason,
+    run_dialogue,
+)
+from convo_sim.faults import Fault, FaultPlan
+from convo_sim.openai_model import OpenAIChatModel
+from convo_sim.served_models import EchoModel
+from convo_sim.server import serve_models
+
+KEY = "sk-convo-sim-TEST-9f8e7d6c5b4a3210fedcba"
+FAST = RetryPolicy(attempts=3, initial=0.001, max_wait=0.01, jitter=0.001)
+
+
+def _windows(text: str, size: int = 8) -> set[str]:
+    return {text[i : i + size] for i in range(len(text) - size + 1)}
+
+
+def assert_no_key(where: str, text: str) -> None:
+    assert KEY not in text, where
+    leaked = [w for w in _windows(KEY) if w in text]
+    assert not leaked, f"{where} holds part of the key: {leaked}"
+
+
+class Complains:
+    """A served model that quotes part of the caller's key, as proxies do."""
+
+    async def reply(self, messages: Sequence[Message], body: Mapping[str, Any]) -> Message:
+        raise ValueError(f"key {KEY[:14]}...{KEY[-6:]} has no access to this model")
+
+
+@pytest.mark.timeout(20)
+async def test_the_server_really_echoes_the_key_so_the_checks_below_mean_something() -> None:
+    plan = FaultPlan().add(Fault.unauthorized())
+    with anyio.fail_after(15):
+        async with (
+            serve_models({"echo": EchoModel()}, faults=plan) as server,
+            openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as raw,
+        ):
+            with pytest.raises(openai.AuthenticationError) as info:
+                await raw.chat.completions.create(
+                    model="echo", messages=[{"role": "user", "content": "hi"}]
+                )
+    assert KEY in str(info.value)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("how", ["env", "argument"])
+@pytest.mark.parametrize(
+    "fault", [Fault.unauthorized(), Fault.server_error(500)], ids=["401-echo", "500-retried"]
+)
+async def test_a_failing_dialogue_never_shows_the_key(
+    how: str, fault: Fault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY if how == "env" else "sk-other-key-not-under-test")
+    plan = FaultPlan().add(fault, times=None)
+    with anyio.fail_after(15), capture_logs() as logs:
+        async with serve_models({"echo": EchoModel()}, faults=plan) as server:
+            model = OpenAIChatModel(
+                "echo",
+                base_url=server.base_url,
+                api_key=KEY if how == "argument" else None,
+                retry=FAST,
+            )
+            async with model:
+                result = await run_dialogue(LLMAssistant(model), ScriptedUser(["hello"]))
+                with pytest.raises(ModelError) as info:
+                    await model.complete([Message(role="user", content="x")], ModelSettings())
+    assert plan.injected[fault.kind] >= 2
+    assert result.termination is TerminationReason.ASSISTANT_ERROR
+    assert result.error is not None and result.error.type == "ModelError"
+    assert_no_key("result.error", result.error.message)
+    out = tmp_path / "rollouts.jsonl"
+    out.write_text(result.model_dump_json() + "\n")
+    assert_no_key("output file", out.read_text())
+    assert_no_key("ModelError", f"{info.value} {info.value!r} {info.value.args}")
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert_no_key("repr(model)", repr(model))
+    assert_no_key("logs", repr(logs))
+    events = {e["event"] for e in logs}
+    assert "model.failed" in events
+    if fault.status == 500:
+        assert "model.retry" in events
+
+
+@pytest.mark.timeout(20)
+async def test_part_of_a_key_quoted_in_an_error_is_scrubbed_too() -> None:
+    with anyio.fail_after(15), capture_logs() as logs:
+        async with (
+            serve_models({"complains": Complains()}) as server,
+            OpenAIChatModel("complains", base_url=server.base_url, api_key=KEY, retry=FAST) as m,
+        ):
+            with pytest.raises(ModelError) as info:
+                await m.complete([Message(role="user", content="x")], ModelSettings())
+    assert info.value.status_code == 400
+    assert "has no access to this model" in str(info.value)
+    assert_no_key("ModelError", str(info.value))
+    assert_no_key("logs", repr(logs))
