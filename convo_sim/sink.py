@@ -133,6 +133,7 @@ class RolloutSink:
 
         Raises:
             InputError: a line other than the last is not a rollout record.
+            OSError: the file or its folder cannot be created or opened.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         cut: int | None = None
@@ -153,6 +154,7 @@ class RolloutSink:
 
         Raises:
             RuntimeError: the sink is not open.
+            OSError: the write failed (disk full, ...).
         """
         if self._fd is None:
             raise RuntimeError("the sink is not open; call open() or use it as a context manager")
@@ -246,6 +248,7 @@ async def write_rollouts(
         InputError: the file is not a rollouts file, or was written with
             another seed; two scenarios share an id.
         RolloutError: a factory raised for some sample.
+        OSError: the file cannot be opened or written.
     """
     scenario_list = list(scenarios)
     sink = RolloutSink(path, resume=resume, fsync=fsync)
