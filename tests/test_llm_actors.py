@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -23,11 +25,12 @@ from convo_sim import (
     Usage,
     run_dialogue,
 )
+from convo_sim.cli import main
 from convo_sim.cli.actors_spec import parse_actor_spec, wire_actors
 from convo_sim.cli.wiring import calendar_assistant, calendar_user
 from convo_sim.openai_model import OpenAIChatModel
 from convo_sim.served_models import EchoModel
-from convo_sim.server import serve_models
+from convo_sim.server import ServerThread, serve_models
 
 
 class FakeModel:
@@ -257,3 +260,58 @@ async def test_the_http_llm_path_reaches_the_same_dialogues_and_rewards_as_in_pr
             finally:
                 await http.aclose()
     assert sum(1 for s in scenarios if s.goal is not None) >= 2
+
+
+def _records(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    out = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        out[record["scenario_id"], record["sample_index"]] = record
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_cli_run_over_convo_sim_serve_matches_the_builtin_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local, remote = tmp_path / "local.jsonl", tmp_path / "remote.jsonl"
+    common = ["run", "--samples", "2", "--no-progress", "--seed", "5"]
+    assert main([*common, "--out", str(local)]) == 0
+    with ServerThread() as server:
+        code = main(
+            [
+                *common,
+                "--out",
+                str(remote),
+                "--assistant",
+                "openai:calendar-solver",
+                "--user",
+                "openai:calendar-user",
+                "--base-url",
+                server.base_url,
+                "--model-api",
+                "responses",
+            ]
+        )
+    assert code == 0
+    assert server.requests > 0
+    a, b = _records(local), _records(remote)
+    assert a.keys() == b.keys() and len(a) >= 4
+    for key in a:
+        assert (
+            b[key]["responses_create_params"]["input"] == a[key]["responses_create_params"]["input"]
+        )
+        assert b[key]["reward"] == a[key]["reward"]
+        assert b[key]["error"] is None
+        assert b[key]["usage"]["total_tokens"] > 0 == a[key]["usage"]["total_tokens"]
+    assert "mean reward" in capsys.readouterr().out
+
+
+def test_cli_run_refuses_a_malformed_actor_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "never.jsonl"
+    assert main(["run", "--assistant", "gpt-4o", "--no-progress", "--out", str(out)]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "--assistant 'gpt-4o'" in err and "openai:MODEL" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,11 @@ from convo_sim import (
     TerminationReason,
     run_dialogue,
 )
+from convo_sim.cli import main
 from convo_sim.faults import Fault, FaultPlan
 from convo_sim.openai_model import OpenAIChatModel
 from convo_sim.served_models import EchoModel
-from convo_sim.server import serve_models
+from convo_sim.server import ServerThread, serve_models
 
 KEY = "sk-convo-sim-TEST-9f8e7d6c5b4a3210fedcba"
 FAST = RetryPolicy(attempts=3, initial=0.001, max_wait=0.01, jitter=0.001)
@@ -114,3 +116,41 @@ async def test_part_of_a_key_quoted_in_an_error_is_scrubbed_too() -> None:
     assert "has no access to this model" in str(info.value)
     assert_no_key("ModelError", str(info.value))
     assert_no_key("logs", repr(logs))
+
+
+@pytest.mark.timeout(60)
+def test_the_cli_keeps_the_key_out_of_its_output_file_and_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CONVO_SIM_TEST_SECRET", KEY)
+    out = tmp_path / "rollouts.jsonl"
+    plan = FaultPlan().add(Fault.unauthorized(), model="calendar-solver", times=None)
+    with ServerThread(faults=plan) as server:
+        code = main(
+            [
+                "--log-level",
+                "debug",
+                "run",
+                "--no-progress",
+                "--out",
+                str(out),
+                "--assistant",
+                "openai:calendar-solver",
+                "--user",
+                "openai:calendar-user",
+                "--base-url",
+                server.base_url,
+                "--api-key-env",
+                "CONVO_SIM_TEST_SECRET",
+            ]
+        )
+    captured = capfd.readouterr()
+    assert code == 0
+    assert plan.injected["unauthorized"] >= 1
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and all(r["termination"] == "assistant_error" for r in records)
+    assert all("HTTP 401" in r["error"]["message"] for r in records)
+    assert_no_key("output file", out.read_text())
+    assert_no_key("stdout", captured.out)
+    assert_no_key("stderr", captured.err)
+    assert "model.failed" in captured.err  # the logs were written, and checked

@@ -23,12 +23,15 @@ import argparse
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeAlias, TypeVar
 
-from convo_sim.actors import Actor
 from convo_sim.errors import InputError
-from convo_sim.models import ChatModel, ModelSettings
-from convo_sim.scenarios import CalendarGoal, Scenario
+from convo_sim.models import ModelSettings
+
+if TYPE_CHECKING:  # kept light: `convo-sim --help` imports this module
+    from convo_sim.actors import Actor
+    from convo_sim.models import ChatModel
+    from convo_sim.scenarios import CalendarGoal, Scenario
 
 __all__ = [
     "ActorSpec",
@@ -46,7 +49,7 @@ __all__ = [
 
 P = ParamSpec("P")
 T = TypeVar("T")
-ActorFactory = Callable[[Scenario, int], Actor]
+ActorFactory: TypeAlias = "Callable[[Scenario, int], Actor]"
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,9 @@ def add_parser(sub: Any) -> None:
         default=32,
         help="dialogues run at once (default: 32)",
     )
+    from convo_sim.cli.actors_spec import add_actor_arguments
+
+    add_actor_arguments(p)  # --assistant, --user, --base-url, --api-key-env, --model-api
     p.set_defaults(handler=run)
 
 

@@ -93,9 +93,12 @@ def run_rollouts_command(args: argparse.Namespace, scenarios: Sequence[Scenario]
     if args.max_turns is not None:
         # The flag overrides every scenario's own limit.
         scenarios = [s.model_copy(update={"max_turns": args.max_turns}) for s in scenarios]
+    from convo_sim.cli.actors_spec import wire_actors
+
+    actors = wire_actors(args, builtin_assistant=calendar_assistant, builtin_user=calendar_user)
     plan = RolloutPlan(
-        assistant=calendar_assistant,
-        user=calendar_user,
+        assistant=actors.assistant,
+        user=actors.user,
         verifiers=calendar_verifier_set,
         concurrency=args.concurrency,
         seed=args.seed,
@@ -112,7 +115,7 @@ def run_rollouts_command(args: argparse.Namespace, scenarios: Sequence[Scenario]
     try:
         stats = anyio.run(
             functools.partial(
-                write_rollouts,
+                actors.closing(write_rollouts),  # closes the openai: actors' connection pools
                 out,
                 scenarios,
                 plan,
