@@ -173,26 +173,20 @@ def llm_user_for(model: ChatModel, scenario: Scenario, seed: int) -> Actor:
     built-in user mixes it), so `convo-sim serve`'s `calendar-user` rebuilds
     exactly the user the built-in run would have used.
     """
-    from convo_sim.users import PERSONAS, LLMUser, persona_prompt
+    from convo_sim.users import LLMUser
 
-    persona = scenario.persona
-    persona_text = (
-        persona_prompt(PERSONAS[persona])
-        if persona is not None and persona in PERSONAS
-        else persona
-    )
     user_seed = seed ^ scenario.seed
     card = {
         "id": scenario.id,
         "goal": scenario.goal.model_dump(mode="json") if scenario.goal else None,
-        "persona": persona,
+        "persona": scenario.persona,
         "seed": user_seed,
         "user_script": list(scenario.user_script),
     }
     return LLMUser(
         model,
         goal=describe_goal(scenario),
-        persona=persona_text,
+        persona=scenario.persona,  # a bundled persona's name becomes its instructions
         settings=ModelSettings(seed=user_seed),
         scenario_card=card,
     )
