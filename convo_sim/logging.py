@@ -5,6 +5,11 @@ The library only *emits* structlog events (`dialogue.started`,
 `structlog.configure()` on import. Applications call `configure_logging()`
 (the CLI does) or configure structlog themselves.
 
+Until structlog is configured, the library's events are dropped: structlog's
+own default prints every event to standard output, which would interleave
+thousands of lines with a user's program output. `get_logger()` gives the
+library's modules loggers that check this at each call (a cheap flag read).
+
 Message content is left out of events unless `log_content=True`: dialogues
 may carry personal data, and rollouts are often run at a scale where logs
 are kept longer than data. API keys are never logged.
@@ -14,13 +19,52 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "content_logging_enabled"]
+__all__ = ["configure_logging", "content_logging_enabled", "get_logger"]
 
 _content = False
+
+class _Silent:
+    """A logger that drops everything (structlog is not configured yet)."""
+
+    def bind(self, **_: Any) -> _Silent:
+        return self
+
+    def _drop(self, *_: Any, **__: Any) -> None:
+        return None
+
+    debug = info = warning = warn = error = exception = critical = msg = _drop
+
+
+_SILENT = _Silent()
+
+
+class _LibraryLogger:
+    """Forwards to `structlog.get_logger(name)` once structlog is configured."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def bind(self, **values: Any) -> Any:
+        if not structlog.is_configured():
+            return _SILENT
+        return structlog.get_logger(self._name).bind(**values)
+
+    def __getattr__(self, method: str) -> Any:
+        if not structlog.is_configured():
+            return getattr(_SILENT, method)
+        return getattr(structlog.get_logger(self._name), method)
+
+
+def get_logger(name: str) -> Any:
+    """The logger for one of the library's modules (silent until configured)."""
+    return _LibraryLogger(name)
+
 
 Level = Literal["debug", "info", "warning", "error"]
 

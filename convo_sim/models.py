@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from convo_sim.errors import EmptyReplyError
+from convo_sim.logging import get_logger
 from convo_sim.messages import Message
 from convo_sim.results import Usage
 
 __all__ = ["ChatModel", "Completion", "ModelSettings", "complete_nonempty"]
 
-_log = structlog.get_logger("convo_sim.models")
+_log = get_logger("convo_sim.models")
 
 
 class ModelSettings(BaseModel):

@@ -40,6 +40,7 @@ from convo_sim.completion import (
     detector_name,
     stop_token,
 )
+from convo_sim.logging import get_logger
 from convo_sim.messages import Message, Transcript
 from convo_sim.results import (
     DialogueResult,
@@ -62,7 +63,7 @@ from convo_sim.verification import (
 
 __all__ = ["default_reward", "run_dialogue"]
 
-_log = structlog.get_logger("convo_sim.orchestrator")
+_log = get_logger("convo_sim.orchestrator")
 
 
 @dataclass(slots=True)

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-import structlog
 import tenacity
+
+from convo_sim.logging import get_logger
 
 __all__ = ["RetryPolicy", "Transient", "parse_retry_after"]
 
-_log = structlog.get_logger("convo_sim.retry")
+_log = get_logger("convo_sim.retry")
 
 T = TypeVar("T")
 

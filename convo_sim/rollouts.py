@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeAlias, TypeVar
 
 import anyio
-import structlog
 
 from convo_sim.actors import Actor, View
 from convo_sim.completion import Detector
 from convo_sim.errors import InputError, RolloutError
+from convo_sim.logging import get_logger
 from convo_sim.messages import Message
 from convo_sim.orchestrator import run_dialogue
 from convo_sim.records import Rollout, RolloutKey, ScenarioLike
@@ -73,7 +73,7 @@ CompletionFactory: TypeAlias = Callable[[S], Detector | Sequence[Detector]]
 DEFAULT_MAX_TURNS = 10
 """The turn limit of scenarios that set none, when the run sets none either."""
 
-_log = structlog.get_logger("convo_sim.rollouts")
+_log = get_logger("convo_sim.rollouts")
 
 
 def sample_seed(seed: int, scenario_id: str, sample_index: int) -> int:

@@ -30,18 +30,18 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
-import structlog
 from anyio.abc import ByteStream, SocketAttribute, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from convo_sim import server_wire as wire
 from convo_sim.faults import Fault, FaultPlan
+from convo_sim.logging import get_logger
 from convo_sim.messages import Message, Transcript
 from convo_sim.served_models import ServedModel, default_models
 
 __all__ = ["ModelServer", "ServerThread", "serve_models"]
 
-_log = structlog.get_logger("convo_sim.server")
+_log = get_logger("convo_sim.server")
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 32 * 1024 * 1024

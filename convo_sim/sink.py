@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pydantic
-import structlog
 
 from convo_sim.errors import InputError
+from convo_sim.logging import get_logger
 from convo_sim.records import Rollout, RolloutKey, ScenarioLike
 from convo_sim.rollouts import Backend, RolloutPlan, S, plan_items, run_plan, sample_seed
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RolloutSink", "WriteStats", "read_rollouts", "write_rollouts"]
 
-_log = structlog.get_logger("convo_sim.sink")
+_log = get_logger("convo_sim.sink")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, int, bytes, bool]]:

@@ -77,3 +77,11 @@ def test_importing_configures_nothing() -> None:
 
     importlib.reload(convo_sim)
     assert structlog.get_config() == before
+
+
+async def test_unconfigured_library_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    structlog.reset_defaults()
+    assert not structlog.is_configured()
+    await run_dialogue(ScriptedAssistant(["a"]), ScriptedUser(["q"]))
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""

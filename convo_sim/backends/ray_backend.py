@@ -32,15 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import structlog
 
-from convo_sim.logging import Level
+from convo_sim.logging import Level, get_logger
 from convo_sim.records import Rollout
 from convo_sim.rollouts import RolloutPlan, S, run_plan
 
 __all__ = ["RayBackend"]
 
-_log = structlog.get_logger("convo_sim.backends.ray")
+_log = get_logger("convo_sim.backends.ray")
 
 
 class _ShardWorker:

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from convo_sim.actors import Actor
 from convo_sim.agents import CalendarSolverAssistant, LLMAssistant
 from convo_sim.errors import InputError
 from convo_sim.experiments import CellStats, cell_stats, write_table_csv, write_table_json
+from convo_sim.logging import get_logger
 from convo_sim.models import ChatModel
 from convo_sim.records import Rollout
 from convo_sim.report_html import write_html
@@ -49,7 +49,7 @@ from convo_sim.verifiers import calendar_verifiers
 
 __all__ = ["ExperimentOutput", "add_parser", "build_grid", "run", "run_experiment"]
 
-_log = structlog.get_logger("convo_sim.experiment")
+_log = get_logger("convo_sim.experiment")
 
 
 @dataclass(frozen=True, slots=True)
