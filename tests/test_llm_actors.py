@@ -16,6 +16,7 @@ from convo_sim.scenarios.run import run_scenario
 from convo_sim.users import LLMUser, ScriptedUser
 
 from convo_sim import (
+    Actor,
     Completion,
     DialogueResult,
     InputError,
@@ -137,6 +138,8 @@ async def test_empty_replies_are_retried_then_end_the_dialogue_as_that_sides_err
     side: Literal["assistant", "user"],
 ) -> None:
     empty = FakeModel("   ")
+    assistant: Actor
+    user: Actor
     if side == "assistant":
         assistant, user = LLMAssistant(empty, empty_retries=2), ScriptedUser(["hi"])
     else:
