@@ -6,6 +6,15 @@ continue a NeMo-Gym conversation prefix written by someone else), schedules
 with the exact search of `convo_sim.calendar.solve`, keeps events where the
 last calendar shown put them whenever it can, and prints the whole calendar
 as a JSON list in every reply.
+
+A user message may hold several requests (an `upfront` user states its
+whole goal at once); they are read with
+`convo_sim.calendar.intents.message_requests` and applied in order. When the
+latest user message asks for nothing (a greeting, "Okay.", a deflection),
+the reply invites the next request ("Is there anything else you'd like to
+schedule?"). That is not a follow-up question about a request, which the
+calendar prompt rules out, and it is what lets a `withholding` user, who
+speaks only when asked, reach its goal.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from convo_sim.calendar.intents import (
     RequestedEvent,
     RequestedState,
     constraint_of,
-    parse_request,
+    message_requests,
     shown_calendar,
 )
 from convo_sim.calendar.model import (
@@ -32,14 +41,22 @@ from convo_sim.messages import Message
 
 __all__ = ["CalendarSolverAssistant"]
 
+_SHOWN = "Here is your calendar."
+_INVITE_EMPTY = "Your calendar is empty. What would you like to schedule?"
+_INVITE_MORE = "Here is your calendar. Is there anything else you'd like to schedule?"
+
 
 @dataclass(slots=True)
 class _Replay:
-    """The requests read so far, and what the latest user message did."""
+    """The requests read so far, and what the latest user message did.
+
+    `note` is None while the latest user message asked for nothing (or there
+    is none yet); the reply then shows the calendar, inviting a request.
+    """
 
     texts: tuple[str, ...] = ()
     state: RequestedState = field(default_factory=RequestedState)
-    note: str = "Here is your calendar."
+    note: str | None = None
 
 
 def _copy(state: RequestedState) -> RequestedState:
@@ -54,17 +71,22 @@ class CalendarSolverAssistant:
     """An exact, deterministic calendar assistant.
 
     Every turn it reads all user messages in the transcript with
-    `convo_sim.calendar.intents.parse_request`, applies them in order, and
-    schedules the result. A request that would make the calendar impossible
-    (no placement honours every constraint) is not applied, and the reply
-    says so. Events keep the start the last shown calendar gave them when
-    that still fits; new or displaced events go to the earliest slot that
-    lets everything fit.
+    `convo_sim.calendar.intents.message_requests` (several requests in one
+    message are applied one after the other), and schedules the result. A
+    request that would make the calendar impossible (no placement honours
+    every constraint) is not applied, and the reply says so. Events keep the
+    start the last shown calendar gave them when that still fits; new or
+    displaced events go to the earliest slot that lets everything fit.
 
     Args:
         window: the working day, `(start, end)` in minutes since midnight.
         step: the grid of start times the solver tries, in minutes.
         sentence: begin each reply with one short sentence before the list.
+        invite: when the latest user message asks for nothing, that sentence
+            invites the next request ("Is there anything else you'd like to
+            schedule?"); False keeps it to "Here is your calendar.", an
+            assistant that never asks (a `withholding` user then never
+            reveals its goal).
     """
 
     def __init__(
@@ -73,10 +95,12 @@ class CalendarSolverAssistant:
         window: tuple[int, int] = WORKING_WINDOW,
         step: int = 15,
         sentence: bool = True,
+        invite: bool = True,
     ) -> None:
         self.window = window
         self.step = step
         self.sentence = sentence
+        self.invite = invite
         # Memo of the last transcript read; a pure speed-up, since the state
         # is always what replaying the shown transcript gives.
         self._replay = _Replay()
@@ -100,7 +124,10 @@ class CalendarSolverAssistant:
         calendar = format_calendar(listed)
         if not self.sentence:
             return calendar
-        return f"{replay.note}\n\n{calendar}"
+        note = replay.note
+        if note is None:
+            note = _SHOWN if not self.invite else _INVITE_MORE if listed else _INVITE_EMPTY
+        return f"{note}\n\n{calendar}"
 
     def _read(
         self, texts: tuple[str, ...], current: dict[str, int]
@@ -114,7 +141,7 @@ class CalendarSolverAssistant:
             replay, new = _Replay(), texts
         starts: dict[str, int] | None = None
         for text in new:
-            replay.note, starts = self._apply(replay.state, parse_request(text), current)
+            replay.note, starts = self._apply_all(replay.state, message_requests(text), current)
         replay.texts = texts
         self._replay = replay
         if starts is None:
@@ -123,16 +150,32 @@ class CalendarSolverAssistant:
             assert starts is not None
         return replay, starts
 
+    def _apply_all(
+        self, state: RequestedState, requests: Sequence[CalendarRequest], current: dict[str, int]
+    ) -> tuple[str | None, dict[str, int] | None]:
+        """Apply one message's requests to `state`, in order, each only if it fits.
+
+        Returns what to tell the user (None: the message asked for nothing),
+        and the schedule of the new state (None when the state did not change).
+        """
+        notes: list[str] = []
+        starts: dict[str, int] | None = None
+        for request in requests:
+            note, solved = self._apply(state, request, current)
+            notes.append(note)
+            # A refused request leaves the state, and so the last schedule, as it was.
+            if solved is not None:
+                starts = solved
+        return (" ".join(notes) if notes else None), starts
+
     def _apply(
-        self, state: RequestedState, request: CalendarRequest | None, current: dict[str, int]
+        self, state: RequestedState, request: CalendarRequest, current: dict[str, int]
     ) -> tuple[str, dict[str, int] | None]:
         """Apply one request to `state` if it leaves a solvable calendar.
 
         Returns what to tell the user, and the schedule of the new state
         (None when the state did not change).
         """
-        if request is None:
-            return "Here is your calendar.", None
         key = request.event_id
         attempt = _copy(state)
         if not attempt.apply(request):
@@ -140,12 +183,15 @@ class CalendarSolverAssistant:
         # Solving (rather than only deciding solvability) doubles as the
         # schedule for this turn's reply, so the search runs once per request.
         starts = self._solve(attempt, current)
+        added = key not in state.events
         if starts is None:
+            # Other requests of the same message may have changed the calendar,
+            # so the note speaks of this event only.
+            kept = "did not add it" if added else "left it as it was"
             return (
                 f"I cannot fit that for event {key} without breaking another constraint, "
-                "so the calendar is unchanged."
+                f"so I {kept}."
             ), None
-        added = key not in state.events
         state.events, state.requests = attempt.events, attempt.requests
         event = state.events[key]
         if added:

@@ -54,7 +54,22 @@ class InputError(ConvoSimError):
 
 
 class ScenarioError(InputError):
-    """A scenario file or record is malformed."""
+    """A scenario file or record is malformed.
+
+    Attributes:
+        scenario_id: the scenario at fault, when one is known.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        scenario_id: str | None = None,
+    ):
+        self.scenario_id = scenario_id
+        super().__init__(problem, path=path, line=line)
 
 
 class ScriptExhausted(ConvoSimError):

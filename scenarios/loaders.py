@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from convo_sim.scenarios.model import Scenario
 from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.users.persona import UnknownPersonaError, get_persona
 from pydantic import ValidationError
 
 from convo_sim.calendar.model import ExpectedState, ExpectedStateError
@@ -55,9 +56,10 @@ _NATIVE_FIELDS = (
 class _Problem(Exception):
     """A record is malformed; `at` is the field path, resolved to a line by the loader."""
 
-    def __init__(self, problem: str, at: _Path = ()) -> None:
+    def __init__(self, problem: str, at: _Path = (), scenario_id: str | None = None) -> None:
         self.problem = problem
         self.at = at
+        self.scenario_id = scenario_id
         super().__init__(problem)
 
 
@@ -109,7 +111,10 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
             scenario = _build(kind, record.data, default_id, nemo)
         except _Problem as problem:
             raise ScenarioError(
-                problem.problem, path=path, line=_line_of(record, problem.at)
+                problem.problem,
+                path=path,
+                line=_line_of(record, problem.at),
+                scenario_id=problem.scenario_id,
             ) from None
         if scenario.id in first_line:
             raise ScenarioError(
@@ -185,7 +190,7 @@ def _public(build: Callable[[], Scenario]) -> Scenario:
     try:
         return build()
     except _Problem as problem:
-        raise ScenarioError(problem.problem) from None
+        raise ScenarioError(problem.problem, scenario_id=problem.scenario_id) from None
 
 
 # ---------------------------------------------------------------- formats
@@ -317,9 +322,19 @@ def _native(record: Mapping[str, Any]) -> Scenario:
         # Strict JSON validation: a duration of "60" or an id of 7 is a
         # mistake in a hand-written file, not something to coerce.
         payload = json.dumps(data, default=str)
-        return Scenario.model_validate_json(payload, strict=True)
+        scenario = Scenario.model_validate_json(payload, strict=True)
     except ValidationError as exc:
         raise _from_validation(exc, strip=("goal",)) from None
+    # The goal-driven user plays the persona by name, so a misspelt name is
+    # caught here, with its line, rather than when the first dialogue starts.
+    if scenario.persona is not None:
+        try:
+            get_persona(scenario.persona)
+        except UnknownPersonaError as exc:
+            raise _Problem(
+                f"scenario {scenario.id!r}: field 'persona': {exc}", ("persona",), scenario.id
+            ) from None
+    return scenario
 
 
 # ---------------------------------------------------------------- helpers

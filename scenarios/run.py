@@ -5,10 +5,13 @@ from __future__ import annotations
 from convo_sim.agents.calendar import CalendarSolverAssistant
 from convo_sim.scenarios.model import Scenario
 from convo_sim.users.calendar import CalendarUser
+from convo_sim.users.persona import Persona, UnknownPersonaError, get_persona
+from convo_sim.users.persona_user import PersonaCalendarUser
 from convo_sim.users.simple import ScriptedUser
 from convo_sim.verifiers.calendar_turns import calendar_verifiers
 
 from convo_sim.actors import Actor
+from convo_sim.errors import ScenarioError
 from convo_sim.orchestrator import run_dialogue
 from convo_sim.results import DialogueResult
 from convo_sim.verification import RewardFn
@@ -22,15 +25,40 @@ DEFAULT_MAX_TURNS = 20
 def default_user(scenario: Scenario, *, seed: int | None = None) -> Actor:
     """The user a scenario gets by default.
 
-    A `ScriptedUser` replaying `user_script` when the scenario has one, else a
-    `CalendarUser` pursuing its goal, else (a NeMo-Gym prefix, whose later
-    user turns are not in the data) a user that stops at once.
+    A `ScriptedUser` replaying `user_script` when the scenario has one; else,
+    for a calendar goal, a `PersonaCalendarUser` playing the scenario's
+    `persona` (a bundled persona name) or a plain `CalendarUser` when it
+    names none; else (a NeMo-Gym prefix, whose later user turns are not in
+    the data) a user that stops at once.
+
+    Raises:
+        ScenarioError: the scenario's goal-driven user needs a persona that
+            is not bundled; `exc.scenario_id` names the scenario.
     """
     if scenario.user_script:
         return ScriptedUser(scenario.user_script)
     if scenario.goal is not None:
-        return CalendarUser(scenario, seed=seed)
+        persona = _persona(scenario)
+        if persona is None:
+            return CalendarUser(scenario, seed=seed)
+        return PersonaCalendarUser(scenario, persona=persona, seed=seed)
     return ScriptedUser(())
+
+
+def _persona(scenario: Scenario) -> Persona | None:
+    """The bundled persona `scenario.persona` names, or None when it names none.
+
+    Raises:
+        ScenarioError: the name is not a bundled persona.
+    """
+    if scenario.persona is None:
+        return None
+    try:
+        return get_persona(scenario.persona)
+    except UnknownPersonaError as exc:
+        raise ScenarioError(
+            f"scenario {scenario.id!r}: {exc}", scenario_id=scenario.id
+        ) from None
 
 
 async def run_scenario(
@@ -63,6 +91,7 @@ async def run_scenario(
 
     Raises:
         ValueError: a limit is out of range.
+        ScenarioError: the default user needs a persona that is not bundled.
     """
     turn_verifiers, final_verifiers = calendar_verifiers(scenario)
     return await run_dialogue(

@@ -15,8 +15,8 @@ A script is an ordinary Python file that `convo-sim run --script PATH` (or
 and, optionally, hooks that replace the defaults:
 
 * `assistant(scenario, seed) -> Actor` (default: the calendar solver);
-* `user(scenario, seed) -> Actor` (default: the persona user when the
-  scenario names a persona and has a goal, else `default_user`);
+* `user(scenario, seed) -> Actor` (default: `default_user`, which plays
+  the scenario's persona when it names one and has a goal);
 * `verifiers(scenario) -> (turn_verifiers, final_verifiers)` (default:
   `calendar_verifiers`);
 * `REWARD`: a reward function such as `final_only(combine="min")`;
@@ -48,7 +48,7 @@ from convo_sim.scenarios.model import Scenario
 from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
 from convo_sim.scenarios.run import default_user
 from convo_sim.users.fidelity import with_fidelity
-from convo_sim.users.persona_user import PersonaCalendarUser
+from convo_sim.users.persona import PERSONAS
 from convo_sim.verifiers.calendar_turns import calendar_verifiers
 
 from convo_sim.actors import Actor
@@ -265,11 +265,16 @@ def load_script(path: str | Path) -> ScenarioScript:
     reward = getattr(module, "REWARD", None)
     if reward is not None and not callable(reward):
         raise ScenarioError("REWARD must be a reward function", path=path, line=lines.get("REWARD"))
+    user = _hook(module, "user", 2, path, lines.get("user"))
+    if user is None:
+        # The default user plays personas by name; a `user` hook (an LLM
+        # user, say) may take any text, so names are checked only without one.
+        _check_personas(scenarios, path, lines.get("SCENARIOS") or lines.get("scenarios"))
     return ScenarioScript(
         path=path,
         scenarios=scenarios,
         assistant=_hook(module, "assistant", 2, path, lines.get("assistant")),
-        user=_hook(module, "user", 2, path, lines.get("user")),
+        user=user,
         verifiers=_hook(module, "verifiers", 1, path, lines.get("verifiers")),
         reward=reward,
         main=main,
@@ -277,10 +282,26 @@ def load_script(path: str | Path) -> ScenarioScript:
     )
 
 
+def _check_personas(scenarios: Sequence[Scenario], path: Path, line: int | None) -> None:
+    for scenario in scenarios:
+        persona = scenario.persona
+        if persona is None or persona in PERSONAS or scenario.goal is None or scenario.user_script:
+            continue
+        raise ScenarioError(
+            f"scenario {scenario.id!r}: unknown persona {persona!r}; expected one of: "
+            f"{', '.join(PERSONAS)}",
+            path=path,
+            line=line,
+            scenario_id=scenario.id,
+        )
+
+
 def script_user(scenario: Scenario, seed: int) -> Actor:
-    """The default user of a script's scenario: its persona when it names one."""
-    if scenario.persona is not None and scenario.goal is not None and not scenario.user_script:
-        return PersonaCalendarUser(scenario, seed=seed)
+    """The default user of a script's scenario: `default_user` (its persona when it names one).
+
+    Raises:
+        ScenarioError: the scenario names a persona that is not bundled.
+    """
     return default_user(scenario, seed=seed)
 
 

@@ -234,6 +234,72 @@ def test_solver_keeps_events_where_the_shown_calendar_put_them() -> None:
     assert {e.event_id: e.start_time for e in listed} == {"0": 660, "1": 600}
 
 
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        # NeMo-style: two event ids in one sentence, then two moves in one.
+        (
+            (
+                'Please add "Budget review" (event id: 0) for an hour and a 30\u2011minute '
+                '"Vendor call" (event id: 1).',
+                "Could you move (event id: 0) to after 2pm and make sure (event id: 1) "
+                "wraps up by 11am?",
+            ),
+            {"0": (60, "after 2pm"), "1": (30, "before 11am")},
+        ),
+        (
+            (
+                "Add Lunch (event id: 0) for 60 minutes before 1pm, then add a 45 minute "
+                '"Call" (event id: 1) from 1pm to 2:30pm.',
+            ),
+            {"0": (60, "before 1pm"), "1": (45, "between 1pm and 2:30pm")},
+        ),
+        # An upfront user: every request on a line of its own.
+        (
+            (
+                'I need a 60-minute slot for "Sprint planning" (event id: 0), please.\n'
+                "Could you slot the Sprint planning (event id: 0) between 10am and 11:45 am?\n"
+                'Please put "Design review" on my calendar (event id: 1): it takes 45 minutes '
+                "and should be ending by 1:00 pm.\n"
+                'Could you add "Team lunch" (event id: 2) for an hour, at exactly 12:30pm?',
+            ),
+            {"0": (60, "between 10am and 11:45am"), "1": (45, "before 1pm"), "2": (60, "at 12:30pm")},
+        ),
+    ],
+)
+def test_solver_applies_every_request_of_a_message(
+    messages: tuple[str, ...], expected: dict[str, tuple[int, str]]
+) -> None:
+    reply = solver_reply(*messages)
+    state = {
+        key: {
+            "event_id": int(key),
+            "duration": duration,
+            "constraint": constraint,
+            "min_time": "10:00",
+            "max_time": "16:00",
+        }
+        for key, (duration, constraint) in expected.items()
+    }
+    grade = grade_calendar_response(reply, state)
+    assert grade.passed, (grade.detail, reply)
+    # The reply says what became of each event the last message named.
+    note = reply.split("[")[0]
+    for key in expected:
+        assert f"(event {key}" in note, note
+
+
+def test_solver_refuses_only_the_impossible_request_of_a_message() -> None:
+    reply = solver_reply(
+        'Add "A" for 60 minutes (event id: 0) and "B" for 60 minutes (event id: 1).',
+        "Put (event id: 0) at 10am and (event id: 1) at 10:30am.",
+    )
+    note = reply.split("[")[0]
+    assert "Scheduled 'A' (event 0) at 10am." in note and "cannot" in note
+    starts = {e.event_id: e.start_time for e in shown_calendar(reply) or ()}
+    assert starts == {"0": 600, "1": 660}
+
+
 async def test_solver_state_comes_from_the_transcript_not_its_memory() -> None:
     solver = CalendarSolverAssistant()
     first = Transcript(
@@ -365,6 +431,25 @@ async def test_a_reply_that_is_not_a_calendar_scores_zero_with_a_reason() -> Non
     assert "can't see the calendar" in result.transcript.by_role("user")[1].text.lower() or (
         "show me" in result.transcript.by_role("user")[1].text
     )
+
+
+@pytest.mark.timeout(10)
+async def test_user_reads_an_empty_list_as_an_empty_calendar() -> None:
+    # "[]" is a calendar with nothing in it: the user says what is missing,
+    # rather than asking to see a calendar.
+    s = scenario(add(0, "Design review", 60), constrain(0, "before 1pm"))
+    empty = FunctionAssistant(lambda view: "Here is your calendar.\n\n[]")
+    result = await run_scenario(s, assistant=empty, max_turns=2)
+    correction = result.transcript.by_role("user")[1].text
+    assert "left out" in correction and "(event id: 0)" in correction
+    request = parse_request(correction)
+    assert request is not None and (request.event_id, request.duration) == (0, 60)
+    valid = [t for t in result.turn_scores if t.verifier == "valid_calendar"]
+    present = [t for t in result.turn_scores if t.verifier == "events_present"]
+    assert [(t.score, t.reason) for t in valid] == [(1.0, "pass")] * 2
+    assert [(t.score, t.reason) for t in present] == [(0.0, "missing_events")] * 2
+    # The grader keeps NeMo-Gym's reading: no list of objects at all.
+    assert result.verdicts[0].reason == "no_json_list"
 
 
 def test_calendar_user_needs_a_goal() -> None:

@@ -888,6 +888,23 @@ def test_listed_events_round_trip_through_text() -> None:
     assert parse_listed_events('[{"event_id": 0, "start_time": "10:00", "duration": "60"}]') is None
 
 
+@pytest.mark.parametrize(
+    "text", ["[]", "[ ]", "Here is your calendar.\n\n[]", "Nothing yet:\n```json\n[\n]\n```"]
+)
+def test_an_empty_list_is_no_list_to_the_grader_but_an_empty_calendar_to_the_helpers(
+    text: str,
+) -> None:
+    # NeMo-Gym's pattern needs an object inside the list, so the grader keeps
+    # answering no_json_list (which the reference does too) ...
+    assert check(text, {"0": _nemo(60)}).reason == "no_json_list"
+    assert check(text, {}).reason == "pass"
+    assert extract_json_list(text) is None
+    # ... while the helpers that read a calendar see an empty one, not none.
+    assert parse_listed_events(text) == []
+    for other in ("no calendar", "[1]", "see [draft] then []", "[oops"):
+        assert parse_listed_events(other) is None, other
+
+
 def test_extract_json_list_takes_only_the_first_candidate() -> None:
     assert extract_json_list('x [{"a": 1}] y [{"b": 2}]') == [{"a": 1}]
     assert extract_json_list("[{'a': 1}] then [{\"b\": 2}]") is None

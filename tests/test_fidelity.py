@@ -168,6 +168,31 @@ def test_message_requests_splits_a_message_that_names_several_events() -> None:
     assert message_requests("Just chatting, nothing to schedule.") == []
 
 
+def test_message_requests_lives_with_the_parser_and_cuts_at_clause_breaks() -> None:
+    from convo_sim.calendar import intents
+
+    assert message_requests is intents.message_requests
+    # "event id 2:" names event 2 (only a clock time after "event" is not an id).
+    assert [(r.event_id, r.duration) for r in message_requests("Finally event id 2: 45 minutes.")] == [
+        (2, 45)
+    ]
+    # Two ids in one sentence: each title stays with its own event, and the
+    # "and" of a time range is not a clause break.
+    text = (
+        'Please add "Lunch" (event id: 1), an hour, and "Gym" (event id: 2), 30 minutes, '
+        "between 1pm and 2pm."
+    )
+    assert [(r.event_id, r.name, r.duration, r.constraint) for r in message_requests(text)] == [
+        (1, "Lunch", 60, None),
+        (2, "Gym", 30, "between 1pm and 2pm"),
+    ]
+    moves = "Put event 1 between 10am and 11am and event 2 after 3pm"
+    assert [(r.event_id, r.constraint) for r in message_requests(moves)] == [
+        (1, "between 10am and 11am"),
+        (2, "after 3pm"),
+    ]
+
+
 def test_custom_persona_object_is_accepted() -> None:
     persona = Persona(name="mine", disclosure="progressive")
     fid = user_fidelity(dialogue(ADD_LUNCH), expected=GOAL, persona=persona)

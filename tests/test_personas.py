@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 import pytest
 from convo_sim.agents import CalendarSolverAssistant, FunctionAssistant
-from convo_sim.scenarios import CalendarGoal, GoalStep, Scenario
+from convo_sim.scenarios import (
+    CalendarGoal,
+    GoalStep,
+    Scenario,
+    bundled_scenarios,
+    default_user,
+    run_scenario,
+)
 from convo_sim.users import (
     PERSONAS,
+    CalendarUser,
     LLMUser,
     Persona,
     PersonaCalendarUser,
@@ -21,7 +33,16 @@ from convo_sim.users import (
 from convo_sim.verifiers.calendar import grade_calendar_response
 from pydantic import ValidationError
 
-from convo_sim import DEFAULT_STOP_TOKEN, DialogueResult, InputError, Message, View, run_dialogue
+from convo_sim import (
+    DEFAULT_STOP_TOKEN,
+    DialogueResult,
+    InputError,
+    Message,
+    ScenarioError,
+    TerminationReason,
+    View,
+    run_dialogue,
+)
 from convo_sim.models import Completion, ModelSettings
 
 GOAL = CalendarGoal(
@@ -41,9 +62,13 @@ def scenario(persona: str | None = None, seed: int = 7) -> Scenario:
 
 
 async def talk(
-    user: PersonaCalendarUser, *, asks: bool = False, max_turns: int = 20
+    user: PersonaCalendarUser,
+    *,
+    asks: bool = False,
+    max_turns: int = 20,
+    solver: CalendarSolverAssistant | None = None,
 ) -> DialogueResult:
-    solver = CalendarSolverAssistant()
+    solver = solver or CalendarSolverAssistant()
 
     def reply(view: View) -> str:
         text = solver.reply(view.transcript.messages)
@@ -199,8 +224,12 @@ async def test_upfront_user_states_its_whole_goal_in_the_first_message() -> None
 
 @pytest.mark.timeout(10)
 async def test_withholding_user_waits_to_be_asked() -> None:
-    # The solver never asks, so nothing is ever revealed.
-    silent = await talk(PersonaCalendarUser(scenario("withholding")), max_turns=4)
+    # An assistant that never asks gets nothing revealed.
+    silent = await talk(
+        PersonaCalendarUser(scenario("withholding")),
+        max_turns=4,
+        solver=CalendarSolverAssistant(invite=False),
+    )
     assert user_fidelity(silent.transcript, expected=GOAL).request_messages == 0
     # Asked every turn, it reveals everything without volunteering anything.
     asked = await talk(PersonaCalendarUser(scenario("withholding")), asks=True)
@@ -244,3 +273,119 @@ async def test_uncooperative_user_deflects_after_its_first_request() -> None:
 def test_persona_user_needs_a_known_persona() -> None:
     with pytest.raises(UnknownPersonaError):
         PersonaCalendarUser(scenario("grumpy"))
+
+
+# ---------------------------------------------------------------- personas in the default wiring
+
+
+def test_default_user_plays_the_scenarios_persona() -> None:
+    for name in PERSONAS:
+        user = default_user(scenario(name))
+        assert isinstance(user, PersonaCalendarUser) and user.persona == get_persona(name)
+    assert type(default_user(scenario(None))) is CalendarUser
+    with pytest.raises(ScenarioError) as info:
+        default_user(scenario("grumpy"))
+    assert info.value.scenario_id == "personas"
+    assert "grumpy" in info.value.problem
+
+
+@pytest.mark.timeout(20)
+async def test_upfront_user_and_solver_reach_full_reward_on_every_bundled_scenario() -> None:
+    for base in bundled_scenarios():
+        s = base.model_copy(update={"persona": "upfront"})
+        result = await run_scenario(s)  # the default user plays the persona
+        assert result.reward == 1.0, (s.id, result.verdicts)
+        assert result.termination == TerminationReason.USER_STOP
+        # The whole goal in the first message, all of it applied in one reply.
+        assert result.turns == 1, s.id
+        assert all(t.score == 1.0 for t in result.turn_scores), s.id
+        fid = user_fidelity(result.transcript, expected=s.goal, persona="upfront")
+        assert fid.goal_coverage == 1.0 and fid.pacing_violations == 0
+
+
+@pytest.mark.timeout(20)
+async def test_withholding_user_and_solver_complete_every_bundled_scenario() -> None:
+    # The solver invites a request whenever the user says nothing actionable,
+    # so the user never has to volunteer: about two turns per request.
+    for base in bundled_scenarios():
+        assert base.goal is not None
+        s = base.model_copy(
+            update={"persona": "withholding", "max_turns": 2 * len(base.goal.steps) + 2}
+        )
+        result = await run_scenario(s)
+        assert result.reward == 1.0, (s.id, result.verdicts)
+        assert result.termination == TerminationReason.USER_STOP, s.id
+        fid = user_fidelity(result.transcript, expected=s.goal, persona="withholding")
+        assert fid.goal_coverage == 1.0 and fid.pacing_violations == 0, s.id
+        assert fid.stop_ok
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("convo-sim")
+
+
+NATIVE_GOAL = CalendarGoal(
+    steps=(
+        GoalStep(action="add", event_id=0, name="Lunch", duration=60),
+        GoalStep(action="constrain", event_id=0, constraint="before 1pm"),
+        GoalStep(action="add", event_id=1, name="Gym", duration=30),
+    )
+)
+
+
+def native(persona: str) -> str:
+    """One native scenario record (a JSONL line) of NATIVE_GOAL with `persona`."""
+    steps = [step.model_dump(exclude_none=True) for step in NATIVE_GOAL.steps]
+    return json.dumps({"id": f"lunch-{persona}", "persona": persona, "seed": 5, "steps": steps})
+
+
+@pytest.mark.timeout(60)
+def test_convo_sim_run_honours_personas(tmp_path: Path) -> None:
+    scenarios = tmp_path / "personas.jsonl"
+    scenarios.write_text(f"{native('upfront')}\n{native('terse')}\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    done = subprocess.run(
+        [str(CLI), "run", "--scenarios", str(scenarios), "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {row["scenario_id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    for row in rows.values():
+        assert row["reward"] == 1.0 and row["termination"] == "user_stop"
+
+    def users(scenario_id: str) -> list[str]:
+        items = rows[scenario_id]["responses_create_params"]["input"]
+        return [item["content"] for item in items if item["role"] == "user"]
+
+    # upfront: every request in the first message, then thanks.
+    assert len(users("lunch-upfront")) == 2
+    assert user_fidelity(
+        [Message(role="user", content=users("lunch-upfront")[0])],
+        expected=NATIVE_GOAL,
+    ).goal_coverage == 1.0
+    # terse: no pleasantries anywhere.
+    assert not any(t.lower().startswith(("hey", "hi")) for t in users("lunch-terse"))
+
+
+
+@pytest.mark.timeout(60)
+def test_an_unknown_persona_is_one_line_naming_file_line_and_scenario(tmp_path: Path) -> None:
+    scenarios = tmp_path / "personas.jsonl"
+    scenarios.write_text(f"{native('terse')}\n{native('grumpy')}\n", encoding="utf-8")
+    done = subprocess.run(
+        [str(CLI), "run", "--scenarios", str(scenarios), "--out", str(tmp_path / "o.jsonl")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"{scenarios}:2:" in lines[0]
+    assert "'lunch-grumpy'" in lines[0] and "'grumpy'" in lines[0] and "cooperative" in lines[0]

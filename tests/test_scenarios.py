@@ -218,6 +218,20 @@ def test_missing_pyyaml_names_the_fix(tmp_path: Path, monkeypatch: pytest.Monkey
         load_scenarios(write(tmp_path, "s.yaml", YAML))
 
 
+def test_unknown_persona_names_the_scenario_file_and_line(tmp_path: Path) -> None:
+    error = load_error(write(tmp_path, "p.jsonl", jsonl(NATIVE, other(persona="grumpy"))))
+    assert (error.line, error.scenario_id) == (2, "other")
+    assert "'grumpy'" in error.problem and "cooperative" in error.problem
+    yaml_error = load_error(write(tmp_path, "p.yaml", YAML.replace("terse", "grumpy")))
+    assert (yaml_error.line, yaml_error.scenario_id) == (3, "demo")  # `persona: grumpy`
+    with pytest.raises(ScenarioError) as info:
+        native_scenario({**NATIVE, "persona": "grumpy"})
+    assert info.value.scenario_id == "demo" and info.value.path is None
+    # Every bundled persona loads.
+    for name in ("upfront", "withholding", "noisy"):
+        assert load_scenarios(write(tmp_path, "ok.jsonl", jsonl(other(persona=name))))
+
+
 def test_duplicate_ids_and_unrecognised_records(tmp_path: Path) -> None:
     error = load_error(write(tmp_path, "dup.jsonl", jsonl(NATIVE, other(), NATIVE)))
     assert error.line == 3 and "duplicate scenario id 'demo'" in error.problem

@@ -135,7 +135,23 @@ BAD_SCRIPTS = [
     ("SCENARIOS = [{'id': 'a'}]\n\ndef user(scenario):\n    pass\n", "user must take 2", 3),
     ("DIALOGUE = ['hi', 3]\n", "DIALOGUE must be a list of user messages", 1),
     ("SCENARIOS = [{'id': 'a'}]\nSAMPLES = 0\n", "SAMPLES must be a positive integer", 2),
+    (
+        "GOAL = {'steps': [{'action': 'add', 'event_id': 0, 'name': 'A', 'duration': 30}]}\n"
+        "SCENARIOS = [{'id': 'a', 'goal': GOAL, 'persona': 'grumpy'}]\n",
+        "scenario 'a': unknown persona 'grumpy'",
+        2,
+    ),
 ]
+
+
+def test_a_user_hook_may_take_any_persona_text(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "GOAL = {'steps': [{'action': 'add', 'event_id': 0, 'name': 'A', 'duration': 30}]}\n"
+        "SCENARIOS = [{'id': 'a', 'goal': GOAL, 'persona': 'Speaks like a pirate.'}]\n\n"
+        "def user(scenario, seed):\n    return None\n",
+    )
+    assert load_script(path).scenarios[0].persona == "Speaks like a pirate."
 
 
 @pytest.mark.parametrize(("source", "problem", "line"), BAD_SCRIPTS)

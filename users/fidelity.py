@@ -30,7 +30,6 @@ users alike.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeAlias
@@ -39,7 +38,9 @@ from convo_sim.scenarios.model import CalendarGoal, Scenario
 from convo_sim.users.persona import Persona, get_persona
 from pydantic import BaseModel, ConfigDict, Field
 
-from convo_sim.calendar.intents import CalendarRequest, RequestedState, parse_request
+# `message_requests` lives with the request parser (the solver needs it too);
+# it is re-exported here, where it was first defined.
+from convo_sim.calendar.intents import RequestedState, message_requests
 from convo_sim.calendar.model import ConstraintFormatError, parse_constraint
 from convo_sim.completion import DEFAULT_STOP_TOKEN
 from convo_sim.messages import Message, Transcript
@@ -54,16 +55,6 @@ __all__ = [
 ]
 
 StopDiscipline: TypeAlias = Literal["ok", "missing", "repeated", "mid_dialogue"]
-
-# Only for splitting a message that names several events; the request parser
-# itself decides what each piece asks for.
-_EVENT_ID = re.compile(
-    r"event\s*(?:id\s*[:#=]?|#|number|no\.?)\s*(\d+)|\(\s*id\s*[:#]?\s*(\d+)\s*\)",
-    re.IGNORECASE,
-)
-# A sentence ends at a newline, a semicolon, or ./!/? before whitespace;
-# "a.m." and "p.m." are not sentence ends.
-_SENTENCE_END = re.compile(r"\n+|;\s*|(?<![ap]\.m)(?<!\b[ap])[.!?]+\s+", re.IGNORECASE)
 
 
 class UserFidelity(BaseModel):
@@ -113,58 +104,6 @@ class UserFidelity(BaseModel):
     def stop_ok(self) -> bool:
         """The stop token was sent exactly once, at the very end."""
         return self.stop_discipline == "ok"
-
-
-def _ids(text: str) -> list[re.Match[str]]:
-    """The first mention of each distinct event id in `text`, in order."""
-    seen: set[str] = set()
-    first: list[re.Match[str]] = []
-    for match in _EVENT_ID.finditer(text):
-        event_id = next(g for g in match.groups() if g)
-        if event_id not in seen:
-            seen.add(event_id)
-            first.append(match)
-    return first
-
-
-def _opens_with_id(sentence: str) -> bool:
-    match = _EVENT_ID.search(sentence)
-    return match is not None and not sentence[: match.start()].strip(" (")
-
-
-def message_requests(text: str) -> list[CalendarRequest]:
-    """Every calendar request in one user message, in order.
-
-    A message naming one event is parsed whole. One naming several (an
-    `all_at_once` user) is cut into lines and sentences; a sentence without
-    an event id joins the next one when that one opens with the id ("Could
-    you add a 30-minute call? (event id: 2)"), else the one before; a
-    sentence naming several ids is cut before each new id.
-    """
-    if len(_ids(text)) <= 1:
-        request = parse_request(text)
-        return [] if request is None else [request]
-    sentences = [
-        part.strip()
-        for line in text.splitlines()
-        for part in _SENTENCE_END.split(line)
-        if part.strip()
-    ]
-    pieces: list[str] = []
-    carry = ""
-    for index, sentence in enumerate(sentences):
-        if not _ids(sentence):
-            following = sentences[index + 1] if index + 1 < len(sentences) else ""
-            if not pieces or _opens_with_id(following):
-                carry += sentence + " "
-            else:
-                pieces[-1] += " " + sentence
-            continue
-        sentence, carry = carry + sentence, ""
-        cuts = [0, *(m.start() for m in _ids(sentence)[1:]), len(sentence)]
-        pieces.extend(sentence[a:b] for a, b in itertools.pairwise(cuts))
-    requests = (parse_request(piece) for piece in pieces)
-    return [r for r in requests if r is not None]
 
 
 def _same_constraint(said: str | None, wanted: str) -> bool:

@@ -16,13 +16,17 @@ NeMo-Gym's public calendar data and of `convo_sim.users.CalendarUser`:
 
 Messages without an event id are small talk (NeMo's users chat between
 requests, often repeating a time: "glad it wraps up by 1:45 pm") and change
-nothing. Constraints come back as NeMo-Gym text (`between 10am and 11:45am`),
-the form the grader reads.
+nothing. A message naming several events (an `upfront` user's first message,
+or "move (event id: 1) after 2pm and (event id: 2) before 11am") is cut into
+one piece per event by `message_requests`, and each piece is read by
+`parse_request`. Constraints come back as NeMo-Gym text (`between 10am and
+11:45am`), the form the grader reads.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from collections.abc import Iterable
@@ -43,6 +47,7 @@ __all__ = [
     "RequestedEvent",
     "RequestedState",
     "constraint_of",
+    "message_requests",
     "parse_duration",
     "parse_request",
     "requested_state",
@@ -55,7 +60,7 @@ _SPACES = str.maketrans({"\u202f": " ", "\u00a0": " ", "\u2009": " ", "\u2007": 
 _DASHES = re.compile("[\u2010\u2011\u2012\u2013\u2014\u2212]")
 
 _ID = re.compile(
-    r"\(?\s*event\s*(?:id\s*[:#=]?|#|number|no\.?|\s)\s*(\d+)\b(?!:)\s*\)?"
+    r"\(?\s*event\s*(?:id\s*[:#=]?|#|number|no\.?|\s)\s*(\d+)\b(?!:\d)\s*\)?"
     r"|\(\s*id\s*[:#]?\s*(\d+)\s*\)",
     re.IGNORECASE,
 )
@@ -263,6 +268,96 @@ def parse_request(text: str) -> CalendarRequest | None:
     return CalendarRequest(event_id, name, duration, constraint)
 
 
+# A sentence ends at a newline, a semicolon, or ./!/? before whitespace;
+# "a.m." and "p.m." are not sentence ends.
+_SENTENCE_END = re.compile(r"\n+|;\s*|(?<![ap]\.m)(?<!\b[ap])[.!?]+\s+", re.IGNORECASE)
+# Where one clause of a sentence ends and the next begins ("..., and", " then").
+_CLAUSE = re.compile(r",\s*(?:(?:and|then|also|plus)\s+)?|\s+(?:and|then|also|plus)\s+", re.IGNORECASE)
+_RANGE = _KINDS[0][1]  # "between T and T", "from T to T": its "and" joins no clauses
+
+
+def _ids(text: str) -> list[re.Match[str]]:
+    """The first mention of each distinct event id in `text`, in order."""
+    seen: set[str] = set()
+    first: list[re.Match[str]] = []
+    for match in _ID.finditer(text):
+        event_id = match.group(1) or match.group(2)
+        if event_id not in seen:
+            seen.add(event_id)
+            first.append(match)
+    return first
+
+
+def _opens_with_id(sentence: str) -> bool:
+    match = _ID.search(sentence)
+    return match is not None and not sentence[: match.start()].strip(" (")
+
+
+def _cuts(sentence: str) -> list[int]:
+    """Where to cut a sentence that names several events, one cut per further event.
+
+    The cut goes at the last clause break (a comma, "and", "then") between
+    the previous event's id and the next one's, so that a title said before
+    its id (`and "Gym" (event id: 2)`) stays with its event; with no break,
+    right before the id. Breaks inside a time range are not clause breaks.
+    """
+    ids = _ids(sentence)
+    ranges = [m.span() for m in _RANGE.finditer(sentence)]
+    cuts: list[int] = []
+    for previous, current in itertools.pairwise(ids):
+        breaks = [
+            m.start()
+            for m in _CLAUSE.finditer(sentence, previous.end(), current.start())
+            if not any(a <= m.start() < b for a, b in ranges)
+        ]
+        cuts.append(breaks[-1] if breaks else current.start())
+    return cuts
+
+
+def message_requests(text: str) -> list[CalendarRequest]:
+    """Every calendar request in one user message, in order.
+
+    A message naming one event is parsed whole by `parse_request`. One
+    naming several (an `all_at_once` user, or "move (event id: 1) after 2pm
+    and (event id: 2) before 11am") is cut into lines and sentences; a
+    sentence without an event id joins the next one when that one opens with
+    the id ("Could you add a 30-minute call? (event id: 2)"), else the one
+    before; a sentence naming several ids is cut at the clause break before
+    each new id. The solver, the simulated users, the turn verifiers and the
+    user-fidelity metrics all read messages with this one function.
+    """
+    return list(_message_requests(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _message_requests(text: str) -> tuple[CalendarRequest, ...]:
+    # Cached like `parse_request`: every reader re-reads the whole dialogue.
+    if len(_ids(_normalise(text))) <= 1:
+        request = parse_request(text)
+        return () if request is None else (request,)
+    sentences = [
+        part.strip()
+        for line in _normalise(text).splitlines()
+        for part in _SENTENCE_END.split(line)
+        if part.strip()
+    ]
+    pieces: list[str] = []
+    carry = ""
+    for index, sentence in enumerate(sentences):
+        if not _ids(sentence):
+            following = sentences[index + 1] if index + 1 < len(sentences) else ""
+            if not pieces or _opens_with_id(following):
+                carry += sentence + " "
+            else:
+                pieces[-1] += " " + sentence
+            continue
+        sentence, carry = carry + sentence, ""
+        cuts = [0, *_cuts(sentence), len(sentence)]
+        pieces.extend(sentence[a:b] for a, b in itertools.pairwise(cuts))
+    requests = (parse_request(piece) for piece in pieces)
+    return tuple(r for r in requests if r is not None)
+
+
 @dataclass(slots=True)
 class RequestedEvent:
     """One event as the user has asked for it so far."""
@@ -279,7 +374,7 @@ class RequestedState:
 
     Attributes:
         events: by event id, in the order they were added.
-        requests: how many user messages were understood as requests.
+        requests: how many requests were applied (a message may hold several).
     """
 
     events: dict[int, RequestedEvent] = field(default_factory=dict)
@@ -318,13 +413,15 @@ class RequestedState:
 
 
 def requested_state(messages: Iterable[Message]) -> RequestedState:
-    """Replay the user's messages among `messages` into what they asked for."""
+    """Replay the user's messages among `messages` into what they asked for.
+
+    Every request of a message counts (see `message_requests`), in order.
+    """
     state = RequestedState()
     for message in messages:
         if message.role != "user":
             continue
-        request = parse_request(message.text)
-        if request is not None:
+        for request in _message_requests(message.text):
             state.apply(request)
     return state
 

@@ -442,8 +442,10 @@ def extract_json_list(text: str) -> list[Any] | None:
     and need not all be objects.
     """
     span = json_list_span(text)
-    if span is None:
-        return None
+    return None if span is None else _decode_list(text, span)
+
+
+def _decode_list(text: str, span: tuple[int, int]) -> list[Any] | None:
     try:
         parsed = json.loads(text[span[0] : span[1]])
     except (ValueError, RecursionError):
@@ -451,9 +453,25 @@ def extract_json_list(text: str) -> list[Any] | None:
     return parsed if isinstance(parsed, list) else None
 
 
+_EMPTY_LIST: Final = re.compile(r"\[\s*\]")
+
+
 def parse_listed_events(text: str) -> list[ListedEvent] | None:
-    """The calendar printed in `text`, or `None` if there is none or an entry is malformed."""
-    items = extract_json_list(text)
+    """The calendar printed in `text`, or `None` if there is none or an entry is malformed.
+
+    The calendar is the grader's first JSON list of objects
+    (`extract_json_list`). A text with no such list whose first `[` opens an
+    empty JSON list (`[]`, as an assistant prints an empty calendar) shows
+    the empty calendar, `[]`: the grader's pattern needs an object and cannot
+    see it, which changes no grade (see `docs/calendar-grading.md`), but the
+    simulated user, the solver and the turn verifiers must tell "an empty
+    calendar" from "no calendar".
+    """
+    span = json_list_span(text)
+    if span is None:
+        first = text.find("[")
+        return [] if first >= 0 and _EMPTY_LIST.match(text, first) else None
+    items = _decode_list(text, span)
     if items is None:
         return None
     try:
