@@ -4,6 +4,12 @@ This is the only module that imports `openai`. It works against OpenAI
 itself, vLLM (`vllm serve ...`), and the bundled `convo-sim serve`, through
 either the chat-completions API (default) or the Responses API.
 
+Chat completions travel over `transport="lean"` by default: a small
+keep-alive HTTP/1.1 client (`convo_sim.fast_chat`) that costs several times
+less CPU per request than the SDK, measured in `benchmarks/`. The
+Responses API, and chat completions with `transport="sdk"` or on an event
+loop other than asyncio's, go through the `openai` SDK.
+
 Retries live here and only here: the SDK's own are off (`max_retries=0`)
 and every request runs under one `RetryPolicy` (429 with `Retry-After`,
 408, 409, 5xx, timeouts, dropped connections and unreadable bodies are
@@ -16,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import openai
@@ -24,6 +30,7 @@ import structlog
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
+from convo_sim import fast_chat
 from convo_sim.errors import ModelError
 from convo_sim.messages import Message, ToolCall, Transcript
 from convo_sim.models import Completion, ModelSettings
@@ -68,6 +75,11 @@ class OpenAIChatModel:
             (and retried, if attempts remain).
         retry: the retry policy.
         settings: default sampling settings; per-call settings override them.
+        transport: how chat completions travel: `lean` (`convo_sim.fast_chat`,
+            the default; needs asyncio, anyio's default backend, and is
+            skipped on any other) or `sdk` (the `openai` client). The
+            Responses API always uses the SDK. Retries, timeout, usage and
+            errors behave the same on both.
     """
 
     def __init__(
@@ -80,7 +92,10 @@ class OpenAIChatModel:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         settings: ModelSettings | None = None,
+        transport: Literal["lean", "sdk"] = "lean",
     ) -> None:
+        if transport not in ("lean", "sdk"):
+            raise ValueError(f"transport must be 'lean' or 'sdk', got {transport!r}")
         if api not in ("chat", "responses"):
             raise ValueError(f"api must be 'chat' or 'responses', got {api!r}")
         if timeout <= 0:
@@ -93,6 +108,8 @@ class OpenAIChatModel:
         self.settings = settings or ModelSettings()
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or LOCAL_API_KEY
         self._client: openai.AsyncOpenAI | None = None
+        self.transport: Literal["lean", "sdk"] = transport
+        self._lean: fast_chat.FastChatTransport | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIChatModel({self.model!r}, base_url={self.base_url!r}, api={self.api!r})"
@@ -109,9 +126,23 @@ class OpenAIChatModel:
             )
         return self._client
 
+    def _chat_sender(self) -> Callable[[dict[str, Any]], Awaitable[Completion]]:
+        if self.transport == "sdk" or not fast_chat.FastChatTransport.supported():
+            return self._send_chat
+        if self._lean is None:
+            self._lean = fast_chat.FastChatTransport(
+                self.base_url or "https://api.openai.com/v1",
+                api_key=self._api_key,
+                timeout=self.timeout,
+            )
+        return self._lean.complete
+
     async def aclose(self) -> None:
         """Close the HTTP connection pool (a later call opens a new one)."""
         client, self._client = self._client, None
+        lean, self._lean = self._lean, None
+        if lean is not None:
+            await lean.aclose()
         if client is not None:
             await client.close()
 
@@ -136,7 +167,7 @@ class OpenAIChatModel:
         model = merged.model or self.model
         if self.api == "chat":
             request = self._chat_request(model, messages, merged)
-            send = self._send_chat
+            send = self._chat_sender()
         else:
             request = self._responses_request(model, messages, merged)
             send = self._send_responses
@@ -249,7 +280,11 @@ class OpenAIChatModel:
     # -- failures -----------------------------------------------------------
 
     def _give_up(self, exc: Exception, attempts: int, model: str) -> ModelError:
-        status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+        status = (
+            exc.status_code
+            if isinstance(exc, openai.APIStatusError | fast_chat.HTTPStatusError)
+            else None
+        )
         detail = _scrub(str(exc), self._api_key)
         where = f" (HTTP {status})" if status is not None else ""
         _log.warning(
@@ -285,9 +320,14 @@ def _classify(exc: Exception) -> Transient | None:
         if status in _RETRY_STATUSES or status >= 500:
             return Transient(status=status, retry_after=_retry_after(exc.response.headers))
         return None
-    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+    if isinstance(exc, fast_chat.HTTPStatusError):
+        status = exc.status_code
+        if status in _RETRY_STATUSES or status >= 500:
+            return Transient(status=status, retry_after=_retry_after(exc.headers))
+        return None
+    if isinstance(exc, openai.APIConnectionError | fast_chat.TransportError):  # timeouts too
         return Transient()
-    if isinstance(exc, _MalformedReply | json.JSONDecodeError):
+    if isinstance(exc, _MalformedReply | fast_chat.MalformedReply | json.JSONDecodeError):
         # A truncated or garbled body from a healthy-looking 200 is a glitch
         # of the server or a proxy; the same request usually succeeds.
         return Transient(status=200)

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import anyio
 import structlog
@@ -74,6 +74,10 @@ class _Failure:
 
 
 _Reply: TypeAlias = tuple[Message | _Failure, float]
+_T = TypeVar("_T")
+_Pipe: TypeAlias = tuple[MemoryObjectSendStream[_T], MemoryObjectReceiveStream[_T]]
+# Endings after which an actor may still be inside respond().
+_MAY_BE_STUCK = frozenset((TerminationReason.TURN_TIMEOUT, TerminationReason.CANCELLED))
 
 
 @dataclass(slots=True)
@@ -204,10 +208,14 @@ async def run_dialogue(
         with anyio.move_on_after(
             time_budget if time_budget is not None else float("inf")
         ) as budget:
-            a_in_send, a_in_recv = anyio.create_memory_object_stream[View](1)
-            a_out_send, a_out_recv = anyio.create_memory_object_stream[_Reply](1)
-            u_in_send, u_in_recv = anyio.create_memory_object_stream[View](1)
-            u_out_send, u_out_recv = anyio.create_memory_object_stream[_Reply](1)
+            # Typed by annotation, not by subscripting the factory: a
+            # subscripted call builds a generic alias on every dialogue.
+            a_in: _Pipe[View] = anyio.create_memory_object_stream(1)
+            a_out: _Pipe[_Reply] = anyio.create_memory_object_stream(1)
+            u_in: _Pipe[View] = anyio.create_memory_object_stream(1)
+            u_out: _Pipe[_Reply] = anyio.create_memory_object_stream(1)
+            (a_in_send, a_in_recv), (a_out_send, a_out_recv) = a_in, a_out
+            (u_in_send, u_in_recv), (u_out_send, u_out_recv) = u_in, u_out
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_actor_task, assistant, a_in_recv, a_out_send)
                 tg.start_soon(_actor_task, user, u_in_recv, u_out_send)
@@ -230,7 +238,10 @@ async def run_dialogue(
                     )
                 # A stuck actor (timeout) or the stop watcher would keep the
                 # group open; closing the inboxes above stops idle actors.
-                tg.cancel_scope.cancel()
+                # Lock-step means no actor is mid-reply otherwise, and anyio
+                # formats a task repr on every cancel(), so only then.
+                if stop is not None or state.stop is None or state.stop.reason in _MAY_BE_STUCK:
+                    tg.cancel_scope.cancel()
         if budget.cancelled_caught and state.stop is None:
             state.stop = Stop(TerminationReason.TURN_TIMEOUT, "time_budget")
         if state.misuse is not None:

@@ -116,12 +116,23 @@ class RetryPolicy:
             Exception: `give_up(error, attempts)` when a non-transient error
                 occurs or the attempts are used up.
         """
+        # The first attempt runs outside tenacity: building its machinery
+        # costs about as much CPU as a whole loopback request, and most
+        # calls succeed at once. A failure is replayed as tenacity's first
+        # attempt, so waits, logs and counts are what they would have been.
+        try:
+            return await fn()
+        except Exception as exc:  # cancellation is a BaseException and passes through
+            first: Exception | None = exc
         fields = dict(log_fields or {})
         attempts = 0
 
         async def attempt() -> T:
-            nonlocal attempts
+            nonlocal attempts, first
             attempts += 1
+            if first is not None:
+                failed, first = first, None
+                raise failed
             return await fn()
 
         def should_retry(exc: BaseException) -> bool:
