@@ -18,11 +18,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from convo_sim.scenarios.model import CalendarGoal, GoalStep, Scenario
-from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
-
 from convo_sim.calendar.model import WORKING_WINDOW, Constraint, ExpectedState
 from convo_sim.calendar.solve import is_solvable
+from convo_sim.scenarios.model import CalendarGoal, GoalStep, Scenario
+from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
 
 __all__ = ["DURATIONS", "PERSONA_CHOICES", "generate_calendar_scenarios", "is_goal_solvable"]
 

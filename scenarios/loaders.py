@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from convo_sim.scenarios.model import Scenario
-from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
-from convo_sim.users.persona import UnknownPersonaError, get_persona
 from pydantic import ValidationError
 
 from convo_sim.calendar.model import ExpectedState, ExpectedStateError
 from convo_sim.errors import ScenarioError
 from convo_sim.messages import Message, Transcript
+from convo_sim.scenarios.model import Scenario
+from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.users.persona import UnknownPersonaError, get_persona
 
 __all__ = [
     "BundledSet",

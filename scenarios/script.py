@@ -43,20 +43,20 @@ from types import ModuleType
 from typing import Any
 
 import pydantic
+
+from convo_sim.actors import Actor
 from convo_sim.agents.calendar import CalendarSolverAssistant
+from convo_sim.errors import ScenarioError
+from convo_sim.records import Rollout
+from convo_sim.results import DialogueResult
+from convo_sim.rollouts import generate_rollouts
 from convo_sim.scenarios.model import Scenario
 from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
 from convo_sim.scenarios.run import default_user
 from convo_sim.users.fidelity import with_fidelity
 from convo_sim.users.persona import PERSONAS
-from convo_sim.verifiers.calendar_turns import calendar_verifiers
-
-from convo_sim.actors import Actor
-from convo_sim.errors import ScenarioError
-from convo_sim.records import Rollout
-from convo_sim.results import DialogueResult
-from convo_sim.rollouts import generate_rollouts
 from convo_sim.verification import FinalVerifier, RewardFn, TurnVerifier
+from convo_sim.verifiers.calendar_turns import calendar_verifiers
 
 __all__ = ["ScenarioScript", "load_script", "run_script", "script_user"]
 

@@ -8,7 +8,10 @@ from typing import Any
 
 import anyio
 import pytest
+
+from convo_sim import DEFAULT_STOP_TOKEN, Message, TerminationReason, Transcript, View
 from convo_sim.agents import CalendarSolverAssistant, FunctionAssistant
+from convo_sim.calendar.intents import parse_request, requested_state, shown_calendar
 from convo_sim.scenarios import (
     CalendarGoal,
     GoalStep,
@@ -21,9 +24,6 @@ from convo_sim.scenarios import (
 )
 from convo_sim.users import CalendarUser, ScriptedUser
 from convo_sim.verifiers.calendar import grade_calendar_response
-
-from convo_sim import DEFAULT_STOP_TOKEN, Message, TerminationReason, Transcript, View
-from convo_sim.calendar.intents import parse_request, requested_state, shown_calendar
 
 NEMO = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "nemo_calendar_example.jsonl"
 
@@ -263,7 +263,11 @@ def test_solver_keeps_events_where_the_shown_calendar_put_them() -> None:
                 "and should be ending by 1:00 pm.\n"
                 'Could you add "Team lunch" (event id: 2) for an hour, at exactly 12:30pm?',
             ),
-            {"0": (60, "between 10am and 11:45am"), "1": (45, "before 1pm"), "2": (60, "at 12:30pm")},
+            {
+                "0": (60, "between 10am and 11:45am"),
+                "1": (45, "before 1pm"),
+                "2": (60, "at 12:30pm"),
+            },
         ),
     ],
 )

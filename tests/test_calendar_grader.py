@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from convo_sim.verifiers import calendar as grader_module
-from convo_sim.verifiers.calendar import CalendarGrade, grade_calendar_response
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -42,6 +40,8 @@ from convo_sim.calendar import (
     parse_time,
     solve_schedule,
 )
+from convo_sim.verifiers import calendar as grader_module
+from convo_sim.verifiers.calendar import CalendarGrade, grade_calendar_response
 
 RECORDS = Path("/work/shared/data/nemo-calendar-example.jsonl")
 

@@ -6,17 +6,6 @@ import json
 from typing import Any
 
 import anyio
-from convo_sim.agents import CalendarSolverAssistant, ScriptedAssistant
-from convo_sim.scenarios import CalendarGoal, GoalStep, Scenario, bundled_scenarios
-from convo_sim.users import ScriptedUser
-from convo_sim.verifiers import (
-    CalendarFinalVerifier,
-    ConstraintsHonoured,
-    EventsPresent,
-    NoConflicts,
-    ValidCalendar,
-    calendar_verifiers,
-)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,8 +20,19 @@ from convo_sim import (
     cumulative,
     run_dialogue,
 )
+from convo_sim.agents import CalendarSolverAssistant, ScriptedAssistant
 from convo_sim.calendar import json_list_span, parse_listed_events
 from convo_sim.calendar.intents import shown_calendar
+from convo_sim.scenarios import CalendarGoal, GoalStep, Scenario, bundled_scenarios
+from convo_sim.users import ScriptedUser
+from convo_sim.verifiers import (
+    CalendarFinalVerifier,
+    ConstraintsHonoured,
+    EventsPresent,
+    NoConflicts,
+    ValidCalendar,
+    calendar_verifiers,
+)
 
 ASK = [
     'Please add "Design review" for 60 minutes (event id: 0)',

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
+from convo_sim import Message
 from convo_sim.scenarios import CalendarGoal, GoalStep
 from convo_sim.users import Persona, get_persona, user_fidelity
 from convo_sim.users.fidelity import message_requests
-
-from convo_sim import Message
 
 STOP = "###STOP###"
 
@@ -173,9 +173,9 @@ def test_message_requests_lives_with_the_parser_and_cuts_at_clause_breaks() -> N
 
     assert message_requests is intents.message_requests
     # "event id 2:" names event 2 (only a clock time after "event" is not an id).
-    assert [(r.event_id, r.duration) for r in message_requests("Finally event id 2: 45 minutes.")] == [
-        (2, 45)
-    ]
+    assert [
+        (r.event_id, r.duration) for r in message_requests("Finally event id 2: 45 minutes.")
+    ] == [(2, 45)]
     # Two ids in one sentence: each title stays with its own event, and the
     # "and" of a time range is not a clause break.
     text = (

@@ -10,7 +10,20 @@ from pathlib import Path
 
 import anyio
 import pytest
+from pydantic import ValidationError
+
+from convo_sim import (
+    DEFAULT_STOP_TOKEN,
+    DialogueResult,
+    InputError,
+    Message,
+    ScenarioError,
+    TerminationReason,
+    View,
+    run_dialogue,
+)
 from convo_sim.agents import CalendarSolverAssistant, FunctionAssistant
+from convo_sim.models import Completion, ModelSettings
 from convo_sim.scenarios import (
     CalendarGoal,
     GoalStep,
@@ -31,19 +44,6 @@ from convo_sim.users import (
     user_fidelity,
 )
 from convo_sim.verifiers.calendar import grade_calendar_response
-from pydantic import ValidationError
-
-from convo_sim import (
-    DEFAULT_STOP_TOKEN,
-    DialogueResult,
-    InputError,
-    Message,
-    ScenarioError,
-    TerminationReason,
-    View,
-    run_dialogue,
-)
-from convo_sim.models import Completion, ModelSettings
 
 GOAL = CalendarGoal(
     steps=(
@@ -363,13 +363,15 @@ def test_convo_sim_run_honours_personas(tmp_path: Path) -> None:
 
     # upfront: every request in the first message, then thanks.
     assert len(users("lunch-upfront")) == 2
-    assert user_fidelity(
-        [Message(role="user", content=users("lunch-upfront")[0])],
-        expected=NATIVE_GOAL,
-    ).goal_coverage == 1.0
+    assert (
+        user_fidelity(
+            [Message(role="user", content=users("lunch-upfront")[0])],
+            expected=NATIVE_GOAL,
+        ).goal_coverage
+        == 1.0
+    )
     # terse: no pleasantries anywhere.
     assert not any(t.lower().startswith(("hey", "hi")) for t in users("lunch-terse"))
-
 
 
 @pytest.mark.timeout(60)

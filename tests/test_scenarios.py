@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from convo_sim import ScenarioError
+from convo_sim.calendar import parse_constraint
 from convo_sim.scenarios import (
     CALENDAR_SYSTEM_PROMPT,
     DURATIONS,
@@ -24,9 +27,6 @@ from convo_sim.scenarios import (
     nemo_scenario,
     seed_scenario,
 )
-
-from convo_sim import ScenarioError
-from convo_sim.calendar import parse_constraint
 
 NEMO = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "nemo_calendar_example.jsonl"
 

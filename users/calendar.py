@@ -21,9 +21,6 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convo_sim.scenarios.model import GoalStep, Scenario
-from convo_sim.users.persona import PERSONAS
-
 from convo_sim.actors import View
 from convo_sim.calendar.intents import shown_calendar
 from convo_sim.calendar.model import (
@@ -36,6 +33,8 @@ from convo_sim.calendar.model import (
 from convo_sim.calendar.times import format_12h, format_24h
 from convo_sim.completion import DEFAULT_STOP_TOKEN
 from convo_sim.messages import Message
+from convo_sim.scenarios.model import GoalStep, Scenario
+from convo_sim.users.persona import PERSONAS
 
 __all__ = ["CalendarUser"]
 

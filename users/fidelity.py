@@ -34,8 +34,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
-from convo_sim.scenarios.model import CalendarGoal, Scenario
-from convo_sim.users.persona import Persona, get_persona
 from pydantic import BaseModel, ConfigDict, Field
 
 # `message_requests` lives with the request parser (the solver needs it too);
@@ -45,6 +43,8 @@ from convo_sim.calendar.model import ConstraintFormatError, parse_constraint
 from convo_sim.completion import DEFAULT_STOP_TOKEN
 from convo_sim.messages import Message, Transcript
 from convo_sim.records import Rollout
+from convo_sim.scenarios.model import CalendarGoal, Scenario
+from convo_sim.users.persona import Persona, get_persona
 
 __all__ = [
     "StopDiscipline",

@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from convo_sim.verifiers.calendar import grade_calendar_response
-
 from convo_sim.calendar.intents import (
     RequestedState,
     constraint_of,
@@ -34,6 +32,7 @@ from convo_sim.calendar.times import format_24h, parse_time
 from convo_sim.messages import Transcript
 from convo_sim.results import TurnScore, Verdict
 from convo_sim.verification import FinalContext, FinalVerifier, TurnContext, TurnVerifier
+from convo_sim.verifiers.calendar import grade_calendar_response
 
 __all__ = [
     "CalendarFinalVerifier",

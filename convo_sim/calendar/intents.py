@@ -272,7 +272,9 @@ def parse_request(text: str) -> CalendarRequest | None:
 # "a.m." and "p.m." are not sentence ends.
 _SENTENCE_END = re.compile(r"\n+|;\s*|(?<![ap]\.m)(?<!\b[ap])[.!?]+\s+", re.IGNORECASE)
 # Where one clause of a sentence ends and the next begins ("..., and", " then").
-_CLAUSE = re.compile(r",\s*(?:(?:and|then|also|plus)\s+)?|\s+(?:and|then|also|plus)\s+", re.IGNORECASE)
+_CLAUSE = re.compile(
+    r",\s*(?:(?:and|then|also|plus)\s+)?|\s+(?:and|then|also|plus)\s+", re.IGNORECASE
+)
 _RANGE = _KINDS[0][1]  # "between T and T", "from T to T": its "and" joins no clauses
 
 

@@ -10,11 +10,10 @@ them as rollout records.
 
 from __future__ import annotations
 
+from convo_sim import DialogueResult, Message, run_dialogue
 from convo_sim.agents import CalendarSolverAssistant
 from convo_sim.scenarios import CALENDAR_SYSTEM_PROMPT
 from convo_sim.users import ScriptedUser
-
-from convo_sim import DialogueResult, Message, run_dialogue
 
 SCRIPT = [
     'Please add "Team sync" (event id: 0) to my calendar for 30 minutes.',
