@@ -7,11 +7,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-from convo_sim.scenarios import Scenario, bundled_scenarios
 
 from convo_sim import Rollout, RolloutPlan, read_rollouts, summarize, write_rollouts
 from convo_sim.cli import main
 from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+from convo_sim.scenarios import Scenario, bundled_scenarios
 
 pytestmark = pytest.mark.timeout(60)
 

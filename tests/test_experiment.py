@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from convo_sim.scenarios.generate import generate_calendar_scenarios
 
 from convo_sim import InputError, TerminationReason, Transcript
 from convo_sim.cli import main
 from convo_sim.cli.experiment import run_experiment
 from convo_sim.experiments import NO_GROUP, cell_stats
 from convo_sim.records import Rollout
+from convo_sim.scenarios.generate import generate_calendar_scenarios
 from convo_sim.server import ServerThread
 from convo_sim.sink import read_rollouts
 from convo_sim.stats import bootstrap_interval, wilson_interval

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import anyio
 import pytest
-from convo_sim.scenarios import Scenario, bundled_scenarios
-from convo_sim.scenarios.run import run_scenario
 from structlog.testing import capture_logs
 
 from convo_sim import DialogueResult, RetryPolicy, TerminationReason
 from convo_sim.cli.actors_spec import llm_assistant_for, llm_user_for
 from convo_sim.faults import Fault, FaultPlan
 from convo_sim.openai_model import OpenAIChatModel
+from convo_sim.scenarios import Scenario, bundled_scenarios
+from convo_sim.scenarios.run import run_scenario
 from convo_sim.served_models import ServedModel, default_models
 from convo_sim.server import ModelServer, serve_models
 

@@ -5,12 +5,12 @@ import json
 
 import pytest
 import structlog
-from convo_sim.agents import ScriptedAssistant
-from convo_sim.users import ScriptedUser
 from structlog.testing import capture_logs
 
 import convo_sim.logging as cs_logging
 from convo_sim import configure_logging, run_dialogue
+from convo_sim.agents import ScriptedAssistant
+from convo_sim.users import ScriptedUser
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -6,8 +6,6 @@ import math
 
 import anyio
 import pytest
-from convo_sim.agents import FunctionAssistant, ScriptedAssistant
-from convo_sim.users import FunctionUser, ScriptedUser
 
 from convo_sim import (
     CompletionContext,
@@ -28,6 +26,8 @@ from convo_sim import (
     state_predicate,
     stop_token,
 )
+from convo_sim.agents import FunctionAssistant, ScriptedAssistant
+from convo_sim.users import FunctionUser, ScriptedUser
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,9 +9,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from convo_sim.agents import FunctionAssistant
-from convo_sim.scenarios import Scenario
-from convo_sim.users import ScriptedUser
 
 from convo_sim import (
     Actor,
@@ -27,6 +24,9 @@ from convo_sim import (
     read_rollouts,
     write_rollouts,
 )
+from convo_sim.agents import FunctionAssistant
+from convo_sim.scenarios import Scenario
+from convo_sim.users import ScriptedUser
 
 ray = pytest.importorskip("ray")
 
@@ -174,9 +174,8 @@ async def test_work_is_sharded_over_worker_processes() -> None:
 
 
 async def test_calendar_actors_on_ray_give_the_local_dialogues() -> None:
-    from convo_sim.scenarios import bundled_scenarios
-
     from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+    from convo_sim.scenarios import bundled_scenarios
 
     async def records(backend: RayBackend | None) -> dict[tuple[str, int], dict[str, object]]:
         with anyio.fail_after(45):

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from convo_sim.agents import FunctionAssistant
-from convo_sim.scenarios import Scenario
-from convo_sim.users import FunctionUser, ScriptedUser
 
 from convo_sim import (
     Actor,
@@ -33,6 +30,9 @@ from convo_sim import (
     read_rollouts,
     sample_seed,
 )
+from convo_sim.agents import FunctionAssistant
+from convo_sim.scenarios import Scenario
+from convo_sim.users import FunctionUser, ScriptedUser
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -330,9 +330,8 @@ async def test_run_max_turns_applies_to_scenarios_without_their_own() -> None:
 
 
 def test_calendar_actors_give_the_same_dialogues_for_the_same_seed() -> None:
-    from convo_sim.scenarios import bundled_scenarios
-
     from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+    from convo_sim.scenarios import bundled_scenarios
 
     def transcripts(seed: int, concurrency: int) -> dict[tuple[str, int], object]:
         rollouts = generate_rollouts_sync(

@@ -6,10 +6,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from convo_sim.scenarios.script import load_script, run_script
 
 from convo_sim import ScenarioError
 from convo_sim.cli import main
+from convo_sim.scenarios.script import load_script, run_script
 from convo_sim.sink import read_rollouts
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "scenarios" / "examples"

@@ -10,8 +10,6 @@ from typing import Any
 import anyio
 import openai
 import pytest
-from convo_sim.agents import LLMAssistant
-from convo_sim.users import ScriptedUser
 from structlog.testing import capture_logs
 
 from convo_sim import (
@@ -22,11 +20,13 @@ from convo_sim import (
     TerminationReason,
     run_dialogue,
 )
+from convo_sim.agents import LLMAssistant
 from convo_sim.cli import main
 from convo_sim.faults import Fault, FaultPlan
 from convo_sim.openai_model import OpenAIChatModel
 from convo_sim.served_models import EchoModel
 from convo_sim.server import ServerThread, serve_models
+from convo_sim.users import ScriptedUser
 
 KEY = "sk-convo-sim-TEST-9f8e7d6c5b4a3210fedcba"
 FAST = RetryPolicy(attempts=3, initial=0.001, max_wait=0.01, jitter=0.001)

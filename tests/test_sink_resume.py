@@ -13,9 +13,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from convo_sim.agents import FunctionAssistant
-from convo_sim.scenarios import Scenario
-from convo_sim.users import ScriptedUser
 
 from convo_sim import (
     Actor,
@@ -27,6 +24,9 @@ from convo_sim import (
     read_rollouts,
     write_rollouts,
 )
+from convo_sim.agents import FunctionAssistant
+from convo_sim.scenarios import Scenario
+from convo_sim.users import ScriptedUser
 
 pytestmark = pytest.mark.timeout(60)
 

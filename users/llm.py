@@ -11,12 +11,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from convo_sim.users.persona import PERSONAS, Persona, persona_prompt
-
 from convo_sim.actors import View
 from convo_sim.completion import DEFAULT_STOP_TOKEN
 from convo_sim.messages import Message
 from convo_sim.models import ChatModel, ModelSettings, complete_nonempty
+from convo_sim.users.persona import PERSONAS, Persona, persona_prompt
 
 __all__ = ["SCENARIO_CARD_TAG", "LLMUser", "parse_scenario_card", "user_system_prompt"]
 
