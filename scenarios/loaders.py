@@ -238,6 +238,11 @@ def _nemo(row: Mapping[str, Any], default_id: str, mode: NemoMode) -> Scenario:
     _expected_state(expected, "exp_cal_state", ExpectedState.from_nemo)
     scenario_id = _optional_id(row, default_id)
     metadata: dict[str, Any] = {"source": "nemo-gym"}
+    # Request parameters other than the conversation (tools, temperature, ...)
+    # ride along so that rollout records keep NeMo-Gym's request shape.
+    extra_params = {k: v for k, v in params.items() if k != "input"}
+    if extra_params:
+        metadata["responses_create_params"] = extra_params
     if mode == "prefix":
         return _scenario(
             id=scenario_id,

@@ -340,3 +340,26 @@ def test_generation_arguments_are_checked() -> None:
     (one,) = generate_calendar_scenarios(1, min_events=1, max_events=1, seed=9)
     assert one.goal is not None
     assert sum(step.action == "add" for step in one.goal.steps) == 1
+
+
+def test_nemo_request_parameters_reach_the_rollout_record() -> None:
+    from convo_sim import Rollout
+    from convo_sim.results import DialogueResult, TerminationReason
+    from convo_sim.scenarios import nemo_scenario
+
+    row = json.loads(NEMO.read_text().splitlines()[0])
+    row["responses_create_params"]["temperature"] = 0.25
+    row["responses_create_params"]["tools"] = []
+    scenario = nemo_scenario(row)
+    assert scenario.metadata["responses_create_params"] == {"temperature": 0.25, "tools": []}
+    result = DialogueResult(
+        dialogue_id="d",
+        transcript=scenario.opening_transcript(),
+        termination=TerminationReason.MAX_TURNS,
+        terminated_by="max_turns(1)",
+        turns=0,
+    )
+    record = Rollout.from_result(scenario, 0, 1, result)
+    assert record.responses_create_params["temperature"] == 0.25
+    assert record.responses_create_params["tools"] == []
+    assert record.responses_create_params["input"] == row["responses_create_params"]["input"]
