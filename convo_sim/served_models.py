@@ -163,7 +163,8 @@ def _calendar_models() -> dict[str, ServedModel]:
 
 def _calendar_user(card: Mapping[str, Any] | None) -> tuple[Actor, object | None]:
     # The same user the built-in run makes: scenarios.run.default_user
-    # (a CalendarUser for a goal, a ScriptedUser for a user script).
+    # (a CalendarUser for a goal, a PersonaCalendarUser when the scenario
+    # names a persona, a ScriptedUser for a user script).
     from convo_sim.scenarios import Scenario
     from convo_sim.scenarios.run import default_user
 

@@ -1,7 +1,8 @@
 """`convo-sim run`: run calendar scenarios offline and write one rollout record per dialogue.
 
 With no arguments it runs the bundled native calendar scenarios with the two
-rule-based actors (`CalendarSolverAssistant` and `CalendarUser`), writes
+rule-based actors (`CalendarSolverAssistant` and `CalendarUser`, or
+`PersonaCalendarUser` for a scenario that names a persona), writes
 `rollouts.jsonl` and prints a summary. `--samples K` runs K dialogues per
 scenario (pass@k, pass^k); at most `--concurrency` run at once, in this
 process or on Ray (`--backend ray`).
