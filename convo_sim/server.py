@@ -34,6 +34,7 @@ from anyio.abc import ByteStream, SocketAttribute, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from convo_sim import server_wire as wire
+from convo_sim.errors import InputError
 from convo_sim.faults import Fault, FaultPlan
 from convo_sim.logging import get_logger
 from convo_sim.messages import Message, Transcript
@@ -224,7 +225,9 @@ class ModelServer:
                 return early
         try:
             reply = await model.reply(messages, body)
-        except ValueError as exc:
+        except (ValueError, InputError) as exc:
+            # A request the model cannot answer (an unknown persona in the
+            # scenario card, say) is the client's error: 400, never retried.
             raise _HTTPError(400, str(exc)) from None
         if fault is not None and fault.kind == "empty":
             reply = Message(role="assistant", content="")

@@ -216,6 +216,25 @@ async def test_calendar_user_without_a_card_is_a_client_error() -> None:
     assert "scenario card" in str(info.value)
 
 
+@pytest.mark.timeout(20)
+async def test_calendar_user_with_an_unknown_persona_is_a_client_error() -> None:
+    card = {
+        "id": "p",
+        "goal": {"steps": [{"action": "add", "event_id": 0, "name": "Sync", "duration": 30}]},
+        "persona": "no-such-persona",
+        "seed": 1,
+    }
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": user_system_prompt("g", scenario_card=card)}
+    ]
+    with anyio.fail_after(15):
+        async with serve_models() as server, client(server.base_url) as c:
+            # 400, not 500: the client must not retry a request that cannot succeed.
+            with pytest.raises(openai.BadRequestError) as info:
+                await c.chat.completions.create(model="calendar-user", messages=messages)
+    assert "no-such-persona" in str(info.value)
+
+
 # -- fault plans -----------------------------------------------------------------------
 
 
