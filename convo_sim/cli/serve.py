@@ -8,7 +8,9 @@ Serves the rule-based actors as models (`calendar-solver`, `calendar-user`,
         --base-url http://127.0.0.1:8000/v1
 
 With `--port 0` a free port is chosen; the first line on standard output
-always names the URL, so scripts can read it.
+always names the URL, so scripts can read it. `--canned [TEXT]` serves one
+model, `canned`, that answers TEXT to everything, after `--latency-ms`:
+what `benchmarks/run.py` measures clients against.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from convo_sim.canned import CANNED_MODEL, CannedModel
 from convo_sim.errors import InputError
 from convo_sim.server import ModelServer
 
@@ -35,6 +38,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--port", type=int, default=8000, help="port to bind; 0 picks a free one (default: 8000)"
     )
+    p.add_argument(
+        "--canned",
+        metavar="TEXT",
+        nargs="?",
+        const="ok",
+        default=None,
+        help="serve only the model 'canned', which answers TEXT (default: ok) to every "
+        "request; for benchmarking clients",
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="with --canned: wait this many milliseconds before every reply (default: 0)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -46,7 +64,16 @@ def run(args: argparse.Namespace) -> int:
     """
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be between 0 and 65535, got {args.port!r}")
-    server = ModelServer(host=args.host, port=args.port)
+    latency_ms = getattr(args, "latency_ms", 0.0)
+    canned = getattr(args, "canned", None)
+    if not 0 <= latency_ms < 3_600_000:
+        raise InputError(f"--latency-ms must be between 0 and 3600000, got {latency_ms!r}")
+    if latency_ms and canned is None:
+        raise InputError("--latency-ms applies to the canned model: add --canned")
+    models = (
+        None if canned is None else {CANNED_MODEL: CannedModel(canned, latency=latency_ms / 1000)}
+    )
+    server = ModelServer(models, host=args.host, port=args.port)
 
     class Announce:
         # Stands in for a task group's TaskStatus: serving directly (not
