@@ -19,7 +19,12 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from structlog.testing import capture_logs
 
 from convo_sim import Message, ModelError, ModelSettings, RetryPolicy, ToolCall
-from convo_sim.fast_chat import FastChatTransport, MalformedReply, parse_chat_completion
+from convo_sim.fast_chat import (
+    FastChatTransport,
+    MalformedReply,
+    RequestTimeout,
+    parse_chat_completion,
+)
 from convo_sim.faults import Fault, FaultPlan
 from convo_sim.openai_model import OpenAIChatModel
 from convo_sim.served_models import EchoModel, ServedModel
@@ -146,6 +151,43 @@ async def test_the_pool_grows_to_the_concurrency_and_respects_its_limit() -> Non
             await transport.aclose()
     assert replies == ["hi"] * 24
     assert running.connections == transport.http.connections_opened == 3
+
+
+@pytest.mark.timeout(20)
+async def test_waiting_for_a_connection_counts_against_the_timeout_and_gives_up_its_place() -> None:
+    plan = FaultPlan().add(Fault.hang(1.0))
+    request = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    outcomes: dict[str, str | None] = {}
+    with anyio.fail_after(15):
+        async with server(plan) as running:
+            transport = FastChatTransport(
+                running.base_url, api_key=KEY, timeout=0.3, max_connections=1
+            )
+
+            async def one(name: str) -> None:
+                with anyio.move_on_after(0.1 if name == "cancelled" else 10):
+                    try:
+                        outcomes[name] = (await transport.complete(request)).message.content
+                    except RequestTimeout:
+                        outcomes[name] = "timeout"
+                    return
+                outcomes[name] = "cancelled"
+
+            async with anyio.create_task_group() as tg:
+                for name in ("hung", "waiting", "cancelled"):  # "hung" takes the only slot
+                    tg.start_soon(one, name)
+            # Had a slot leaked, these would queue behind it and time out.
+            async with anyio.create_task_group() as tg:
+                for name in ("after-1", "after-2"):
+                    tg.start_soon(one, name)
+            await transport.aclose()
+    assert outcomes == {
+        "hung": "timeout",
+        "waiting": "timeout",
+        "cancelled": "cancelled",
+        "after-1": "hi",
+        "after-2": "hi",
+    }
 
 
 # -- faults, on both transports -------------------------------------------------
