@@ -1,0 +1,198 @@
+"""The workloads `benchmarks/run.py` measures, one per fresh process.
+
+Each workload runs N dialogues of at most K turns, C at a time, after a
+small untimed warm-up, and returns what it measured: turns, wall time and
+process CPU time of the timed part. `run.py` adds the peak RSS of the
+process (`ru_maxrss`), which is why every workload gets its own process.
+
+HTTP workloads talk to `convo-sim serve --canned` (a fixed tiny reply after
+a fixed latency) running in another process; one turn is two requests, the
+simulated user's and the assistant's, as in a real LLM-vs-LLM dialogue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+WARMUP_DIALOGUES = 8
+GOAL = "Book a 30-minute meeting with Alex before noon, then a gym session after 5pm."
+# The baseline sends a user system prompt as long as LLMUser's for GOAL.
+BASELINE_USER_PROMPT = "You are role-playing a user. " * 25
+
+
+@dataclass
+class Outcome:
+    """What one workload measured (the timed part only)."""
+
+    dialogues: int
+    turns: int
+    failures: int
+    wall_s: float
+    cpu_s: float
+    reward: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def _timed(run: Callable[[], Awaitable[tuple[int, int, int, float | None]]]) -> Outcome:
+    wall, cpu = time.perf_counter(), time.process_time()
+    dialogues, turns, failures, reward = await run()
+    return Outcome(
+        dialogues, turns, failures, time.perf_counter() - wall, time.process_time() - cpu, reward
+    )
+
+
+# -- (a) the baseline: a bare aiohttp loop ---------------------------------------
+
+
+async def baseline(url: str, n: int, k: int, c: int) -> Outcome:
+    """N dialogues of K turns as bare HTTP calls: the floor for any client."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=c)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        slots = asyncio.Semaphore(c)
+
+        async def call(messages: list[dict[str, str]]) -> str:
+            body = {"model": "canned", "messages": messages}
+            async with session.post(f"{url}/chat/completions", json=body) as response:
+                response.raise_for_status()
+                data = await response.json()
+            return str(data["choices"][0]["message"]["content"])
+
+        async def dialogue() -> None:
+            async with slots:
+                spoken: list[dict[str, str]] = []
+                for _ in range(k):
+                    flipped = [
+                        {"role": "assistant" if m["role"] == "user" else "user", **_text(m)}
+                        for m in spoken
+                    ]
+                    said = await call(
+                        [{"role": "system", "content": BASELINE_USER_PROMPT}, *flipped]
+                    )
+                    spoken.append({"role": "user", "content": said})
+                    spoken.append({"role": "assistant", "content": await call(spoken)})
+
+        async def run(count: int) -> tuple[int, int, int, float | None]:
+            await asyncio.gather(*(dialogue() for _ in range(count)))
+            return count, count * k, 0, None
+
+        await run(WARMUP_DIALOGUES)
+        return await _timed(lambda: run(n))
+
+
+def _text(message: dict[str, str]) -> dict[str, str]:
+    return {"content": message["content"]}
+
+
+# -- (b) generate_rollouts over HTTP with the LLM actors ---------------------------
+
+
+async def rollouts_http(url: str, n: int, k: int, c: int, transport: str) -> Outcome:
+    """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via generate_rollouts."""
+    from convo_sim import configure_logging
+    from convo_sim.agents import LLMAssistant
+    from convo_sim.openai_model import OpenAIChatModel
+    from convo_sim.scenarios import Scenario
+    from convo_sim.users import LLMUser
+
+    configure_logging("warning")  # what the CLI does: events below it cost next to nothing
+    assert transport in ("lean", "sdk")
+    model = OpenAIChatModel("canned", base_url=url, transport=transport)  # type: ignore[arg-type]
+    # Both actors are stateless, so one of each serves every dialogue.
+    assistant, user = LLMAssistant(model), LLMUser(model, goal=GOAL)
+    try:
+        return await _rollouts(
+            lambda count, tag: [Scenario(id=f"{tag}-{i}") for i in range(count)],
+            n,
+            c,
+            k,
+            assistant=lambda scenario, seed: assistant,
+            user=lambda scenario, seed: user,
+        )
+    finally:
+        await model.aclose()
+
+
+# -- (c) in process -------------------------------------------------------------------
+
+
+async def scripted(n: int, k: int, c: int) -> Outcome:
+    """Scripted assistant and user, no HTTP, via generate_rollouts."""
+    from convo_sim import configure_logging
+    from convo_sim.agents import ScriptedAssistant
+    from convo_sim.scenarios import Scenario
+    from convo_sim.users import ScriptedUser
+
+    configure_logging("warning")
+    return await _rollouts(
+        lambda count, tag: [Scenario(id=f"{tag}-{i}") for i in range(count)],
+        n,
+        c,
+        k,
+        assistant=lambda scenario, seed: ScriptedAssistant(["Done."], when_done="repeat"),
+        user=lambda scenario, seed: ScriptedUser(["Add lunch at noon."], when_done="repeat"),
+    )
+
+
+async def calendar(
+    n: int, c: int, max_turns: int, *, personas: bool = False, verify: bool = True
+) -> Outcome:
+    """The rule-based calendar actors with the calendar turn and final verifiers.
+
+    Generated scenarios (each provably solvable); a dialogue runs until the
+    user has its calendar (its stop token) or `max_turns`. With `personas`
+    False: `CalendarSolverAssistant` + `CalendarUser`; with True: what
+    `convo-sim run` wires, whose default user plays the persona a scenario
+    names (`PersonaCalendarUser`, most generated scenarios name one). With
+    `verify` False, no verifiers: what the actors and the engine cost alone.
+    """
+    from convo_sim import configure_logging
+    from convo_sim.agents import CalendarSolverAssistant
+    from convo_sim.cli.wiring import calendar_assistant, calendar_user
+    from convo_sim.scenarios import generate_calendar_scenarios
+    from convo_sim.users import CalendarUser
+    from convo_sim.verifiers import calendar_verifiers
+
+    configure_logging("warning")
+    factories: dict[str, Any] = {"assistant": calendar_assistant, "user": calendar_user}
+    if not personas:
+        factories = {
+            "assistant": lambda scenario, seed: CalendarSolverAssistant(),
+            "user": lambda scenario, seed: CalendarUser(scenario, seed=seed),
+        }
+    return await _rollouts(
+        lambda count, tag: generate_calendar_scenarios(count, seed=7, id_prefix=tag),
+        n,
+        c,
+        max_turns,
+        verifiers=calendar_verifiers if verify else None,
+        **factories,
+    )
+
+
+async def _rollouts(
+    scenarios: Callable[[int, str], list[Any]], n: int, c: int, k: int, **factories: Any
+) -> Outcome:
+    from convo_sim import generate_rollouts
+
+    async def run(items: list[Any]) -> tuple[int, int, int, float | None]:
+        dialogues = turns = failures = 0
+        rewards: list[float] = []
+        async for rollout in generate_rollouts(items, concurrency=c, max_turns=k, **factories):
+            dialogues += 1
+            turns += rollout.turns
+            failures += rollout.error is not None
+            if rollout.reward is not None:
+                rewards.append(rollout.reward)
+        return dialogues, turns, failures, sum(rewards) / len(rewards) if rewards else None
+
+    await run(scenarios(WARMUP_DIALOGUES, "warmup"))
+    timed = scenarios(n, "bench")  # built before the clock starts
+    return await _timed(lambda: run(timed))
