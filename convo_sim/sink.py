@@ -62,7 +62,7 @@ def _scan(path: Path) -> tuple[list[Rollout], int | None]:
     """Every record of the file, and the offset to cut a torn last line at (or None).
 
     Raises:
-        InputError: a line other than the last is not a rollout record.
+        InputError: a complete line is not a rollout record.
     """
     records: list[Rollout] = []
     for number, offset, line, is_last in _lines(path):
@@ -76,12 +76,10 @@ def _scan(path: Path) -> tuple[list[Rollout], int | None]:
             except pydantic.ValidationError:
                 return records, offset
             continue
-        try:
-            records.append(_parse(path, number, line))
-        except InputError:
-            if is_last:
-                return records, offset
-            raise
+        # A complete line (newline and all) that is not a record is not a
+        # torn write: it is damage or a wrong file, and resuming over it
+        # would hide that.
+        records.append(_parse(path, number, line))
     return records, None
 
 
@@ -132,7 +130,7 @@ class RolloutSink:
             The keys of the records already in the file.
 
         Raises:
-            InputError: a line other than the last is not a rollout record.
+            InputError: a complete line is not a rollout record.
             OSError: the file or its folder cannot be created or opened.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -180,8 +180,8 @@ async def first_records(path: Path, n: int) -> None:
 
 @pytest.mark.parametrize(
     "tail",
-    [b'{"responses_create_params": {"inp', b"{not json}\n", b'{"reward": 1.0}\n'],
-    ids=["cut-short", "garbage-line", "incomplete-record"],
+    [b'{"responses_create_params": {"inp', b"{not json}", b'{"reward": 1.0}'],
+    ids=["cut-short", "garbage-no-newline", "incomplete-record-no-newline"],
 )
 async def test_a_torn_last_line_is_cut_and_its_sample_rerun(tmp_path: Path, tail: bytes) -> None:
     path = tmp_path / "out.jsonl"
@@ -199,6 +199,25 @@ async def test_a_torn_last_line_is_cut_and_its_sample_rerun(tmp_path: Path, tail
         )
     assert (stats.total, stats.resumed, stats.written) == (4, 3, 1)
     assert sorted(r.key for r in read_rollouts(path)) == [(f"s{i}", 0) for i in range(4)]
+
+
+@pytest.mark.parametrize("tail", [b"{not json}\n", b'{"reward": 1.0}\n'])
+async def test_a_complete_bad_last_line_is_an_input_error_not_a_torn_write(
+    tmp_path: Path, tail: bytes
+) -> None:
+    # The writer ends each record with its newline in one write, so a crash
+    # cannot leave a complete line: one that does not parse is damage, and
+    # resuming over it (or reporting without it) would hide that.
+    path = tmp_path / "out.jsonl"
+    await first_records(path, 2)
+    good = path.read_bytes()
+    path.write_bytes(good + tail)
+    with pytest.raises(InputError) as info:
+        RolloutSink(path).open()
+    assert (info.value.path, info.value.line) == (str(path), 3)
+    with pytest.raises(InputError):
+        read_rollouts(path)
+    assert path.read_bytes() == good + tail
 
 
 async def test_a_bad_line_in_the_middle_is_an_input_error(tmp_path: Path) -> None:
