@@ -17,7 +17,8 @@ Suites (see benchmarks/README.md for the targets):
 
 HTTP suites compare (a) `baseline`: a bare aiohttp loop, (b) `lean`:
 generate_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
-transport, and `sdk`: the same over the openai SDK, for reference. The
+transport, and `sdk`: the same over the openai SDK, for reference
+(`lean-gc-frozen`: `lean` with `gc.freeze()` after warm-up). The
 server runs in its own process; every measurement runs in a fresh process,
 so peak RSS (`ru_maxrss`) is that measurement's alone. With `--repeat R`
 each measurement runs R times and the best (least wall time) is kept:
@@ -34,6 +35,7 @@ import math
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -61,7 +63,15 @@ class Suite:
 
 SUITES = [
     Suite("http-0ms", "HTTP, no latency", 0.0, 200, 5, 64, ("baseline", "lean", "sdk")),
-    Suite("http-50ms", "HTTP, 50 ms latency", 50.0, 500, 5, 256, ("baseline", "lean", "sdk")),
+    Suite(
+        "http-50ms",
+        "HTTP, 50 ms latency",
+        50.0,
+        500,
+        5,
+        256,
+        ("baseline", "lean", "lean-gc-frozen", "sdk"),
+    ),
     Suite(
         "scale-10k",
         "10,000 concurrent dialogues, 50 ms latency",
@@ -92,6 +102,11 @@ class Result:
     data: dict[str, Any]
     runs: int = 1
     errors: list[str] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)
+
+    @property
+    def median_wall(self) -> float:
+        return statistics.median(self.walls)
 
     @property
     def turns_per_s(self) -> float:
@@ -117,9 +132,14 @@ def worker(spec: dict[str, Any]) -> None:
     kind = spec["variant"]
     if kind == "baseline":
         run = lambda: workloads.baseline(spec["url"], spec["n"], spec["k"], spec["c"])  # noqa: E731
-    elif kind in ("lean", "sdk"):
+    elif kind in ("lean", "sdk", "lean-gc-frozen"):
         run = lambda: workloads.rollouts_http(  # noqa: E731
-            spec["url"], spec["n"], spec["k"], spec["c"], kind
+            spec["url"],
+            spec["n"],
+            spec["k"],
+            spec["c"],
+            kind.removesuffix("-gc-frozen"),
+            freeze=kind.endswith("-gc-frozen"),
         )
     elif kind == "scripted":
         run = lambda: workloads.scripted(spec["n"], spec["k"], spec["c"])  # noqa: E731
@@ -190,6 +210,7 @@ def run_suite(suite: Suite, repeat: int, timeout: float) -> list[Result]:
                 result.errors.append(str(exc))
                 continue
             result.runs += 1
+            result.walls.append(data["wall_s"])
             if not result.data or data["wall_s"] < result.data["wall_s"]:
                 result.data = data
             print(
@@ -228,9 +249,9 @@ def table(suite: Suite, results: list[Result]) -> list[str]:
     lines = [
         f"#### {suite.title} (`{suite.name}`: N={suite.n}, K={suite.k}, C={suite.c})",
         "",
-        "| variant | dialogues | turns | failures | wall s | turns/s | CPU ms/turn | peak RSS MB "
-        "| turns/s vs baseline | wall vs baseline | wall vs ideal |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | dialogues | turns | failures | wall s | median wall s | turns/s "
+        "| CPU ms/turn | peak RSS MB | turns/s vs baseline | wall vs baseline | wall vs ideal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if not r.data:
@@ -243,7 +264,8 @@ def table(suite: Suite, results: list[Result]) -> list[str]:
         reward = f" (mean reward {d['reward']:.3f})" if d.get("reward") is not None else ""
         lines.append(
             f"| {r.variant}{reward} | {d['dialogues']} | {d['turns']} | {d['failures']} "
-            f"| {d['wall_s']:.3f} | {r.turns_per_s:,.0f} | {r.cpu_ms_per_turn:.3f} "
+            f"| {d['wall_s']:.3f} | {r.median_wall:.3f} ({r.runs} runs) "
+            f"| {r.turns_per_s:,.0f} | {r.cpu_ms_per_turn:.3f} "
             f"| {r.rss_mb:.0f} | {vs_base} | {wall_base} | {vs_ideal} |"
         )
     return [*lines, ""]
@@ -344,7 +366,16 @@ def main() -> int:
     print("\n".join(lines))
     if args.json:
         raw = {
-            name: [{"variant": r.variant, "runs": r.runs, "errors": r.errors, **r.data} for r in rs]
+            name: [
+                {
+                    "variant": r.variant,
+                    "runs": r.runs,
+                    "walls": r.walls,
+                    "errors": r.errors,
+                    **r.data,
+                }
+                for r in rs
+            ]
             for name, rs in results.items()
         }
         args.json.write_text(json.dumps(raw, indent=2))

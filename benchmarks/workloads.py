@@ -13,6 +13,7 @@ simulated user's and the assistant's, as in a real LLM-vs-LLM dialogue.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -94,8 +95,14 @@ def _text(message: dict[str, str]) -> dict[str, str]:
 # -- (b) generate_rollouts over HTTP with the LLM actors ---------------------------
 
 
-async def rollouts_http(url: str, n: int, k: int, c: int, transport: str) -> Outcome:
-    """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via generate_rollouts."""
+async def rollouts_http(
+    url: str, n: int, k: int, c: int, transport: str, *, freeze: bool = False
+) -> Outcome:
+    """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via generate_rollouts.
+
+    `freeze`: `gc.freeze()` once warmed up, as a long-running application
+    might, so full collections stop re-scanning every imported object.
+    """
     from convo_sim import configure_logging
     from convo_sim.agents import LLMAssistant
     from convo_sim.openai_model import OpenAIChatModel
@@ -115,6 +122,7 @@ async def rollouts_http(url: str, n: int, k: int, c: int, transport: str) -> Out
             k,
             assistant=lambda scenario, seed: assistant,
             user=lambda scenario, seed: user,
+            freeze=freeze,
         )
     finally:
         await model.aclose()
@@ -178,7 +186,13 @@ async def calendar(
 
 
 async def _rollouts(
-    scenarios: Callable[[int, str], list[Any]], n: int, c: int, k: int, **factories: Any
+    scenarios: Callable[[int, str], list[Any]],
+    n: int,
+    c: int,
+    k: int,
+    *,
+    freeze: bool = False,
+    **factories: Any,
 ) -> Outcome:
     from convo_sim import generate_rollouts
 
@@ -195,4 +209,7 @@ async def _rollouts(
 
     await run(scenarios(WARMUP_DIALOGUES, "warmup"))
     timed = scenarios(n, "bench")  # built before the clock starts
+    if freeze:
+        gc.collect()
+        gc.freeze()
     return await _timed(lambda: run(timed))
