@@ -18,6 +18,7 @@ the API key scrubbed. The transport itself never retries and never logs.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +52,7 @@ class FastChatTransport:
         timeout: seconds one request may take (connection wait included).
         max_connections: the most connections open at once; a run with
             more dialogues in flight than this queues for a connection.
+        ssl_context: TLS settings for an `https` URL (default: the system's).
     """
 
     def __init__(
@@ -60,12 +62,14 @@ class FastChatTransport:
         api_key: str,
         timeout: float = 60.0,
         max_connections: int = 1000,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.http = FastHTTPClient(
             base_url,
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=timeout,
             max_connections=max_connections,
+            ssl_context=ssl_context,
         )
 
     def __repr__(self) -> str:

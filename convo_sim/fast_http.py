@@ -285,6 +285,9 @@ class FastHTTPClient:
             than that wait for one to come free.
         keepalive_expiry: idle connections older than this are closed
             instead of reused (servers close idle ones, e.g. after 5 s).
+        ssl_context: for `https`, the TLS settings; default
+            `ssl.create_default_context()` (the system's trust store, which
+            `SSL_CERT_FILE` can point elsewhere).
 
     Raises:
         ValueError: the URL is not `http(s)://host[:port][/path]`, or a
@@ -299,6 +302,7 @@ class FastHTTPClient:
         timeout: float = 60.0,
         max_connections: int = 1000,
         keepalive_expiry: float = 4.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -322,7 +326,7 @@ class FastHTTPClient:
         self._idle: list[_Connection] = []
         self._busy = 0  # requests holding a connection slot
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
         self._heads: dict[str, bytes] = {}
         self.connections_opened = 0
         """Connections opened so far (a reused one is counted once)."""

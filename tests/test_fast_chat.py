@@ -7,15 +7,19 @@ one must keep the adapter's semantics, retries and errors included.
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import pytest
-from anyio.abc import ByteStream, SocketAttribute
+from anyio.abc import ByteStream, Listener, SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.streams.tls import TLSListener
 from structlog.testing import capture_logs
 
 from convo_sim import Message, ModelError, ModelSettings, RetryPolicy, ToolCall
@@ -23,6 +27,7 @@ from convo_sim.fast_chat import (
     FastChatTransport,
     MalformedReply,
     RequestTimeout,
+    TransportError,
     parse_chat_completion,
 )
 from convo_sim.faults import Fault, FaultPlan
@@ -391,7 +396,9 @@ async def _read_request(reader: BufferedByteReceiveStream) -> bytes:
 
 
 @asynccontextmanager
-async def raw_server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
+async def raw_server(
+    handler: Handler, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, list[int]]]:
     """Serves `handler` on 127.0.0.1; yields the base URL and a connection counter."""
     accepted = [0]
 
@@ -407,12 +414,18 @@ async def raw_server(handler: Handler) -> AsyncIterator[tuple[str, list[int]]]:
             except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
                 return
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(SocketAttribute.local_port)
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = tcp.extra(SocketAttribute.local_port)
+    # standard_compatible=False: no closing TLS handshake, which a client
+    # that refused the certificate would never answer.
+    listener: Listener[Any] = (
+        tcp if tls is None else TLSListener(tcp, tls, standard_compatible=False)
+    )
+    scheme = "http" if tls is None else "https"
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, connection)
         try:
-            yield f"http://127.0.0.1:{port}/v1", accepted
+            yield f"{scheme}://127.0.0.1:{port}/v1", accepted
         finally:
             tg.cancel_scope.cancel()
 
@@ -503,3 +516,50 @@ async def test_a_garbled_reply_is_retried_on_a_new_connection() -> None:
                 assert await _ask_twice(url) == ["clean", "clean"]
     assert [e["error"] for e in logs if e["event"] == "model.retry"] == ["TransportError"]
     assert accepted == [2]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throw-away self-signed certificate for 127.0.0.1 (made with the openssl CLI)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.mark.timeout(20)
+async def test_https_verifies_the_server_and_keeps_the_connection(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def reply(stream: ByteStream, reader: BufferedByteReceiveStream) -> bool:
+        body = _body("secure")
+        await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        return True
+
+    request = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with anyio.fail_after(15):
+        async with raw_server(reply, tls=server_tls) as (url, accepted):
+            trusted = FastChatTransport(
+                url, api_key=KEY, ssl_context=ssl.create_default_context(cafile=cert)
+            )
+            replies = [(await trusted.complete(request)).message.content for _ in range(3)]
+            await trusted.aclose()
+            untrusted = FastChatTransport(url, api_key=KEY)  # the system's trust store
+            with pytest.raises(TransportError):
+                await untrusted.complete(request)
+            await untrusted.aclose()
+    assert replies == ["secure"] * 3
+    assert accepted[0] >= 1 and trusted.http.connections_opened == 1
