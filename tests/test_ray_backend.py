@@ -10,6 +10,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+# Ray is in the test extra: a missing Ray must fail this module, not skip it.
+import ray
+
 from convo_sim import (
     Actor,
     FinalContext,
@@ -27,8 +30,6 @@ from convo_sim import (
 from convo_sim.agents import FunctionAssistant
 from convo_sim.scenarios import Scenario
 from convo_sim.users import ScriptedUser
-
-ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.timeout(60)
 
