@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from convo_sim import Message, ToolCall, Transcript
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nemo-calendar-example.jsonl"
+DATA = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "nemo_calendar_example.jsonl"
 
 roles = st.sampled_from(["system", "developer", "user", "assistant", "tool"])
 texts = st.text(max_size=40)
