@@ -35,17 +35,34 @@ class Outcome:
     wall_s: float
     cpu_s: float
     reward: float | None = None
+    peak_in_flight: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-async def _timed(run: Callable[[], Awaitable[tuple[int, int, int, float | None]]]) -> Outcome:
+class InFlight:
+    """Counts dialogues started and finished; keeps the most running at once."""
+
+    def __init__(self) -> None:
+        self.running = self.peak = 0
+
+    def start(self) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+
+    def end(self) -> None:
+        self.running -= 1
+
+
+async def _timed(
+    run: Callable[[], Awaitable[tuple[int, int, int, float | None]]], in_flight: InFlight
+) -> Outcome:
+    in_flight.peak = 0
     wall, cpu = time.perf_counter(), time.process_time()
     dialogues, turns, failures, reward = await run()
-    return Outcome(
-        dialogues, turns, failures, time.perf_counter() - wall, time.process_time() - cpu, reward
-    )
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return Outcome(dialogues, turns, failures, wall, cpu, reward, in_flight.peak)
 
 
 # -- (a) the baseline: a bare aiohttp loop ---------------------------------------
@@ -58,6 +75,7 @@ async def baseline(url: str, n: int, k: int, c: int) -> Outcome:
     connector = aiohttp.TCPConnector(limit=c)
     async with aiohttp.ClientSession(connector=connector) as session:
         slots = asyncio.Semaphore(c)
+        in_flight = InFlight()
 
         async def call(messages: list[dict[str, str]]) -> str:
             body = {"model": "canned", "messages": messages}
@@ -68,6 +86,7 @@ async def baseline(url: str, n: int, k: int, c: int) -> Outcome:
 
         async def dialogue() -> None:
             async with slots:
+                in_flight.start()
                 spoken: list[dict[str, str]] = []
                 for _ in range(k):
                     flipped = [
@@ -79,13 +98,14 @@ async def baseline(url: str, n: int, k: int, c: int) -> Outcome:
                     )
                     spoken.append({"role": "user", "content": said})
                     spoken.append({"role": "assistant", "content": await call(spoken)})
+                in_flight.end()
 
         async def run(count: int) -> tuple[int, int, int, float | None]:
             await asyncio.gather(*(dialogue() for _ in range(count)))
             return count, count * k, 0, None
 
         await run(WARMUP_DIALOGUES)
-        return await _timed(lambda: run(n))
+        return await _timed(lambda: run(n), in_flight)
 
 
 def _text(message: dict[str, str]) -> dict[str, str]:
@@ -124,6 +144,47 @@ async def rollouts_http(
             user=lambda scenario, seed: user,
             freeze=freeze,
         )
+    finally:
+        await model.aclose()
+
+
+async def dialogues_http(url: str, n: int, k: int, transport: str) -> Outcome:
+    """All N dialogues at once, each a `run_dialogue` task in one task group.
+
+    The LLM actors over `OpenAIChatModel(transport=...)`, as in
+    `rollouts_http`, without the rollout engine: every dialogue starts
+    before the first reply arrives, so N really are in flight together.
+    """
+    import anyio
+
+    from convo_sim import configure_logging, run_dialogue
+    from convo_sim.agents import LLMAssistant
+    from convo_sim.openai_model import OpenAIChatModel
+    from convo_sim.users import LLMUser
+
+    configure_logging("warning")
+    model = OpenAIChatModel("canned", base_url=url, transport=transport)  # type: ignore[arg-type]
+    assistant, user = LLMAssistant(model), LLMUser(model, goal=GOAL)
+    in_flight = InFlight()
+
+    async def run(count: int) -> tuple[int, int, int, float | None]:
+        totals = [0, 0]  # turns, failures
+
+        async def one() -> None:
+            in_flight.start()
+            result = await run_dialogue(assistant, user, max_turns=k)
+            in_flight.end()
+            totals[0] += result.turns
+            totals[1] += result.error is not None
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(one)
+        return count, totals[0], totals[1], None
+
+    try:
+        await run(WARMUP_DIALOGUES)
+        return await _timed(lambda: run(n), in_flight)
     finally:
         await model.aclose()
 
@@ -196,10 +257,21 @@ async def _rollouts(
 ) -> Outcome:
     from convo_sim import generate_rollouts
 
+    in_flight = InFlight()
+    make_assistant = factories.pop("assistant")
+
+    def assistant(scenario: Any, seed: int) -> Any:
+        in_flight.start()  # the engine builds the actors as a dialogue starts
+        return make_assistant(scenario, seed)
+
     async def run(items: list[Any]) -> tuple[int, int, int, float | None]:
         dialogues = turns = failures = 0
         rewards: list[float] = []
-        async for rollout in generate_rollouts(items, concurrency=c, max_turns=k, **factories):
+        rollouts = generate_rollouts(
+            items, concurrency=c, max_turns=k, assistant=assistant, **factories
+        )
+        async for rollout in rollouts:
+            in_flight.end()
             dialogues += 1
             turns += rollout.turns
             failures += rollout.error is not None
@@ -212,4 +284,4 @@ async def _rollouts(
     if freeze:
         gc.collect()
         gc.freeze()
-    return await _timed(lambda: run(timed))
+    return await _timed(lambda: run(timed), in_flight)
