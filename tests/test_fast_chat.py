@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -563,3 +564,59 @@ async def test_https_verifies_the_server_and_keeps_the_connection(
             await untrusted.aclose()
     assert replies == ["secure"] * 3
     assert accepted[0] >= 1 and trusted.http.connections_opened == 1
+
+
+# -- the canned server the benchmarks run against ---------------------------------
+
+SCRIPT = Path(sys.executable).with_name("convo-sim")
+
+
+@pytest.mark.timeout(30)
+async def test_convo_sim_serve_canned_answers_every_request_after_its_latency() -> None:
+    command = [
+        str(SCRIPT),
+        "serve",
+        "--port",
+        "0",
+        "--canned",
+        "fixed reply",
+        "--latency-ms",
+        "150",
+    ]
+    process = await anyio.open_process(command)
+    try:
+        assert process.stdout is not None
+        with anyio.fail_after(20):
+            first = BufferedByteReceiveStream(process.stdout)
+            line = (await first.receive_until(b"\n", 1024)).decode()
+            assert (
+                line.startswith("convo-sim serve: http://127.0.0.1:") and "(models: canned)" in line
+            )
+            url = line.split()[2]
+            transport = FastChatTransport(url, api_key=KEY)
+            request = {"model": "canned", "messages": [{"role": "user", "content": "anything"}]}
+            started = time.monotonic()
+            replies = [(await transport.complete(request)).message.content for _ in range(2)]
+            took = time.monotonic() - started
+            await transport.aclose()
+    finally:
+        process.terminate()
+        with anyio.move_on_after(10, shield=True):
+            await process.wait()
+        await process.aclose()
+    assert replies == ["fixed reply"] * 2
+    assert took >= 0.3  # two requests, 150 ms each
+
+
+def test_latency_without_canned_is_a_one_line_input_error() -> None:
+    done = subprocess.run(
+        [str(SCRIPT), "serve", "--port", "0", "--latency-ms", "50"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "convo-sim: error: --latency-ms applies to the canned model: add --canned"
+    ]
