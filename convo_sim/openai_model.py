@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import openai
-import structlog
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from convo_sim import fast_chat
 from convo_sim.errors import ModelError
+from convo_sim.logging import get_logger
 from convo_sim.messages import Message, ToolCall, Transcript
 from convo_sim.models import Completion, ModelSettings
 from convo_sim.results import Usage
@@ -39,7 +39,7 @@ from convo_sim.retry import RetryPolicy, Transient, parse_retry_after
 
 __all__ = ["LOCAL_API_KEY", "OpenAIChatModel"]
 
-_log = structlog.get_logger("convo_sim.openai_model")
+_log = get_logger("convo_sim.openai_model")
 
 LOCAL_API_KEY = "not-needed"
 """The key sent when none is configured: local servers (vLLM, `convo-sim serve`) ignore it."""
