@@ -13,6 +13,11 @@ as early as possible. Orders are pruned by deadlines (an event whose last
 candidate is already passed), by interchangeable events (tried in one order
 only) and by remembering, per set of placed events, the earliest end that
 already failed. Twelve events take milliseconds.
+
+Occupied time is a bitmask over the minutes of the day (bit m set: minute m
+is taken), so "does this start clear the fixed events" is one shift and one
+`&` instead of a loop over intervals; the solver runs once per user request
+in every simulated dialogue, which makes it a hot path.
 """
 
 from __future__ import annotations
@@ -48,6 +53,11 @@ class _Task:
     duration: int
     starts: tuple[int, ...]  # candidate starts, ascending
     current: int | None  # the current start, when it is a candidate
+    width: int  # (1 << duration) - 1: the event's minutes as a bitmask at start 0
+
+    def at(self, start: int) -> int:
+        """The minutes the event takes when it starts at `start`, as a bitmask."""
+        return self.width << start
 
 
 def solve_schedule(
@@ -91,16 +101,18 @@ def solve_schedule(
     keep = _best_kept(tasks)
     if keep is None:
         return None
-    fixed = [_kept_interval(tasks[i]) for i in keep]
-    placed = {i: _kept_interval(tasks[i])[0] for i in keep}
-    moving = [i for i in range(len(tasks)) if i not in keep]
+    busy = 0
+    placed: dict[int, int] = {}
+    for i in keep:
+        busy |= _kept_mask(tasks[i])
+        placed[i] = _kept_start(tasks[i])
+    moving = [i for i in range(len(tasks)) if i not in placed]
     for position, index in enumerate(moving):
         task = tasks[index]
         rest = [tasks[i] for i in moving[position + 1 :]]
         for start in task.starts:
-            interval = (start, start + task.duration)
-            if _clear(interval, fixed) and _feasible([*fixed, interval], rest):
-                fixed.append(interval)
+            if not busy >> start & task.width and _feasible(busy | task.at(start), rest):
+                busy |= task.at(start)
                 placed[index] = start
                 break
         else:  # pragma: no cover - _best_kept proved a completion exists
@@ -115,7 +127,7 @@ def is_solvable(
     step: int = 15,
 ) -> bool:
     """Whether `solve_schedule` would find a schedule for `events` (see there)."""
-    return _feasible([], _tasks(events, window, {}, step))
+    return _feasible(0, _tasks(events, window, {}, step))
 
 
 def _tasks(
@@ -143,14 +155,15 @@ def _tasks(
         low, high = _constrain(low, high, event.duration, event.constraint)
         now = current.get(event.event_id)
         if event.constraint is not None and event.constraint.kind == "at":
-            starts: set[int] = {low} if low <= high else set()
+            starts = [low] if low <= high else []
         else:
             first = opens + -(-(low - opens) // step) * step  # first grid slot at or after low
-            starts = set(range(first, high + 1, step))
-            if now is not None and low <= now <= high:
-                starts.add(now)
+            starts = list(range(first, high + 1, step))
+            if now is not None and low <= now <= high and (now - opens) % step:
+                bisect.insort(starts, now)  # off the grid (on it, it is there already)
         kept = now if now in starts else None
-        tasks.append(_Task(event.event_id, event.duration, tuple(sorted(starts)), kept))
+        width = (1 << event.duration) - 1
+        tasks.append(_Task(event.event_id, event.duration, tuple(starts), kept, width))
     return tasks
 
 
@@ -180,45 +193,63 @@ def _best_kept(tasks: Sequence[_Task]) -> list[int] | None:
     """
     keepable = [i for i, task in enumerate(tasks) if task.current is not None]
     best: list[int] | None = None
+    # The first leaf the search meets keeps, in order, every event that does
+    # not clash with those kept before it. If that leaf is feasible, so is
+    # every node above it (an undecided event may stay where it is), so it
+    # is the first answer: test it alone. Usually it keeps every keepable
+    # event (the user changed one thing), and then nothing can beat it.
+    greedy: list[int] = []
+    busy = 0
+    for index in keepable:
+        mask = _kept_mask(tasks[index])
+        if not busy & mask:
+            greedy.append(index)
+            busy |= mask
+    if _feasible(busy, [task for i, task in enumerate(tasks) if i not in greedy]):
+        if len(greedy) == len(keepable):
+            return greedy
+        best = greedy
 
-    def search(depth: int, kept: list[int]) -> None:
+    def search(depth: int, kept: list[int], busy: int) -> None:
         nonlocal best
         if best is not None and len(kept) + len(keepable) - depth <= len(best):
             return
-        fixed = [_kept_interval(tasks[i]) for i in kept]
         free = [task for i, task in enumerate(tasks) if i not in kept]
-        if not _feasible(fixed, free):
+        if not _feasible(busy, free):
             return
         if depth == len(keepable):
             best = list(kept)
             return
         index = keepable[depth]
-        if _clear(_kept_interval(tasks[index]), fixed):
-            search(depth + 1, [*kept, index])
-        search(depth + 1, kept)
+        mask = _kept_mask(tasks[index])
+        if not busy & mask:
+            search(depth + 1, [*kept, index], busy | mask)
+        search(depth + 1, kept, busy)
 
-    search(0, [])
+    search(0, [], 0)
     return best
 
 
-def _kept_interval(task: _Task) -> tuple[int, int]:
+def _kept_start(task: _Task) -> int:
     assert task.current is not None
-    return task.current, task.current + task.duration
+    return task.current
 
 
-def _clear(interval: tuple[int, int], fixed: Iterable[tuple[int, int]]) -> bool:
-    start, end = interval
-    return all(end <= other_start or start >= other_end for other_start, other_end in fixed)
+def _kept_mask(task: _Task) -> int:
+    return task.at(_kept_start(task))
 
 
-def _feasible(fixed: Sequence[tuple[int, int]], tasks: Sequence[_Task]) -> bool:
-    """Whether `tasks` can all be placed at candidate starts around the `fixed` intervals."""
+def _feasible(busy: int, tasks: Sequence[_Task]) -> bool:
+    """Whether `tasks` can all be placed at candidate starts clear of the `busy` minutes."""
     options: list[tuple[int, tuple[int, ...]]] = []
     for task in tasks:
-        starts = tuple(s for s in task.starts if _clear((s, s + task.duration), fixed))
+        width = task.width
+        starts = tuple(s for s in task.starts if not busy >> s & width)
         if not starts:
             return False
         options.append((task.duration, starts))
+    if len(options) <= 1:
+        return True  # one event with a clear start, or none
     # Earliest deadline first finds a schedule quickly when one exists, and
     # puts interchangeable events next to each other.
     options.sort(key=lambda option: (option[1][-1], option[0], option[1]))
