@@ -5,11 +5,11 @@ Shape of one run::
     generate_rollouts
       └─ backend (local by default, or RayBackend)
            └─ run_plan: one task group
-                ├─ spawner: for each (scenario, sample) not skipped,
-                │    wait for a dialogue slot, start a dialogue task
-                └─ dialogue tasks: build actors and verifiers from the
-                     factories, run_dialogue(), send the Rollout to the
-                     results stream (buffer = concurrency)
+                └─ `concurrency` workers, started at once; each takes the
+                     next (scenario, sample) not skipped, builds actors and
+                     verifiers from the factories, runs run_dialogue(),
+                     sends the Rollout to the results stream (buffer =
+                     concurrency), and takes the next, until none is left
 
 Three limits apply: `concurrency` dialogues at once, and optionally
 `assistant_concurrency` / `user_concurrency` model calls at once (each actor
@@ -216,11 +216,15 @@ async def run_plan(
     # A buffer as deep as the dialogue limit: a finished dialogue rarely waits
     # for a slow consumer, and at most `concurrency` results are ever held.
     send, recv = anyio.create_memory_object_stream[Rollout](plan.concurrency)
-    slots = anyio.Semaphore(plan.concurrency)
     failures: list[RolloutError] = []
+    # One worker per dialogue slot, all started before any of them runs: a
+    # spawner that waits for a free slot before each start (a semaphore)
+    # starts at most one dialogue per event-loop turn, and short dialogues
+    # end before the last slots fill (measured: ~620 of 10,000 in flight).
+    pending = iter(items)
 
-    async def one(scenario: S, index: int, cancel: anyio.CancelScope) -> None:
-        try:
+    async def worker(cancel: anyio.CancelScope) -> None:
+        for scenario, index in pending:
             try:
                 rollout = await _run_one(scenario, index, plan, assistant_limit, user_limit)
             except Exception as exc:  # cancellation is a BaseException and passes through
@@ -230,23 +234,20 @@ async def run_plan(
                 _log.error("rollout.failed", scenario_id=scenario.id, sample_index=index)
                 cancel.cancel()
                 return
-            # Sent before the slot is released, so a slow consumer slows the run
-            # down instead of piling up finished rollouts.
+            # Sent before the worker takes the next item, so a slow consumer
+            # slows the run down instead of piling up finished rollouts.
             try:
                 await send.send(rollout)
             except anyio.BrokenResourceError:
                 return  # the consumer closed the iterator; the group is being cancelled
-        finally:
-            slots.release()
 
     async def spawn(cancel: anyio.CancelScope) -> None:
         # The spawner owns the send end for the whole run: its task group
-        # outlives every dialogue task, so closing it here ends the consumer's
+        # outlives every worker, so closing it here ends the consumer's
         # loop exactly when the last result is in.
-        async with send, anyio.create_task_group() as dialogues:
-            for scenario, index in items:
-                await slots.acquire()
-                dialogues.start_soon(one, scenario, index, cancel)
+        async with send, anyio.create_task_group() as workers:
+            for _ in range(min(plan.concurrency, len(items))):
+                workers.start_soon(worker, cancel)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(spawn, tg.cancel_scope)

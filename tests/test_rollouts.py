@@ -10,6 +10,7 @@ from contextlib import aclosing
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from convo_sim import (
@@ -353,3 +354,69 @@ def test_calendar_actors_give_the_same_dialogues_for_the_same_seed() -> None:
     # other samples of the same scenario read differently.
     assert sum(first[k] != other[k] for k in first) >= 5
     assert sum(first[(s, 0)] != first[(s, 1)] for s, _ in first) >= 5
+
+
+async def test_every_slot_is_filled_when_the_actors_block() -> None:
+    concurrency = 200
+    inside = Gauge()
+    release = anyio.Event()
+
+    def user(scenario: Scenario, seed: int) -> Actor:
+        async def say(view: View) -> str:
+            inside.enter()
+            await release.wait()
+            inside.exit()
+            return "###STOP###"
+
+        return FunctionUser(say)
+
+    seen: list[int] = []
+
+    async def look_then_release() -> None:
+        # Runs once every task (the engine's and the consumer) waits on something.
+        await anyio.wait_all_tasks_blocked()
+        seen.append(inside.now)
+        release.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(look_then_release)
+            rollouts = [
+                r
+                async for r in generate_rollouts(
+                    scenarios(concurrency + 50),
+                    assistant=seeded_assistant,
+                    user=user,
+                    concurrency=concurrency,
+                )
+            ]
+    assert seen == [concurrency]
+    assert len(rollouts) == concurrency + 50
+    assert inside.peak == concurrency
+
+
+async def test_short_dialogues_still_fill_every_slot() -> None:
+    # Dialogues that end after a few event-loop turns: a spawner that starts
+    # one dialogue per loop turn never has more than a few in flight.
+    concurrency = 200
+    in_flight = Gauge()
+
+    def user(scenario: Scenario, seed: int) -> Actor:
+        in_flight.enter()  # the engine builds the actors as a dialogue starts
+
+        async def say(view: View) -> str:
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
+            in_flight.exit()
+            return "###STOP###"
+
+        return FunctionUser(say)
+
+    rollouts = await collect(
+        scenarios=scenarios(2 * concurrency),
+        assistant=seeded_assistant,
+        user=user,
+        concurrency=concurrency,
+    )
+    assert len(rollouts) == 2 * concurrency
+    assert in_flight.peak == concurrency
