@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -436,40 +435,8 @@ def shown_calendar(text: str) -> tuple[ListedEvent, ...] | None:
     simulated user, the verifiers and, next turn, the solver all read the
     same reply.
     """
-    span = _single_list_span(text)
-    if span is None:
-        listed = parse_listed_events(text)
-        return None if listed is None else tuple(listed)
-    # The same steps as `extract_json_list` + `parse_listed_events`, past the span.
-    try:
-        items = json.loads(text[span[0] : span[1]])
-        if not isinstance(items, list):
-            return None
-        return tuple(ListedEvent.from_json(item) for item in items)
-    except (ValueError, RecursionError):  # CalendarDataError is a ValueError
-        return None
-
-
-def _single_list_span(text: str) -> tuple[int, int] | None:
-    """`json_list_span(text)` for a text with exactly one `[` and one `]`; else None.
-
-    The grader's extraction (`json_list_span`) emulates NeMo-Gym's pattern
-    in linear time, character by character, which dominates a turn. With a
-    single `[` before a single `]`, the pattern's only choice is that pair,
-    and it matches if and only if a `{` between them is followed by a `}`
-    before the `]` (braces count as plain characters otherwise). Every reply
-    of the solver has this shape; anything else takes the general path.
-    """
-    start = text.find("[")
-    if start < 0 or text.find("[", start + 1) >= 0:
-        return None
-    end = text.find("]", start)
-    if end < 0 or text.find("]", end + 1) >= 0 or text.find("]", 0, start) >= 0:
-        return None
-    brace = text.find("{", start, end)
-    if brace < 0 or text.find("}", brace, end) < 0:
-        return None
-    return start, end + 1
+    listed = parse_listed_events(text)
+    return None if listed is None else tuple(listed)
 
 
 @functools.lru_cache(maxsize=1024)

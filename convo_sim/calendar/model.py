@@ -399,6 +399,15 @@ def json_list_span(text: str) -> tuple[int, int] | None:
     size = len(text)
     if "[" not in text or "{" not in text:
         return None
+    start = text.find("[")
+    end = text.find("]", start)
+    if end >= 0 and text.count("[") == 1 and text.count("]") == 1:
+        # One "[" before one "]" (every reply of the rule-based assistant):
+        # the pattern's only choice is that pair, with no brackets between,
+        # so it matches exactly when a "{" there is followed by a "}" before
+        # the "]". The general pass below costs ~0.1 ms per reply.
+        brace = text.find("{", start, end)
+        return (start, end + 1) if brace >= 0 and text.find("}", brace, end) >= 0 else None
     # next_close[p]: index of the first "}" at or after p, or -1.
     next_close = [-1] * (size + 1)
     for p in range(size - 1, -1, -1):
