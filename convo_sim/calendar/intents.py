@@ -71,19 +71,34 @@ _T = (
     r"|\d{1,2}:\d{2}(?!\s*(?:a\.?m|p\.?m)))"
 )
 _TIME = re.compile(rf"(?<![\d:]){_T}", re.IGNORECASE)
+# Parsing is most of what the rule-based actors cost, and most patterns below
+# fail on most messages, slowly (they are tried at every word). So each comes
+# with a *gate*: a pattern, matched against the lower-cased text, that every
+# match of it contains (a word it needs, or a piece of it). A pattern whose
+# gate fails is not tried. Gates apply to ASCII text only, where lower-casing
+# is exactly the IGNORECASE folding; other text tries every pattern.
+_TIME_GATE = re.compile("[0-9]|noon|midday")  # every constraint pattern holds a time
 # Checked in order: a phrase that contains another kind's word comes first
 # ("not after" is a `before`, "start at 2pm or later" an `after`, not an `at`).
-_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(pattern, re.IGNORECASE))
-    for kind, pattern in (
-        ("between", rf"(?:between|from)\s+({_T})\s+(?:and|to|until|till|-)\s+({_T})"),
-        ("before", rf"(?:not\s+after|no\s+later\s+than)\s+({_T})"),
-        ("after", rf"(?:not\s+before|no\s+earlier\s+than)\s+({_T})"),
-        ("after", rf"(?:at\s+or\s+after|after|starting\s+(?:at|from)|from)\s+({_T})"),
-        ("after", rf"({_T})\s+(?:or\s+later|onwards?|or\s+after)"),
-        ("before", rf"(?:at\s+or\s+before|before|by|until|till)\s+({_T})"),
-        ("before", rf"({_T})\s+(?:or\s+earlier|at\s+the\s+latest)"),
-        ("at", rf"({_T})"),
+_KINDS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern, re.IGNORECASE), re.compile(gate))
+    for kind, pattern, gate in (
+        (
+            "between",
+            rf"(?:between|from)\s+({_T})\s+(?:and|to|until|till|-)\s+({_T})",
+            "between|from",
+        ),
+        ("before", rf"(?:not\s+after|no\s+later\s+than)\s+({_T})", "after|later"),
+        ("after", rf"(?:not\s+before|no\s+earlier\s+than)\s+({_T})", "before|earlier"),
+        (
+            "after",
+            rf"(?:at\s+or\s+after|after|starting\s+(?:at|from)|from)\s+({_T})",
+            "after|starting|from",
+        ),
+        ("after", rf"({_T})\s+(?:or\s+later|onwards?|or\s+after)", "later|onward|after"),
+        ("before", rf"(?:at\s+or\s+before|before|by|until|till)\s+({_T})", "before|by|until|till"),
+        ("before", rf"({_T})\s+(?:or\s+earlier|at\s+the\s+latest)", "earlier|latest"),
+        ("at", rf"({_T})", _TIME_GATE.pattern),
     )
 )
 
@@ -95,19 +110,26 @@ _WORD_NUMBERS = {
     "one and a half": 1.5, "a half": 0.5, "half an": 0.5, "half a": 0.5,
 }  # fmt: skip
 _NUM = r"(\d+(?:\.\d+)?|one and a half|one-and-a-half|forty[- ]five|seventy[- ]five|[a-z]+)"
-_DURATIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p, re.IGNORECASE), kind)
-    for p, kind in (
-        (r"\b(?:an?\s+|one\s+)?hour\s+and\s+a\s+half\b", "90"),
-        (r"\b(?:an?\s+|one\s+)?hour\s+and\s+(?:a\s+)?quarter\b", "75"),
-        (r"\bhalf\s*(?:an?\s*|-)?\s*hour\b", "30"),
-        (r"\bquarter\s*(?:of\s+an\s*|-)?\s*hour\b", "15"),
+# With gates, as for `_KINDS`; "hm"'s gate is the end of its hour unit
+# ("hours", "hr", "h") and the minutes' digits that follow it.
+_DURATIONS: tuple[tuple[re.Pattern[str], str, re.Pattern[str]], ...] = tuple(
+    (re.compile(p, re.IGNORECASE), kind, re.compile(gate))
+    for p, kind, gate in (
+        (r"\b(?:an?\s+|one\s+)?hour\s+and\s+a\s+half\b", "90", r"hour\s+and\s+a\s+half"),
+        (
+            r"\b(?:an?\s+|one\s+)?hour\s+and\s+(?:a\s+)?quarter\b",
+            "75",
+            r"hour\s+and\s+(?:a\s+)?quarter",
+        ),
+        (r"\bhalf\s*(?:an?\s*|-)?\s*hour\b", "30", "half"),
+        (r"\bquarter\s*(?:of\s+an\s*|-)?\s*hour\b", "15", "quarter"),
         (
             rf"\b{_NUM}\s*-?\s*(?:hours?|hrs?|h)\s*(?:and\s+)?(\d+)\s*-?\s*(?:minutes?|mins?|m)\b",
             "hm",
+            r"[hrs]\s*(?:and\s+)?[0-9]",
         ),
-        (rf"\b{_NUM}\s*-?\s*(?:hours?|hrs?)\b", "h"),
-        (rf"\b{_NUM}\s*-?\s*(?:minutes?|mins?)\b", "m"),
+        (rf"\b{_NUM}\s*-?\s*(?:hours?|hrs?)\b", "h", "hour|hr"),
+        (rf"\b{_NUM}\s*-?\s*(?:minutes?|mins?)\b", "m", "min"),
     )
 )
 _DURATION_WORDS = (
@@ -138,6 +160,7 @@ _END = re.compile(
     r"|\s+(?:between|before|after|at|by|from)\s+\S*\d|[?!;]|\.(?:\s|$)|,\s*(?:please|thanks|thank)",
     re.IGNORECASE,
 )
+_SPACE_RUN = re.compile(r"\s+")
 _ITS = re.compile(r"\b(?:it's|it is)\s+(?:a|an|the)\s+", re.IGNORECASE)
 _GENERIC_NAMES = frozenset(
     {"", "event", "new event", "entry", "new entry", "meeting", "slot", "it"}
@@ -145,13 +168,23 @@ _GENERIC_NAMES = frozenset(
 
 
 def _normalise(text: str) -> str:
+    if text.isascii():
+        return text  # every character replaced is non-ASCII
     return _DASHES.sub("-", text.translate(_SPACES))
+
+
+def _gate_text(text: str) -> str | None:
+    """What the patterns' gates are matched against, or None: try every pattern."""
+    return text.lower() if text.isascii() else None
 
 
 def parse_duration(text: str) -> int | None:
     """Minutes of the first duration phrase in `text` (`90-minute`, `an hour`), or None."""
     text = _normalise(text)
-    for pattern, kind in _DURATIONS:
+    gated = _gate_text(text)
+    for pattern, kind, gate in _DURATIONS:
+        if gated is not None and gate.search(gated) is None:
+            continue
         m = pattern.search(text)
         if m is None:
             continue
@@ -177,7 +210,12 @@ def _number(word: str) -> float | None:
 
 
 def _constraint(text: str) -> str | None:
-    for kind, pattern in _KINDS:
+    gated = _gate_text(text)
+    if gated is not None and _TIME_GATE.search(gated) is None:
+        return None
+    for kind, pattern, gate in _KINDS:
+        if gated is not None and gate.search(gated) is None:
+            continue
         m = pattern.search(text)
         if m is None:
             continue
@@ -194,7 +232,7 @@ def _name(original: str) -> str | None:
     if quoted is not None:
         return quoted.group(1).strip() or None
     text = _ID.sub(" ", original)
-    text = re.sub(r"\s+", " ", text)
+    text = _SPACE_RUN.sub(" ", text)
     for candidate in (_after_verb(text), _its(text)):
         if candidate is not None and candidate.lower() not in _GENERIC_NAMES:
             return candidate[0].upper() + candidate[1:]
