@@ -8,6 +8,7 @@ because the reference grader keys every event by `str(event_id)`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -130,6 +131,13 @@ def parse_constraint(text: str | None) -> Constraint | None:
         return None
     if not isinstance(text, str):
         raise ConstraintFormatError(text)
+    return _parse_constraint(text)
+
+
+# Cached like `parse_time`: expected states re-read the same constraints every
+# turn, and a `Constraint` is immutable.
+@functools.lru_cache(maxsize=4096)
+def _parse_constraint(text: str) -> Constraint:
     try:
         if match := _BETWEEN.fullmatch(text):
             start, until = parse_time(match[1]), parse_time(match[2])

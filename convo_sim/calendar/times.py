@@ -9,6 +9,7 @@ rejects anything that is not a real clock time.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -79,6 +80,13 @@ def parse_time(text: str) -> int:
     """
     if not isinstance(text, str):
         raise TimeFormatError(text)
+    return _parse_time(text)
+
+
+# Cached: every calendar shown, expected state and constraint re-reads the same
+# few dozen clock times. Failures are not cached, so they raise every time.
+@functools.lru_cache(maxsize=4096)
+def _parse_time(text: str) -> int:
     cleaned = text.strip().lower()
     if cleaned in _NAMED:
         return _NAMED[cleaned]
