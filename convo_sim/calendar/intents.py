@@ -77,7 +77,9 @@ _TIME = re.compile(rf"(?<![\d:]){_T}", re.IGNORECASE)
 # match of it contains (a word it needs, or a piece of it). A pattern whose
 # gate fails is not tried. Gates apply to ASCII text only, where lower-casing
 # is exactly the IGNORECASE folding; other text tries every pattern.
-_TIME_GATE = re.compile("[0-9]|noon|midday")  # every constraint pattern holds a time
+# Every constraint pattern holds a time (`_T`): noon, midday, or digits with a
+# colon or followed by am/pm.
+_TIME_GATE = re.compile(r"noon|midday|[0-9]\s*[ap]|[0-9]:[0-9]")
 # Checked in order: a phrase that contains another kind's word comes first
 # ("not after" is a `before`, "start at 2pm or later" an `after`, not an `at`).
 _KINDS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = tuple(
@@ -110,8 +112,8 @@ _WORD_NUMBERS = {
     "one and a half": 1.5, "a half": 0.5, "half an": 0.5, "half a": 0.5,
 }  # fmt: skip
 _NUM = r"(\d+(?:\.\d+)?|one and a half|one-and-a-half|forty[- ]five|seventy[- ]five|[a-z]+)"
-# With gates, as for `_KINDS`; "hm"'s gate is the end of its hour unit
-# ("hours", "hr", "h") and the minutes' digits that follow it.
+# With gates, as for `_KINDS`; "hm"'s gate is its hour unit and the minutes'
+# digits that follow it.
 _DURATIONS: tuple[tuple[re.Pattern[str], str, re.Pattern[str]], ...] = tuple(
     (re.compile(p, re.IGNORECASE), kind, re.compile(gate))
     for p, kind, gate in (
@@ -126,7 +128,7 @@ _DURATIONS: tuple[tuple[re.Pattern[str], str, re.Pattern[str]], ...] = tuple(
         (
             rf"\b{_NUM}\s*-?\s*(?:hours?|hrs?|h)\s*(?:and\s+)?(\d+)\s*-?\s*(?:minutes?|mins?|m)\b",
             "hm",
-            r"[hrs]\s*(?:and\s+)?[0-9]",
+            r"(?:hours?|hrs?|h)\s*(?:and\s+)?[0-9]",
         ),
         (rf"\b{_NUM}\s*-?\s*(?:hours?|hrs?)\b", "h", "hour|hr"),
         (rf"\b{_NUM}\s*-?\s*(?:minutes?|mins?)\b", "m", "min"),
