@@ -47,13 +47,14 @@ class EventSpec:
     constraint: Constraint | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build, and this one is private
 class _Task:
     event_id: str
     duration: int
     starts: tuple[int, ...]  # candidate starts, ascending
     current: int | None  # the current start, when it is a candidate
     width: int  # (1 << duration) - 1: the event's minutes as a bitmask at start 0
+    kept: int  # the minutes it takes at its current start, as a bitmask (0: not keepable)
 
     def at(self, start: int) -> int:
         """The minutes the event takes when it starts at `start`, as a bitmask."""
@@ -104,8 +105,10 @@ def solve_schedule(
     busy = 0
     placed: dict[int, int] = {}
     for i in keep:
-        busy |= _kept_mask(tasks[i])
-        placed[i] = _kept_start(tasks[i])
+        kept = tasks[i]
+        assert kept.current is not None
+        busy |= kept.kept
+        placed[i] = kept.current
     moving = [i for i in range(len(tasks)) if i not in placed]
     for position, index in enumerate(moving):
         task = tasks[index]
@@ -161,9 +164,13 @@ def _tasks(
             starts = list(range(first, high + 1, step))
             if now is not None and low <= now <= high and (now - opens) % step:
                 bisect.insort(starts, now)  # off the grid (on it, it is there already)
-        kept = now if now in starts else None
         width = (1 << event.duration) - 1
-        tasks.append(_Task(event.event_id, event.duration, tuple(starts), kept, width))
+        if now in starts:
+            tasks.append(
+                _Task(event.event_id, event.duration, tuple(starts), now, width, width << now)
+            )
+        else:
+            tasks.append(_Task(event.event_id, event.duration, tuple(starts), None, width, 0))
     return tasks
 
 
@@ -191,7 +198,7 @@ def _best_kept(tasks: Sequence[_Task]) -> list[int] | None:
     events to win. A node is dropped as soon as its kept events cannot be
     completed, treating the undecided ones as free to move (or stay).
     """
-    keepable = [i for i, task in enumerate(tasks) if task.current is not None]
+    keepable = [i for i, task in enumerate(tasks) if task.kept]
     best: list[int] | None = None
     # The first leaf the search meets keeps, in order, every event that does
     # not clash with those kept before it. If that leaf is feasible, so is
@@ -201,7 +208,7 @@ def _best_kept(tasks: Sequence[_Task]) -> list[int] | None:
     greedy: list[int] = []
     busy = 0
     for index in keepable:
-        mask = _kept_mask(tasks[index])
+        mask = tasks[index].kept
         if not busy & mask:
             greedy.append(index)
             busy |= mask
@@ -221,7 +228,7 @@ def _best_kept(tasks: Sequence[_Task]) -> list[int] | None:
             best = list(kept)
             return
         index = keepable[depth]
-        mask = _kept_mask(tasks[index])
+        mask = tasks[index].kept
         if not busy & mask:
             search(depth + 1, [*kept, index], busy | mask)
         search(depth + 1, kept, busy)
@@ -230,17 +237,11 @@ def _best_kept(tasks: Sequence[_Task]) -> list[int] | None:
     return best
 
 
-def _kept_start(task: _Task) -> int:
-    assert task.current is not None
-    return task.current
-
-
-def _kept_mask(task: _Task) -> int:
-    return task.at(_kept_start(task))
-
-
 def _feasible(busy: int, tasks: Sequence[_Task]) -> bool:
     """Whether `tasks` can all be placed at candidate starts clear of the `busy` minutes."""
+    if len(tasks) == 1:  # the common case: one new event, or one that moves
+        task = tasks[0]
+        return any(not busy >> start & task.width for start in task.starts)
     options: list[tuple[int, tuple[int, ...]]] = []
     for task in tasks:
         width = task.width
