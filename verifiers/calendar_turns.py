@@ -18,18 +18,19 @@ scenario's expected state with `grade_calendar_response` (NeMo-Gym's rule).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from convo_sim.calendar.intents import (
     RequestedState,
     constraint_of,
+    message_requests,
     requested_state,
     shown_calendar,
 )
 from convo_sim.calendar.model import WORKING_WINDOW, ExpectedState, ListedEvent
 from convo_sim.calendar.times import format_24h, parse_time
-from convo_sim.messages import Transcript
+from convo_sim.messages import Message, Transcript
 from convo_sim.results import TurnScore, Verdict
 from convo_sim.verification import FinalContext, FinalVerifier, TurnContext, TurnVerifier
 from convo_sim.verifiers.calendar import grade_calendar_response
@@ -44,15 +45,60 @@ __all__ = [
 ]
 
 
-def _requested(ctx: TurnContext) -> RequestedState:
-    return requested_state(ctx.transcript.messages)
+class _Requested:
+    """`requested_state` of a transcript, replaying only the user messages new since the last call.
+
+    A verifier scores every turn of its dialogue, and replaying the whole
+    dialogue each time made scoring quadratic. A transcript that does not
+    extend the last one is replayed from the start, so the answer is always
+    `requested_state(messages)`. The state returned is the memo's own: read
+    it, do not change it.
+    """
+
+    __slots__ = ("state", "texts")
+
+    def __init__(self) -> None:
+        self.texts: tuple[str, ...] = ()
+        self.state = RequestedState()
+
+    def __call__(self, messages: Iterable[Message]) -> RequestedState:
+        texts = tuple(m.text for m in messages if m.role == "user")
+        done = len(self.texts)
+        if texts[:done] != self.texts:
+            self.state, done = RequestedState(), 0
+        for text in texts[done:]:
+            for request in message_requests(text):
+                self.state.apply(request)
+        self.texts = texts
+        return self.state
 
 
-def _no_list() -> TurnScore:
-    return TurnScore(score=0.0, reason="no_json_list", details={"detail": "no calendar shown"})
+def _score(
+    verifier: _Verifier, ctx: TurnContext, score: float, reason: str, **details: Any
+) -> TurnScore:
+    # Named and numbered here: the orchestrator copies a score that lacks them.
+    return TurnScore(
+        score=score, reason=reason, details=details, verifier=verifier.name, turn=ctx.turn
+    )
 
 
-class ValidCalendar:
+def _no_list(verifier: _Verifier, ctx: TurnContext) -> TurnScore:
+    return _score(verifier, ctx, 0.0, "no_json_list", detail="no calendar shown")
+
+
+class _Verifier:
+    """What the calendar turn verifiers share: a name and the replay of the requests."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self._replay = _Requested()
+
+    def _requested(self, ctx: TurnContext) -> RequestedState:
+        return self._replay(ctx.transcript.messages)
+
+
+class ValidCalendar(_Verifier):
     """1 when the reply shows a calendar with each event id once, else 0."""
 
     name = "valid_calendar"
@@ -60,19 +106,17 @@ class ValidCalendar:
     def __call__(self, ctx: TurnContext) -> TurnScore:
         listed = shown_calendar(ctx.message.text)
         if listed is None:
-            if not _requested(ctx).events:
-                return TurnScore(score=1.0, reason="nothing_requested")
-            return _no_list()
+            if not self._requested(ctx).events:
+                return _score(self, ctx, 1.0, "nothing_requested")
+            return _no_list(self, ctx)
         ids = [e.event_id for e in listed]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         if repeated:
-            return TurnScore(
-                score=0.0, reason="duplicate_event_id", details={"event_ids": repeated}
-            )
-        return TurnScore(score=1.0, reason="pass", details={"events": len(listed)})
+            return _score(self, ctx, 0.0, "duplicate_event_id", event_ids=repeated)
+        return _score(self, ctx, 1.0, "pass", events=len(listed))
 
 
-class NoConflicts:
+class NoConflicts(_Verifier):
     """Share of listed events that overlap no other (half-open intervals)."""
 
     name = "no_conflicts"
@@ -80,32 +124,34 @@ class NoConflicts:
     def __call__(self, ctx: TurnContext) -> TurnScore:
         listed = shown_calendar(ctx.message.text)
         if listed is None:
-            if not _requested(ctx).events:
-                return TurnScore(score=1.0, reason="nothing_requested")
-            return _no_list()
+            if not self._requested(ctx).events:
+                return _score(self, ctx, 1.0, "nothing_requested")
+            return _no_list(self, ctx)
         pairs = _overlaps(listed)
         if not pairs:
-            return TurnScore(score=1.0, reason="pass")
+            return _score(self, ctx, 1.0, "pass")
         involved = {i for pair in pairs for i in pair}
-        return TurnScore(
-            score=1.0 - len(involved) / len(listed),
-            reason="conflicting_events",
-            details={"overlapping": [list(pair) for pair in pairs]},
+        return _score(
+            self,
+            ctx,
+            1.0 - len(involved) / len(listed),
+            "conflicting_events",
+            overlapping=[list(pair) for pair in pairs],
         )
 
 
-class EventsPresent:
+class EventsPresent(_Verifier):
     """Share of the events requested so far that are listed with their duration."""
 
     name = "events_present"
 
     def __call__(self, ctx: TurnContext) -> TurnScore:
-        requested = _requested(ctx)
+        requested = self._requested(ctx)
         if not requested.events:
-            return TurnScore(score=1.0, reason="nothing_requested")
+            return _score(self, ctx, 1.0, "nothing_requested")
         listed = shown_calendar(ctx.message.text)
         if listed is None:
-            return _no_list()
+            return _no_list(self, ctx)
         shown = {e.event_id: e for e in listed}
         missing = [k for k in requested.events if str(k) not in shown]
         wrong = [
@@ -115,15 +161,18 @@ class EventsPresent:
         ]
         ok = len(requested.events) - len(missing) - len(wrong)
         if not missing and not wrong:
-            return TurnScore(score=1.0, reason="pass", details={"events": ok})
-        return TurnScore(
-            score=ok / len(requested.events),
-            reason="missing_events" if missing else "wrong_duration",
-            details={"missing": missing, "wrong_duration": wrong},
+            return _score(self, ctx, 1.0, "pass", events=ok)
+        return _score(
+            self,
+            ctx,
+            ok / len(requested.events),
+            "missing_events" if missing else "wrong_duration",
+            missing=missing,
+            wrong_duration=wrong,
         )
 
 
-class ConstraintsHonoured:
+class ConstraintsHonoured(_Verifier):
     """Share of the events requested so far that are listed in the window and constraint.
 
     An event that is not listed cannot honour its constraint, so it counts
@@ -136,15 +185,16 @@ class ConstraintsHonoured:
     name = "constraints_honoured"
 
     def __init__(self, window: tuple[int, int] = WORKING_WINDOW) -> None:
+        super().__init__()
         self.window = window
 
     def __call__(self, ctx: TurnContext) -> TurnScore:
-        requested = _requested(ctx)
+        requested = self._requested(ctx)
         if not requested.events:
-            return TurnScore(score=1.0, reason="nothing_requested")
+            return _score(self, ctx, 1.0, "nothing_requested")
         listed = shown_calendar(ctx.message.text)
         if listed is None:
-            return _no_list()
+            return _no_list(self, ctx)
         shown = {e.event_id: e for e in listed}
         broken: dict[str, str] = {}
         for key, event in requested.events.items():
@@ -159,11 +209,13 @@ class ConstraintsHonoured:
             if constraint is not None and not constraint.allows(entry.start_time, entry.duration):
                 broken[str(key)] = f"runs {_span(entry)}, breaking {constraint.text!r}"
         if not broken:
-            return TurnScore(score=1.0, reason="pass")
-        return TurnScore(
-            score=1.0 - len(broken) / len(requested.events),
-            reason="constraint_violated",
-            details={"violations": broken},
+            return _score(self, ctx, 1.0, "pass")
+        return _score(
+            self,
+            ctx,
+            1.0 - len(broken) / len(requested.events),
+            "constraint_violated",
+            violations=broken,
         )
 
 
