@@ -51,10 +51,30 @@ class EventSpec:
 class _Task:
     event_id: str
     duration: int
-    starts: tuple[int, ...]  # candidate starts, ascending
     current: int | None  # the current start, when it is a candidate
     width: int  # (1 << duration) - 1: the event's minutes as a bitmask at start 0
     kept: int  # the minutes it takes at its current start, as a bitmask (0: not keepable)
+    low: int  # the allowed starts are low..high
+    high: int
+    grid: range | None  # the grid slots among them; None: only `low` (an `at` constraint)
+    _starts: tuple[int, ...] | None = None
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """The candidate starts, ascending.
+
+        Built on first use: most events keep their start, and are never placed.
+        """
+        if self._starts is None:
+            if self.grid is None:
+                self._starts = (self.low,) if self.low <= self.high else ()
+            elif self.current is not None and self.current not in self.grid:
+                starts = list(self.grid)
+                bisect.insort(starts, self.current)  # the current start, off the grid
+                self._starts = tuple(starts)
+            else:
+                self._starts = tuple(self.grid)
+        return self._starts
 
     def at(self, start: int) -> int:
         """The minutes the event takes when it starts at `start`, as a bitmask."""
@@ -156,21 +176,18 @@ def _tasks(
         if isinstance(event, ExpectedEvent):
             low, high = max(low, event.min_time), min(high, event.max_time - event.duration)
         low, high = _constrain(low, high, event.duration, event.constraint)
-        now = current.get(event.event_id)
-        if event.constraint is not None and event.constraint.kind == "at":
-            starts = [low] if low <= high else []
-        else:
+        grid = None
+        if event.constraint is None or event.constraint.kind != "at":
             first = opens + -(-(low - opens) // step) * step  # first grid slot at or after low
-            starts = list(range(first, high + 1, step))
-            if now is not None and low <= now <= high and (now - opens) % step:
-                bisect.insort(starts, now)  # off the grid (on it, it is there already)
+            grid = range(first, high + 1, step)
+        # The current start is a candidate exactly when it is allowed (an `at`
+        # constraint allows one start; any other, every start in low..high).
+        now = current.get(event.event_id)
+        if now is not None and not low <= now <= high:
+            now = None
         width = (1 << event.duration) - 1
-        if now in starts:
-            tasks.append(
-                _Task(event.event_id, event.duration, tuple(starts), now, width, width << now)
-            )
-        else:
-            tasks.append(_Task(event.event_id, event.duration, tuple(starts), None, width, 0))
+        kept = 0 if now is None else width << now
+        tasks.append(_Task(event.event_id, event.duration, now, width, kept, low, high, grid))
     return tasks
 
 
