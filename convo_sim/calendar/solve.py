@@ -15,9 +15,11 @@ only) and by remembering, per set of placed events, the earliest end that
 already failed. Twelve events take milliseconds.
 
 Occupied time is a bitmask over the minutes of the day (bit m set: minute m
-is taken), so "does this start clear the fixed events" is one shift and one
-`&` instead of a loop over intervals; the solver runs once per user request
-in every simulated dialogue, which makes it a hot path.
+is taken), and so are an event's candidate starts (bit s set: it may start
+at s): the starts that clear the occupied minutes are a few shifts and `&`s
+for all candidates at once, and "the earliest candidate at or after t" is
+the lowest bit of a shifted mask. The solver runs once per user request in
+every simulated dialogue, which makes it a hot path.
 """
 
 from __future__ import annotations
@@ -58,6 +60,27 @@ class _Task:
     high: int
     grid: range | None  # the grid slots among them; None: only `low` (an `at` constraint)
     _starts: tuple[int, ...] | None = None
+    _start_mask: int = -1
+
+    @property
+    def start_mask(self) -> int:
+        """The candidate starts as a bitmask (bit s set: the event may start at s)."""
+        if self._start_mask < 0:
+            grid = self.grid
+            if grid is None:
+                mask = 1 << self.low if self.low <= self.high else 0
+            elif grid:  # 1 + 2**step + 2**(2 * step) + ...: a geometric series, then shifted
+                mask = ((1 << len(grid) * grid.step) - 1) // ((1 << grid.step) - 1) << grid.start
+            else:
+                mask = 0
+            if self.current is not None:
+                mask |= 1 << self.current  # a candidate, on the grid or off it
+            self._start_mask = mask
+        return self._start_mask
+
+    def clear_starts(self, busy: int) -> int:
+        """The candidate starts at which the event overlaps none of the `busy` minutes."""
+        return self.start_mask & ~_blocked(busy, self.duration)
 
     @property
     def starts(self) -> tuple[int, ...]:
@@ -133,11 +156,14 @@ def solve_schedule(
     for position, index in enumerate(moving):
         task = tasks[index]
         rest = [tasks[i] for i in moving[position + 1 :]]
-        for start in task.starts:
-            if not busy >> start & task.width and _feasible(busy | task.at(start), rest):
+        clear = task.clear_starts(busy)
+        while clear:  # the clear candidates, earliest first
+            start = (clear & -clear).bit_length() - 1
+            if _feasible(busy | task.at(start), rest):
                 busy |= task.at(start)
                 placed[index] = start
                 break
+            clear &= clear - 1
         else:  # pragma: no cover - _best_kept proved a completion exists
             raise AssertionError(f"no start for {task.event_id!r} after feasibility was proved")
     return {task.event_id: placed[i] for i, task in enumerate(tasks)}
@@ -254,23 +280,42 @@ def _best_kept(tasks: Sequence[_Task]) -> list[int] | None:
     return best
 
 
+def _blocked(busy: int, duration: int) -> int:
+    """Bit s set when an event of `duration` starting at s would overlap the `busy` minutes."""
+    # The OR of busy >> k for k < duration, doubling the span each step.
+    blocked, span = busy, 1
+    while 2 * span <= duration:
+        blocked |= blocked >> span
+        span *= 2
+    if span < duration:
+        blocked |= blocked >> (duration - span)
+    return blocked
+
+
 def _feasible(busy: int, tasks: Sequence[_Task]) -> bool:
     """Whether `tasks` can all be placed at candidate starts clear of the `busy` minutes."""
-    if len(tasks) == 1:  # the common case: one new event, or one that moves
-        task = tasks[0]
-        return any(not busy >> start & task.width for start in task.starts)
-    options: list[tuple[int, tuple[int, ...]]] = []
+    options: list[tuple[int, int, int]] = []  # (last clear start, duration, clear starts)
     for task in tasks:
-        width = task.width
-        starts = tuple(s for s in task.starts if not busy >> s & width)
-        if not starts:
+        clear = task.clear_starts(busy)
+        if not clear:
             return False
-        options.append((task.duration, starts))
+        options.append((clear.bit_length() - 1, task.duration, clear))
     if len(options) <= 1:
         return True  # one event with a clear start, or none
     # Earliest deadline first finds a schedule quickly when one exists, and
     # puts interchangeable events next to each other.
-    options.sort(key=lambda option: (option[1][-1], option[0], option[1]))
+    options.sort()
+    # Try that order alone first (each event at its earliest clear start
+    # after the previous one): it is the search's first path, without the
+    # search's bookkeeping, and it usually succeeds.
+    frontier = 0
+    for _, duration, clear in options:
+        later = clear >> frontier
+        if not later:
+            break
+        frontier += (later & -later).bit_length() - 1 + duration
+    else:
+        return True
     everything = (1 << len(options)) - 1
     failed: dict[int, int] = {}  # placed set -> smallest frontier known to fail
 
@@ -279,16 +324,20 @@ def _feasible(busy: int, tasks: Sequence[_Task]) -> bool:
             return True
         if failed.get(placed, MINUTES_PER_DAY + 1) <= frontier:
             return False
-        unplaced = [i for i in range(len(options)) if not placed >> i & 1]
-        if all(options[i][1][-1] >= frontier for i in unplaced):
-            for i in unplaced:
-                if i > 0 and options[i] == options[i - 1] and not placed >> (i - 1) & 1:
+        # Deadlines ascend with the index, so the first unplaced event has the
+        # earliest: if it is not passed, none is.
+        first = (~placed & (placed + 1)).bit_length() - 1
+        if options[first][0] >= frontier:
+            for i in range(first, len(options)):
+                if placed >> i & 1:
+                    continue
+                if i > first and options[i] == options[i - 1] and not placed >> (i - 1) & 1:
                     continue  # an interchangeable event is tried in one order only
-                duration, starts = options[i]
-                start = starts[bisect.bisect_left(starts, frontier)]
-                if search(placed | 1 << i, start + duration):
+                _, duration, clear = options[i]
+                later = clear >> frontier
+                if search(placed | 1 << i, frontier + (later & -later).bit_length() - 1 + duration):
                     return True
         failed[placed] = min(failed.get(placed, frontier), frontier)
         return False
 
-    return search(0, -1)
+    return search(0, 0)  # every start is at or after minute 0
