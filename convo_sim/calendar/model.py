@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -300,6 +300,21 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
     def __len__(self) -> int:
         return len(self._events)
 
+    # The dict's own views and lookup: Mapping's defaults go through
+    # __getitem__ in Python, and the simulated user and the grader walk every
+    # expected state several times a turn.
+    def __contains__(self, key: object) -> bool:
+        return key in self._events
+
+    def keys(self) -> KeysView[str]:
+        return self._events.keys()
+
+    def items(self) -> ItemsView[str, ExpectedEvent]:
+        return self._events.items()
+
+    def values(self) -> ValuesView[ExpectedEvent]:
+        return self._events.values()
+
     def __repr__(self) -> str:
         return f"ExpectedState({list(self._events.values())!r})"
 
@@ -388,9 +403,13 @@ class ListedEvent:
         }
 
 
+# json.dumps(..., ensure_ascii=False) builds an encoder per call.
+_CALENDAR_JSON: Final = json.JSONEncoder(ensure_ascii=False)
+
+
 def format_calendar(events: Iterable[ListedEvent]) -> str:
     """The JSON list an assistant should print for `events`, in the given order."""
-    return json.dumps([event.to_json() for event in events], ensure_ascii=False)
+    return _CALENDAR_JSON.encode([event.to_json() for event in events])
 
 
 def json_list_span(text: str) -> tuple[int, int] | None:
