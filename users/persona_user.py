@@ -223,7 +223,9 @@ class PersonaCalendarUser:
             steps.append(lambda t: _typos(t, rng, self.persona.typo_rate))
         for step in steps:
             shaped = step(body)
-            if _meaning(shaped) == meaning:
+            # Reading a text costs more than the rest of a turn; an unchanged
+            # one (a normal voice, no typo drawn) need not be read again.
+            if shaped != body and _meaning(shaped) == meaning:
                 body = shaped
         return f"{body} {self.stop_token}".strip() if stop else body
 
