@@ -234,8 +234,8 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
                     event_id=key,
                     field="duration",
                 )
-            window = [_time_field(entry, key, name) for name in ("min_time", "max_time")]
-            if window[0] > window[1]:
+            low, high = _time_field(entry, key, "min_time"), _time_field(entry, key, "max_time")
+            if low > high:
                 raise ExpectedStateError(
                     "min_time is after max_time", value=entry, event_id=key, field="max_time"
                 )
@@ -245,7 +245,7 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
                 raise ExpectedStateError(
                     str(exc), value=exc.value, event_id=key, field="constraint"
                 ) from exc
-            events.append(ExpectedEvent(key, duration, constraint, window[0], window[1]))
+            events.append(ExpectedEvent(key, duration, constraint, low, high))
         return cls(events)
 
     @classmethod
