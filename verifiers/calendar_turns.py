@@ -18,7 +18,7 @@ scenario's expected state with `grade_calendar_response` (NeMo-Gym's rule).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convo_sim.calendar.intents import (
@@ -52,16 +52,20 @@ class _Requested:
     dialogue each time made scoring quadratic. A transcript that does not
     extend the last one is replayed from the start, so the answer is always
     `requested_state(messages)`. The state returned is the memo's own: read
-    it, do not change it.
+    it, do not change it. `calendar_verifiers` gives its verifiers one memo,
+    so the second to ask in a turn gets the first one's answer.
     """
 
-    __slots__ = ("state", "texts")
+    __slots__ = ("messages", "state", "texts")
 
     def __init__(self) -> None:
+        self.messages: tuple[Message, ...] = ()  # held, so that `is` below is sound
         self.texts: tuple[str, ...] = ()
         self.state = RequestedState()
 
-    def __call__(self, messages: Iterable[Message]) -> RequestedState:
+    def __call__(self, messages: tuple[Message, ...]) -> RequestedState:
+        if messages is self.messages:
+            return self.state
         texts = tuple(m.text for m in messages if m.role == "user")
         done = len(self.texts)
         if texts[:done] != self.texts:
@@ -69,7 +73,7 @@ class _Requested:
         for text in texts[done:]:
             for request in message_requests(text):
                 self.state.apply(request)
-        self.texts = texts
+        self.messages, self.texts = messages, texts
         return self.state
 
 
@@ -281,12 +285,11 @@ def calendar_verifiers(
     goal = getattr(scenario, "goal", None)
     if goal is not None:
         window = (parse_time(goal.min_time), parse_time(goal.max_time))
-    turn: list[TurnVerifier] = [
-        ValidCalendar(),
-        NoConflicts(),
-        EventsPresent(),
-        ConstraintsHonoured(window),
-    ]
+    verifiers = (ValidCalendar(), NoConflicts(), EventsPresent(), ConstraintsHonoured(window))
+    shared = _Requested()
+    for verifier in verifiers:
+        verifier._replay = shared
+    turn: list[TurnVerifier] = [*verifiers]
     final: list[FinalVerifier] = [CalendarFinalVerifier()]
     return turn, final
 
