@@ -52,7 +52,11 @@ class View:
     transcript: Transcript
     turn: int
     scenario: object | None = None
-    _flipped: list[tuple[Message, ...]] = field(default_factory=list, repr=False, compare=False)
+    # The user's flipped messages, computed on first use (set through
+    # object.__setattr__, the frozen dataclass's own way).
+    _flipped: tuple[Message, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def messages(self) -> tuple[Message, ...]:
@@ -68,9 +72,11 @@ class View:
         if self.role == "assistant":
             return self.transcript.messages
         # Computed on first use and cached: rule-based users never need it.
-        if not self._flipped:
-            self._flipped.append(flip_for_user(self.transcript))
-        return self._flipped[0]
+        flipped = self._flipped
+        if flipped is None:
+            flipped = flip_for_user(self.transcript)
+            object.__setattr__(self, "_flipped", flipped)
+        return flipped
 
     @property
     def last(self) -> Message | None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ __all__ = [
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
+# The timers' callbacks read no context variables: run them in one shared
+# empty context instead of a copy of the caller's per request (a timer and
+# its context stay in the loop's heap after cancel() until they are purged).
+_TIMER_CONTEXT = contextvars.Context()
 
 
 class TransportError(Exception):
@@ -387,7 +392,7 @@ class FastHTTPClient:
         deadline: float,
     ) -> HTTPResponse:
         waiter = conn.start(data)
-        timer = loop.call_at(deadline, conn.timed_out)
+        timer = loop.call_at(deadline, conn.timed_out, context=_TIMER_CONTEXT)
         try:
             response = await waiter
         except BaseException:
@@ -410,7 +415,7 @@ class FastHTTPClient:
         # task per waiter, which shows at 10,000 dialogues in flight.)
         slot: asyncio.Future[None] = loop.create_future()
         self._waiters.append(slot)
-        timer = loop.call_at(deadline, _expire, slot)
+        timer = loop.call_at(deadline, _expire, slot, context=_TIMER_CONTEXT)
         try:
             await slot
         except BaseException:

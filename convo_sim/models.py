@@ -119,9 +119,13 @@ async def complete_nonempty(
         EmptyReplyError: every attempt came back empty.
         ModelError: a request failed for good.
     """
-    spent = Usage()
     attempts = empty_retries + 1
-    for attempt in range(1, attempts + 1):
+    completion = await model.complete(messages, settings)
+    if not completion.empty:
+        return completion  # the usual case: nothing discarded, nothing to add up
+    _log.warning("model.empty_reply", attempt=1, attempts=attempts)
+    spent = completion.usage
+    for attempt in range(2, attempts + 1):
         completion = await model.complete(messages, settings)
         spent = spent + completion.usage
         if completion.empty:

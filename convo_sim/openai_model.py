@@ -172,7 +172,33 @@ class OpenAIChatModel:
             request = self._responses_request(model, messages, merged)
             send = self._send_responses
 
+        # Most requests succeed at once, so the first attempt builds nothing
+        # for retrying: no closures or frames are held while it waits.
+        try:
+            return await send(request)
+        except Exception as exc:  # cancellation is a BaseException and passes through
+            failure = exc
+        return await self._retry(send, request, model, failure)
+
+    async def _retry(
+        self,
+        send: Callable[[dict[str, Any]], Awaitable[Completion]],
+        request: dict[str, Any],
+        model: str,
+        failure: Exception,
+    ) -> Completion:
+        """Hand a failed first attempt to the retry policy as its own first attempt.
+
+        The policy classifies the failure, waits, logs and counts exactly as
+        if it had made that attempt itself.
+        """
+        first: Exception | None = failure
+
         async def attempt() -> Completion:
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
             return await send(request)
 
         return await self.retry.call(

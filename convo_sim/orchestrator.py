@@ -19,6 +19,7 @@ sends. Closing an inbox is the shutdown signal for its actor.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -87,7 +88,9 @@ class _State:
     transcript: Transcript
     turns: int = 0
     scores: list[TurnScore] = field(default_factory=list)
-    timings: list[Timing] = field(default_factory=list)
+    # (turn, role, seconds): plain tuples of atoms, which the collector stops
+    # tracking; the `Timing` records are built once, in `_finish`.
+    timings: list[tuple[int, ActorRole, float]] = field(default_factory=list)
     stop: Stop | None = None
     error: ErrorInfo | None = None
     misuse: BaseException | None = None
@@ -109,8 +112,17 @@ async def _actor_task(
     inbox: MemoryObjectReceiveStream[View],
     outbox: MemoryObjectSendStream[_Reply],
 ) -> None:
-    async with inbox, outbox:
-        async for view in inbox:
+    # The task owns its ends and closes them however it ends. (try/finally
+    # rather than `async with`: each `async with` keeps a bound __aexit__
+    # alive for the dialogue's lifetime, which the collector scans.)
+    try:
+        while True:
+            # receive() rather than `async for`: one coroutine less held per
+            # idle actor, and the end of the inbox is the shutdown signal.
+            try:
+                view = await inbox.receive()
+            except anyio.EndOfStream:
+                return
             started = time.perf_counter()
             reply: Message | _Failure
             try:
@@ -127,6 +139,9 @@ async def _actor_task(
                 outbox.send_nowait((reply, time.perf_counter() - started))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return
+    finally:
+        inbox.close()
+        outbox.close()
 
 
 async def run_dialogue(
@@ -197,7 +212,7 @@ async def run_dialogue(
         reward = default_reward(turn_verifiers, final_verifiers)
     dialogue_id = dialogue_id or uuid.uuid4().hex[:12]
     start = Transcript(messages=tuple(prefix)) if isinstance(prefix, Sequence) else prefix
-    state = _State(transcript=start or Transcript())
+    state = _State(transcript=start if start is not None else Transcript())
     started = time.perf_counter()
 
     with structlog.contextvars.bound_contextvars(dialogue_id=dialogue_id):
@@ -205,44 +220,53 @@ async def run_dialogue(
         # on every event, and turn events are on the hot path.
         log = _log.bind()
         log.info("dialogue.started", prefix_messages=len(state.transcript), max_turns=max_turns)
-        with anyio.move_on_after(
-            time_budget if time_budget is not None else float("inf")
-        ) as budget:
-            # Typed by annotation, not by subscripting the factory: a
-            # subscripted call builds a generic alias on every dialogue.
-            a_in: _Pipe[View] = anyio.create_memory_object_stream(1)
-            a_out: _Pipe[_Reply] = anyio.create_memory_object_stream(1)
-            u_in: _Pipe[View] = anyio.create_memory_object_stream(1)
-            u_out: _Pipe[_Reply] = anyio.create_memory_object_stream(1)
-            (a_in_send, a_in_recv), (a_out_send, a_out_recv) = a_in, a_out
-            (u_in_send, u_in_recv), (u_out_send, u_out_recv) = u_in, u_out
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_actor_task, assistant, a_in_recv, a_out_send)
-                tg.start_soon(_actor_task, user, u_in_recv, u_out_send)
-                if stop is not None:
-                    tg.start_soon(_watch_stop, stop, state, tg.cancel_scope)
-                async with a_in_send, a_out_recv, u_in_send, u_out_recv:
-                    await _drive(
-                        state,
-                        ask={
-                            "assistant": _Channel(a_in_send, a_out_recv),
-                            "user": _Channel(u_in_send, u_out_recv),
-                        },
-                        first=_first_speaker(state.transcript, opening),
-                        scenario=scenario,
-                        max_turns=max_turns,
-                        turn_timeout=turn_timeout,
-                        detectors=detectors,
-                        turn_verifiers=turn_verifiers,
-                        log=log,
-                    )
-                # A stuck actor (timeout) or the stop watcher would keep the
-                # group open; closing the inboxes above stops idle actors.
-                # Lock-step means no actor is mid-reply otherwise, and anyio
-                # formats a task repr on every cancel(), so only then.
-                if stop is not None or state.stop is None or state.stop.reason in _MAY_BE_STUCK:
-                    tg.cancel_scope.cancel()
-        if budget.cancelled_caught and state.stop is None:
+        # Typed by annotation, not by subscripting the factory: a
+        # subscripted call builds a generic alias on every dialogue.
+        a_in: _Pipe[View] = anyio.create_memory_object_stream(1)
+        a_out: _Pipe[_Reply] = anyio.create_memory_object_stream(1)
+        u_in: _Pipe[View] = anyio.create_memory_object_stream(1)
+        u_out: _Pipe[_Reply] = anyio.create_memory_object_stream(1)
+        (a_in_send, a_in_recv), (a_out_send, a_out_recv) = a_in, a_out
+        (u_in_send, u_in_recv), (u_out_send, u_out_recv) = u_in, u_out
+        async with anyio.create_task_group() as tg:
+            if time_budget is not None:
+                # The group's own scope bounds the host and both actors; no
+                # scope of its own for a dialogue without a budget.
+                tg.cancel_scope.deadline = anyio.current_time() + time_budget
+            tg.start_soon(_actor_task, assistant, a_in_recv, a_out_send)
+            tg.start_soon(_actor_task, user, u_in_recv, u_out_send)
+            if stop is not None:
+                tg.start_soon(_watch_stop, stop, state, tg.cancel_scope)
+            try:
+                await _drive(
+                    state,
+                    ask={
+                        "assistant": _Channel(a_in_send, a_out_recv),
+                        "user": _Channel(u_in_send, u_out_recv),
+                    },
+                    first=_first_speaker(state.transcript, opening),
+                    scenario=scenario,
+                    max_turns=max_turns,
+                    turn_timeout=turn_timeout,
+                    detectors=detectors,
+                    turn_verifiers=turn_verifiers,
+                    log=log,
+                )
+            finally:
+                # The host owns its ends (try/finally, not `async with`: see
+                # _actor_task); closing the inboxes stops idle actors.
+                a_in_send.close()
+                a_out_recv.close()
+                u_in_send.close()
+                u_out_recv.close()
+            # A stuck actor (timeout) or the stop watcher would keep the
+            # group open. Lock-step means no actor is mid-reply otherwise,
+            # and anyio formats a task repr on every cancel(), so only then.
+            if stop is not None or state.stop is None or state.stop.reason in _MAY_BE_STUCK:
+                tg.cancel_scope.cancel()
+        # Only the budget cancels the group before the dialogue has decided
+        # (the stop watcher decides before it cancels).
+        if tg.cancel_scope.cancelled_caught and state.stop is None:
             state.stop = Stop(TerminationReason.TURN_TIMEOUT, "time_budget")
         if state.misuse is not None:
             raise state.misuse
@@ -294,75 +318,82 @@ async def _drive(
     log: Any,
 ) -> None:
     role = first
+    turn = state.turns + 1
     log_content = _logging.content_logging_enabled()
-    while True:
-        # The user's message opens the turn the assistant's reply completes.
-        turn = state.turns + 1
-        channel = ask[role]
-        channel.send.send_nowait(View(role, state.transcript, turn, scenario))
-        if turn_timeout is None:
-            reply, seconds = await channel.recv.receive()
-        else:
-            with anyio.move_on_after(turn_timeout) as scope:
+    # One scope for every turn's timeout: its deadline is set while the host
+    # waits for a reply and lifted after, which costs a timer per turn
+    # instead of a cancel scope per turn (fewer objects per dialogue in flight).
+    with CancelScope() as limit:
+        while True:
+            # The user's message opens the turn the assistant's reply completes.
+            turn = state.turns + 1
+            channel = ask[role]
+            channel.send.send_nowait(View(role, state.transcript, turn, scenario))
+            if turn_timeout is None:
                 reply, seconds = await channel.recv.receive()
-            if scope.cancelled_caught:
-                state.stop = Stop(TerminationReason.TURN_TIMEOUT, f"turn_timeout({role})")
-                state.error = ErrorInfo(
-                    source=role,
-                    type="TimeoutError",
-                    message=f"{role} took longer than {turn_timeout}s",
-                    turn=turn,
+            else:
+                limit.deadline = anyio.current_time() + turn_timeout
+                reply, seconds = await channel.recv.receive()
+                if limit.cancel_called:
+                    break  # the deadline passed in the loop turn the reply came in
+                limit.deadline = math.inf
+            if isinstance(reply, _Failure):
+                reason = (
+                    TerminationReason.ASSISTANT_ERROR
+                    if role == "assistant"
+                    else TerminationReason.USER_ERROR
                 )
+                state.stop = Stop(reason, f"{role}_error")
+                state.error = ErrorInfo(
+                    source=role, type=type(reply.exc).__name__, message=str(reply.exc), turn=turn
+                )
+                log.warning("actor.failed", role=role, turn=turn, error=state.error.type)
                 return
-        if isinstance(reply, _Failure):
-            reason = (
-                TerminationReason.ASSISTANT_ERROR
-                if role == "assistant"
-                else TerminationReason.USER_ERROR
-            )
-            state.stop = Stop(reason, f"{role}_error")
-            state.error = ErrorInfo(
-                source=role, type=type(reply.exc).__name__, message=str(reply.exc), turn=turn
-            )
-            log.warning("actor.failed", role=role, turn=turn, error=state.error.type)
-            return
-        if reply.role != role:
-            reply = reply.model_copy(update={"role": role})
-        state.transcript = state.transcript.append(reply)
-        state.timings.append(Timing(turn=turn, role=role, seconds=seconds))
-        if role == "assistant":
-            state.turns = turn
-            if turn_verifiers:
-                await _score_turn(state, reply, turn, scenario, turn_verifiers)
-        if log_content:
-            log.debug(
-                "turn.completed",
-                turn=turn,
-                role=role,
-                latency_ms=seconds * 1000,
-                content=reply.content,
-            )
-        else:
-            log.debug("turn.completed", turn=turn, role=role, latency_ms=seconds * 1000)
-        if detectors:
-            ctx = CompletionContext(state.transcript, reply, turn, scenario)
-            for detector in detectors:
-                try:
-                    decided = await check_detector(detector, ctx)
-                except Exception as exc:
-                    state.misuse = exc
-                    state.stop = Stop(TerminationReason.CANCELLED, detector_name(detector))
+            if reply.role != role:
+                reply = reply.model_copy(update={"role": role})
+            state.transcript = state.transcript.append(reply)
+            state.timings.append((turn, role, seconds))
+            if role == "assistant":
+                state.turns = turn
+                if turn_verifiers:
+                    await _score_turn(state, reply, turn, scenario, turn_verifiers)
+            if log_content:
+                log.debug(
+                    "turn.completed",
+                    turn=turn,
+                    role=role,
+                    latency_ms=seconds * 1000,
+                    content=reply.content,
+                )
+            else:
+                log.debug("turn.completed", turn=turn, role=role, latency_ms=seconds * 1000)
+            if detectors:
+                ctx = CompletionContext(state.transcript, reply, turn, scenario)
+                for detector in detectors:
+                    try:
+                        decided = await check_detector(detector, ctx)
+                    except Exception as exc:
+                        state.misuse = exc
+                        state.stop = Stop(TerminationReason.CANCELLED, detector_name(detector))
+                        return
+                    if decided is not None:
+                        state.stop = decided
+                        return
+            if role == "assistant":
+                if max_turns is not None and state.turns >= max_turns:
+                    state.stop = Stop(TerminationReason.MAX_TURNS, f"max_turns({max_turns})")
                     return
-                if decided is not None:
-                    state.stop = decided
-                    return
-        if role == "assistant":
-            if max_turns is not None and state.turns >= max_turns:
-                state.stop = Stop(TerminationReason.MAX_TURNS, f"max_turns({max_turns})")
-                return
-            role = "user"
-        else:
-            role = "assistant"
+                role = "user"
+            else:
+                role = "assistant"
+    # Only a passed turn deadline leaves the loop without deciding.
+    state.stop = Stop(TerminationReason.TURN_TIMEOUT, f"turn_timeout({role})")
+    state.error = ErrorInfo(
+        source=role,
+        type="TimeoutError",
+        message=f"{role} took longer than {turn_timeout}s",
+        turn=turn,
+    )
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -431,7 +462,9 @@ async def _finish(
         turn_scores=scores,
         verdicts=tuple(verdicts),
         reward=value,
-        timings=tuple(state.timings),
+        timings=tuple(
+            Timing(turn=turn, role=role, seconds=seconds) for turn, role, seconds in state.timings
+        ),
         usage=_usage(state.transcript),
         error=state.error,
         duration_s=time.perf_counter() - started,

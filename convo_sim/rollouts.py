@@ -237,7 +237,10 @@ async def run_plan(
             # Sent before the worker takes the next item, so a slow consumer
             # slows the run down instead of piling up finished rollouts.
             try:
-                await send.send(rollout)
+                try:
+                    send.send_nowait(rollout)  # the buffer has room: no loop turn needed
+                except anyio.WouldBlock:
+                    await send.send(rollout)
             except anyio.BrokenResourceError:
                 return  # the consumer closed the iterator; the group is being cancelled
 
@@ -253,7 +256,19 @@ async def run_plan(
         tg.start_soon(spawn, tg.cancel_scope)
         async with recv:
             try:
-                async for rollout in recv:
+                while True:
+                    # Take what is buffered without a loop turn per rollout
+                    # (receive() yields to the loop first): when many
+                    # dialogues end together the consumer keeps up.
+                    try:
+                        rollout = recv.receive_nowait()
+                    except anyio.WouldBlock:
+                        try:
+                            rollout = await recv.receive()
+                        except anyio.EndOfStream:
+                            break
+                    except anyio.EndOfStream:
+                        break
                     yield rollout
             except GeneratorExit:
                 # The caller closed the iterator: stop the dialogues and end
