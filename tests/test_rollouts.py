@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from pathlib import Path
 
@@ -420,3 +422,158 @@ async def test_short_dialogues_still_fill_every_slot() -> None:
     )
     assert len(rollouts) == 2 * concurrency
     assert in_flight.peak == concurrency
+
+
+@pytest.fixture
+def thresholds() -> Iterator[tuple[int, int, int]]:
+    """The collector's thresholds before the test, put back after it whatever happens."""
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        yield gc.get_threshold()
+    finally:
+        gc.set_threshold(*saved)
+
+
+def threshold_spy(seen: list[tuple[int, int, int]]) -> Callable[[Scenario, int], Actor]:
+    def user(scenario: Scenario, seed: int) -> Actor:
+        def say(view: View) -> str:
+            seen.append(gc.get_threshold())
+            return "###STOP###"
+
+        return FunctionUser(say)
+
+    return user
+
+
+async def test_the_collector_is_sized_for_the_run_and_restored_after(
+    thresholds: tuple[int, int, int],
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+    rollouts = await collect(
+        scenarios=scenarios(12), assistant=seeded_assistant, user=threshold_spy(seen), concurrency=5
+    )
+    assert len(rollouts) == 12
+    assert set(seen) == {(200 * 5, 10, 10)}
+    assert gc.get_threshold() == thresholds
+    # Never lowered: a run that needs less than the default leaves it.
+    seen.clear()
+    await collect(
+        scenarios=scenarios(4), assistant=seeded_assistant, user=threshold_spy(seen), concurrency=2
+    )
+    assert set(seen) == {thresholds}
+
+
+async def test_tune_gc_false_leaves_the_collector_alone(thresholds: tuple[int, int, int]) -> None:
+    seen: list[tuple[int, int, int]] = []
+    await collect(
+        scenarios=scenarios(3), assistant=seeded_assistant, user=threshold_spy(seen), tune_gc=False
+    )
+    assert set(seen) == {thresholds}
+    assert gc.get_threshold() == thresholds
+
+
+async def test_the_collector_is_restored_after_a_failing_run(
+    thresholds: tuple[int, int, int],
+) -> None:
+    def user(scenario: Scenario, seed: int) -> Actor:
+        if scenario.id == "s1":
+            raise KeyError("no persona")
+        return ScriptedUser(["hi"])
+
+    with pytest.raises(RolloutError):
+        await collect(scenarios=scenarios(3), assistant=seeded_assistant, user=user)
+    assert gc.get_threshold() == thresholds
+
+
+async def test_the_collector_is_restored_after_a_cancelled_or_abandoned_run(
+    thresholds: tuple[int, int, int],
+) -> None:
+    started = anyio.Event()
+
+    def user(scenario: Scenario, seed: int) -> Actor:
+        async def say(view: View) -> str:
+            started.set()
+            if scenario.id != "s0":
+                await anyio.sleep_forever()
+            return "###STOP###"
+
+        return FunctionUser(say)
+
+    with anyio.fail_after(5):
+        # The caller cancels the run from outside.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                collect_all,
+                generate_rollouts(scenarios(3)[1:], assistant=seeded_assistant, user=user),
+            )
+            await started.wait()
+            assert gc.get_threshold()[0] == 200 * 32
+            tg.cancel_scope.cancel()
+        assert gc.get_threshold() == thresholds
+        # The caller stops iterating after the first rollout.
+        stream = generate_rollouts(scenarios(3), assistant=seeded_assistant, user=user)
+        async with aclosing(stream):
+            await anext(stream)
+            assert gc.get_threshold()[0] == 200 * 32
+    assert gc.get_threshold() == thresholds
+
+
+async def collect_all(stream: AsyncIterator[Rollout]) -> None:
+    async for _ in stream:
+        pass
+
+
+async def test_overlapping_runs_restore_the_collector_when_the_last_ends(
+    thresholds: tuple[int, int, int],
+) -> None:
+    finish = {"small": anyio.Event(), "large": anyio.Event()}
+    running = {"small": anyio.Event(), "large": anyio.Event()}
+
+    def user(run: str) -> Callable[[Scenario, int], Actor]:
+        def make(scenario: Scenario, seed: int) -> Actor:
+            async def say(view: View) -> str:
+                running[run].set()
+                await finish[run].wait()
+                return "###STOP###"
+
+            return FunctionUser(say)
+
+        return make
+
+    async def run(name: str, concurrency: int) -> None:
+        stream = generate_rollouts(
+            scenarios(concurrency),
+            assistant=seeded_assistant,
+            user=user(name),
+            concurrency=concurrency,
+        )
+        await collect_all(stream)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "small", 5)
+            await running["small"].wait()
+            assert gc.get_threshold() == (1000, 10, 10)
+            tg.start_soon(run, "large", 8)
+            await running["large"].wait()
+            assert gc.get_threshold() == (1600, 10, 10)
+            finish["small"].set()
+            await anyio.wait_all_tasks_blocked()
+            assert gc.get_threshold() == (1600, 10, 10)  # the large run is still going
+            finish["large"].set()
+    assert gc.get_threshold() == thresholds
+
+
+async def test_a_threshold_the_program_sets_during_a_run_is_kept(
+    thresholds: tuple[int, int, int],
+) -> None:
+    def user(scenario: Scenario, seed: int) -> Actor:
+        def say(view: View) -> str:
+            gc.set_threshold(5000, 20, 20)
+            return "###STOP###"
+
+        return FunctionUser(say)
+
+    await collect(scenarios=scenarios(2), assistant=seeded_assistant, user=user)
+    assert gc.get_threshold() == (5000, 20, 20)
