@@ -17,11 +17,11 @@ Suites (see benchmarks/README.md for the targets):
 
 HTTP suites compare (a) `baseline`: a bare aiohttp loop, (b) `lean`:
 generate_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
-transport, and `sdk`: the same over the openai SDK, for reference
-(`lean-gc-frozen`: `lean` with `gc.freeze()` after warm-up; `lean-direct`:
-the LLM actors in N `run_dialogue` tasks started at once, so that all N
-dialogues are in flight together, which the engine's spawner does not
-reach at N=10,000). The
+transport, with generate_rollouts' defaults, and `sdk`: the same over the
+openai SDK, for reference (`lean-untuned`: `lean` with `tune_gc=False`,
+the collector left at its defaults; `lean-direct`: the LLM actors in N
+`run_dialogue` tasks started at once, the orchestrator without the
+engine). The
 server runs in its own process; every measurement runs in a fresh process,
 so peak RSS (`ru_maxrss`) is that measurement's alone. With `--repeat R`
 each measurement runs R times and the best (least wall time) is kept:
@@ -73,7 +73,7 @@ SUITES = [
         500,
         5,
         256,
-        ("baseline", "lean", "lean-gc-frozen", "sdk"),
+        ("baseline", "lean", "lean-untuned", "sdk"),
     ),
     Suite(
         "scale-10k",
@@ -136,14 +136,14 @@ def worker(spec: dict[str, Any]) -> None:
     kind = spec["variant"]
     if kind == "baseline":
         run = lambda: workloads.baseline(spec["url"], spec["n"], spec["k"], spec["c"])  # noqa: E731
-    elif kind in ("lean", "sdk", "lean-gc-frozen"):
+    elif kind in ("lean", "sdk", "lean-untuned"):
         run = lambda: workloads.rollouts_http(  # noqa: E731
             spec["url"],
             spec["n"],
             spec["k"],
             spec["c"],
-            kind.removesuffix("-gc-frozen"),
-            freeze=kind.endswith("-gc-frozen"),
+            kind.removesuffix("-untuned"),
+            tune_gc=not kind.endswith("-untuned"),
         )
     elif kind == "lean-direct":
         run = lambda: workloads.dialogues_http(  # noqa: E731
@@ -303,7 +303,7 @@ def targets(results: dict[str, list[Result]]) -> list[str]:
     if cal:
         rate = cal.turns_per_s
         checks.append(("calendar + verifiers >= 3,000 turns/s", rate >= 3_000, f"{rate:,.0f}"))
-    scale = get("scale-10k", "lean-direct")
+    scale = get("scale-10k", "lean")
     if scale:
         ok = (
             scale.data["dialogues"] == 10_000

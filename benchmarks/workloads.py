@@ -13,7 +13,6 @@ simulated user's and the assistant's, as in a real LLM-vs-LLM dialogue.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -42,7 +41,13 @@ class Outcome:
 
 
 class InFlight:
-    """Counts dialogues started and finished; keeps the most running at once."""
+    """Counts dialogues started and finished; keeps the most running at once.
+
+    Through the engine, a dialogue starts when its actors are built and ends
+    when its reward is computed (the last step of `run_dialogue`), not when
+    its rollout is consumed: a finished rollout may wait in the results
+    buffer while its slot already runs the next dialogue.
+    """
 
     def __init__(self) -> None:
         self.running = self.peak = 0
@@ -116,12 +121,12 @@ def _text(message: dict[str, str]) -> dict[str, str]:
 
 
 async def rollouts_http(
-    url: str, n: int, k: int, c: int, transport: str, *, freeze: bool = False
+    url: str, n: int, k: int, c: int, transport: str, *, tune_gc: bool = True
 ) -> Outcome:
     """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via generate_rollouts.
 
-    `freeze`: `gc.freeze()` once warmed up, as a long-running application
-    might, so full collections stop re-scanning every imported object.
+    `tune_gc`: generate_rollouts' own argument (default True, what a user
+    gets); False shows what the engine's collector tuning is worth.
     """
     from convo_sim import configure_logging
     from convo_sim.agents import LLMAssistant
@@ -142,7 +147,7 @@ async def rollouts_http(
             k,
             assistant=lambda scenario, seed: assistant,
             user=lambda scenario, seed: user,
-            freeze=freeze,
+            tune_gc=tune_gc,
         )
     finally:
         await model.aclose()
@@ -152,8 +157,8 @@ async def dialogues_http(url: str, n: int, k: int, transport: str) -> Outcome:
     """All N dialogues at once, each a `run_dialogue` task in one task group.
 
     The LLM actors over `OpenAIChatModel(transport=...)`, as in
-    `rollouts_http`, without the rollout engine: every dialogue starts
-    before the first reply arrives, so N really are in flight together.
+    `rollouts_http`, without the rollout engine (and so without its
+    collector tuning): the orchestrator alone, N dialogues in flight together.
     """
     import anyio
 
@@ -251,27 +256,32 @@ async def _rollouts(
     n: int,
     c: int,
     k: int,
-    *,
-    freeze: bool = False,
-    **factories: Any,
+    **options: Any,
 ) -> Outcome:
     from convo_sim import generate_rollouts
+    from convo_sim.verification import final_only
 
     in_flight = InFlight()
-    make_assistant = factories.pop("assistant")
+    make_assistant = options.pop("assistant")
+    # The engine's default reward for these suites: the final verdicts
+    # (None without verifiers); wrapped only to see each dialogue end.
+    final = final_only()
 
     def assistant(scenario: Any, seed: int) -> Any:
         in_flight.start()  # the engine builds the actors as a dialogue starts
         return make_assistant(scenario, seed)
 
+    def reward(scores: Any, verdicts: Any) -> float | None:
+        in_flight.end()  # the dialogue's last step
+        return final(scores, verdicts)
+
     async def run(items: list[Any]) -> tuple[int, int, int, float | None]:
         dialogues = turns = failures = 0
         rewards: list[float] = []
         rollouts = generate_rollouts(
-            items, concurrency=c, max_turns=k, assistant=assistant, **factories
+            items, concurrency=c, max_turns=k, assistant=assistant, reward=reward, **options
         )
         async for rollout in rollouts:
-            in_flight.end()
             dialogues += 1
             turns += rollout.turns
             failures += rollout.error is not None
@@ -281,7 +291,4 @@ async def _rollouts(
 
     await run(scenarios(WARMUP_DIALOGUES, "warmup"))
     timed = scenarios(n, "bench")  # built before the clock starts
-    if freeze:
-        gc.collect()
-        gc.freeze()
     return await _timed(lambda: run(timed), in_flight)
