@@ -27,6 +27,7 @@ __all__ = ["configure_logging", "content_logging_enabled", "get_logger"]
 
 _content = False
 
+
 class _Silent:
     """A logger that drops everything (structlog is not configured yet)."""
 
