@@ -226,14 +226,7 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
         """
         events = []
         for key, entry in _entries(data):
-            duration = _field(entry, key, "duration")
-            if isinstance(duration, bool) or not isinstance(duration, int) or duration <= 0:
-                raise ExpectedStateError(
-                    f"duration must be a positive integer, got {duration!r}",
-                    value=duration,
-                    event_id=key,
-                    field="duration",
-                )
+            duration = _duration_field(entry, key)
             low, high = _time_field(entry, key, "min_time"), _time_field(entry, key, "max_time")
             if low > high:
                 raise ExpectedStateError(
@@ -263,14 +256,7 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
         events = []
         for key, entry in _entries(data):
             start = _time_field(entry, key, "start_time")
-            duration = _field(entry, key, "duration")
-            if isinstance(duration, bool) or not isinstance(duration, int) or duration <= 0:
-                raise ExpectedStateError(
-                    f"duration must be a positive integer, got {duration!r}",
-                    value=duration,
-                    event_id=key,
-                    field="duration",
-                )
+            duration = _duration_field(entry, key)
             low, high = min(WORKING_WINDOW[0], start), max(WORKING_WINDOW[1], start + duration)
             events.append(ExpectedEvent(key, duration, Constraint("at", start), low, high))
         return cls(events)
@@ -336,6 +322,19 @@ def _field(entry: Mapping[str, Any], key: str, name: str) -> Any:
     if name not in entry:
         raise ExpectedStateError(f"missing {name!r}", value=entry, event_id=key, field=name)
     return entry[name]
+
+
+def _duration_field(entry: Mapping[str, Any], key: str) -> int:
+    """The entry's duration: a positive JSON integer (a bool is not one)."""
+    duration = _field(entry, key, "duration")
+    if isinstance(duration, bool) or not isinstance(duration, int) or duration <= 0:
+        raise ExpectedStateError(
+            f"duration must be a positive integer, got {duration!r}",
+            value=duration,
+            event_id=key,
+            field="duration",
+        )
+    return duration
 
 
 def _time_field(entry: Mapping[str, Any], key: str, name: str) -> int:
