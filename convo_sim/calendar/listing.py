@@ -1,0 +1,195 @@
+"""Finding the calendar list in a reply: NeMo-Gym's extraction, in linear time.
+
+NeMo-Gym takes the first match of one regular expression as the calendar:
+a `[`, then text in which every square bracket lies inside a `{...}` group
+holding no `}` before it, with at least one `{` later closed by `}`, then
+`]`. Python's engine backtracks exponentially on it when a list is never
+closed (a truncated reply). `json_list_span` finds the same text, at the
+same place, in time linear in the reply, and it does most of its work in
+C: a reply costs a few times `json.loads` of the list it holds
+(benchmarks/grading.py).
+
+How. Only the characters `[ ] { }` matter; the pattern's item is a
+non-bracket character or a group from a `{` to the first `}` after it.
+From a start `[`, a match can only continue past a bracket that a group
+covers, that is, when a `{` stands between the bracket and the last `}`
+before it (and a `}` follows the bracket). So the first bracket after a
+start decides most starts at once: a `]` with a `{` then a `}` before it,
+and no open `{` left, ends the match there; a `[` or `]` with no open `{`
+before it ends every hope of a match from this start. A regular expression
+skips, in C, every start that the second rule rejects. The few starts left
+(a bracket inside a string, as in `"Review [draft]"`) are settled exactly by
+`_settle`: a right-to-left pass over the structural characters of the
+stretch that the start can reach, which also settles every other start in
+that stretch, so no character is visited twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+__all__ = ["decode_list", "json_list_span"]
+
+_BRACKET: Final = re.compile(r"[\[\]]")
+_TOKEN: Final = re.compile(r"[\[\]{}]")
+
+
+def json_list_span(text: str) -> tuple[int, int] | None:
+    """Where the first JSON-like list of objects in `text` is, as `(start, end)`.
+
+    This is exactly the span NeMo-Gym's extraction regular expression finds
+    (the leftmost start, and the end its backtracking engine reaches first),
+    computed in linear time.
+    """
+    last_close = text.rfind("}")
+    position = 0
+    while True:
+        opened = text.find("{", position)
+        if opened < 0 or opened > last_close:
+            return None  # every match holds a "{" and a later "}"
+        # No start can pass or end at a "]" with no "{" before it: skip those.
+        position = text.rfind("]", position, opened) + 1 or position
+        # Every match ends at a "]"; take the starts before the next one.
+        close = text.find("]", opened)
+        if close < 0:
+            return None
+        start = _first_live(text, position, close)
+        reached = close + 1
+        while 0 <= start < close:
+            following = text.find("[", start + 1, close)
+            end = close if following < 0 else following
+            opened, shut = text.rfind("{", start, end), text.rfind("}", start, end)
+            if opened > shut and end <= last_close:
+                # An open "{" may carry a match past `end`: settle exactly.
+                limit = _reach(text, start, last_close)
+                span = _settle(text, start, limit)
+                if span is not None:
+                    return span
+                reached = max(reached, limit)
+                start = limit if limit < close else -1
+                continue
+            if end == close and shut >= 0 and text.find("{", start, shut) >= 0:
+                # A "{" then a "}", and nothing can pass this "]": the list ends here.
+                return start, close + 1
+            start = following  # no match from `start`
+        position = reached
+
+
+def _first_live(text: str, position: int, close: int) -> int:
+    """The first "[" in `[position, close)` from which a match might reach `close`, or -1.
+
+    A start reaches `close` only by passing every "[" between, each inside a
+    group: a `{` after the start, with no `}` between it and the bracket. So
+    if the last brace before a "[" is a `}` (or there is none), no earlier
+    start passes it; if it is a `{`, no start between that `{` and the "["
+    does. Walking back from `close` over these cuts, each character is read
+    at most once.
+    """
+    live = text.rfind("[", position, close)
+    bracket = live
+    while bracket >= 0:
+        opened = text.rfind("{", position, bracket)
+        shut = text.rfind("}", max(opened, position), bracket)
+        if opened < 0 or shut >= 0:
+            return live
+        earlier = text.rfind("[", position, opened)
+        if earlier < 0:
+            return live
+        live = bracket = earlier
+    return live
+
+
+def _reach(text: str, start: int, last_close: int) -> int:
+    """The first bracket that no match from `start` can pass (`len(text)` if none).
+
+    A match passes a bracket only inside a group: a `{` after the last `}`
+    before the bracket (and at or after the match's current position), up to
+    the first `}` after the bracket.
+    """
+    position = start + 1
+    while True:
+        bracket = _BRACKET.search(text, position)
+        if bracket is None:
+            return len(text)
+        at = bracket.start()
+        opened = text.rfind("{", position, at)
+        if opened < 0 or text.find("}", opened, at) >= 0:
+            return at
+        if at > last_close:  # no "}" after it (found without searching to the end)
+            return at
+        position = text.find("}", at + 1) + 1
+
+
+def _settle(text: str, start: int, limit: int) -> tuple[int, int] | None:
+    """The first match starting in `[start, limit)`, by the engine's own order.
+
+    No match from there passes `limit` (see `_reach`), so the structural
+    characters in `[start, limit]` decide it. The pattern after `[` is:
+    items, `{`, items, `}`, items, `]`, where an item is one character other
+    than a square bracket, or a `{...}` group with no `}` inside. For each
+    position, `close`/`shut`/`rest` hold where the first match of the
+    pattern's tail from there ends (-1: none): items then `]`; items, `}`,
+    items, `]`; items, `{`, ... `]`. The engine tries, at each item, a
+    character, then a group, then moving on; every choice leads to a later
+    position, so one right-to-left pass gives its depth-first answer. Plain
+    characters only pass on the value of the next position, so the pass
+    visits the structural characters alone.
+    """
+    marks = [m.start() for m in _TOKEN.finditer(text, start, min(limit + 1, len(text)))]
+    size = len(marks)
+    close = [-1] * (size + 1)  # items then "]"
+    shut = [-1] * (size + 1)  # items, "}", items, "]"
+    rest = [-1] * (size + 1)  # items, "{", items, "}", items, "]"
+    after_close = -1  # index of the token after the next "}" token
+    for index in range(size - 1, -1, -1):
+        at = marks[index]
+        char = text[at]
+        if char == "]":
+            close[index] = at + 1
+            continue  # a bracket is no item and no other stop
+        if char == "[":
+            continue
+        # "{" or "}": an item (a character, or a group for "{"), or a stop.
+        following = index + 1
+        group = after_close if char == "{" else -1
+        value = close[following]
+        if value < 0 and group >= 0:
+            value = close[group]
+        close[index] = value
+        value = shut[following]
+        if value < 0 and group >= 0:
+            value = shut[group]
+        if value < 0 and char == "}":
+            value = close[following]
+        shut[index] = value
+        value = rest[following]
+        if value < 0 and group >= 0:
+            value = rest[group]
+        if value < 0 and char == "{":
+            value = shut[following]
+        rest[index] = value
+        if char == "}":
+            after_close = following
+    for index in range(size):
+        at = marks[index]
+        if at >= limit:
+            break
+        if text[at] == "[" and rest[index + 1] >= 0:
+            return at, rest[index + 1]
+    return None
+
+
+def decode_list(text: str, span: tuple[int, int]) -> list[Any]:
+    """Decode the candidate list at `span`, as the reference does.
+
+    Raises:
+        json.JSONDecodeError: the candidate is not valid JSON (the reference:
+            no list).
+        ValueError: it is valid JSON that Python's decoder refuses (an integer
+            of more than 4,300 digits); the reference: an error in grading.
+        RecursionError: it nests too deeply; likewise.
+    """
+    parsed = json.loads(text[span[0] : span[1]])
+    return parsed if isinstance(parsed, list) else []
