@@ -151,7 +151,7 @@ def test_final_verifier_grades_against_the_scenario_or_the_transcript() -> None:
 
 def test_final_verifier_without_any_reply() -> None:
     verdict = CalendarFinalVerifier()(final(None))
-    assert (verdict.reward, verdict.reason) == (0.0, "no_assistant_reply")
+    assert (verdict.reward, verdict.reason) == (0.0, "no_final_reply")
 
 
 def test_calendar_verifiers_take_the_window_from_the_goal() -> None:
