@@ -13,8 +13,8 @@ linear by turn index, or exponential recency weighting of turn scores) and
 
 One rule stands above every reward function: the final verdict comes from
 the dialogue's final assistant turn (`final_reply`). A dialogue without one
-(the assistant failed, timed out, or ended on an empty, whitespace-only or
-tool-call-only message) earns 0 with reason `no_final_reply`, whatever the
+(the assistant failed or timed out, or its last message is empty,
+whitespace-only or calls tools) earns 0 with reason `no_final_reply`, whatever the
 aggregation, and its final verifiers are not asked, so that none of them can
 grade an earlier reply instead.
 """
@@ -92,7 +92,8 @@ def final_reply(transcript: Transcript, termination: TerminationReason) -> Messa
     any other user message is left unanswered (the assistant timed out or the
     dialogue was cancelled while it was answering), when the dialogue ends on
     a tool result, and when the last assistant message is empty,
-    whitespace-only or only tool calls.
+    whitespace-only or calls tools (with or without text: it waits for
+    their results).
 
     Args:
         transcript: the whole dialogue, prefix included.
@@ -107,7 +108,9 @@ def final_reply(transcript: Transcript, termination: TerminationReason) -> Messa
     if not end:
         return None
     last = messages[end - 1]
-    if last.role != "assistant" or not last.text.strip():
+    # A message that calls tools is waiting for their results, not answering
+    # (NeMo-Gym scores a response whose last item is a tool call 0 as well).
+    if last.role != "assistant" or last.tool_calls or not last.text.strip():
         return None
     return last
 
@@ -124,7 +127,7 @@ def _missing_reply(ctx: FinalContext) -> str:
         return "the dialogue has no assistant reply"
     if last.role == "assistant":
         return (
-            "the last assistant message holds only tool calls"
+            "the last assistant message calls tools and waits for their results"
             if last.tool_calls
             else "the last assistant message is empty"
         )

@@ -88,6 +88,8 @@ class Then:
             return Message(role="assistant", content=None, tool_calls=(_call(),))
         if self.ending == "tool_calls":
             return Message(role="assistant", content="", tool_calls=(_call(),))
+        if self.ending == "text_and_tool_calls":
+            return Message(role="assistant", content=GOOD, tool_calls=(_call(),))
         if self.ending == "error":
             raise RuntimeError("out of tokens")
         await anyio.sleep_forever()  # "timeout": never answers
@@ -98,7 +100,7 @@ def _call() -> ToolCall:
     return ToolCall(id="c1", name="lookup", arguments="{}")
 
 
-ENDINGS = ["empty", "whitespace", "none", "tool_calls", "error", "timeout"]
+ENDINGS = ["empty", "whitespace", "none", "tool_calls", "text_and_tool_calls", "error", "timeout"]
 
 
 @pytest.mark.parametrize("reward_name", list(REWARDS))
@@ -197,6 +199,7 @@ def test_final_reply_reads_the_end_of_the_dialogue() -> None:
     assert of(user, answer, ending=T.USER_ERROR) == answer
     assert of(user, Message(role="assistant", content="  ")) is None
     assert of(user, Message(role="assistant", content=None, tool_calls=(_call(),))) is None
+    assert of(user, Message(role="assistant", content="done", tool_calls=(_call(),))) is None
     tool = Message(role="tool", content="{}", tool_call_id="c1")
     assert of(user, answer, tool) is None
     # Only the reply closing a stop-ended dialogue is skipped, never two.
