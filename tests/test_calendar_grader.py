@@ -887,6 +887,18 @@ def test_boundaries_agree_with_the_reference(
             "error_in_grading",
         ),
         (_reply((0, "10:00", 60), (1, "11:00", 30)).replace("60", "6,"), "no_json_list"),
+        # A "]" inside a later entry's string ends the candidate early ...
+        (
+            '[{"event_id": 0, "start_time": "10:00", "duration": 60},'
+            ' {"event_id": 1, "start_time": "11:00", "duration": 30, "event_name": "x]"}]',
+            "no_json_list",
+        ),
+        # ... and inside the first entry's string it does not.
+        (
+            '[{"event_id": 0, "start_time": "10:00", "duration": 60, "event_name": "x]"},'
+            ' {"event_id": 1, "start_time": "11:00", "duration": 30}]',
+            "pass",
+        ),
     ],
 )
 def test_whole_reply_cases_agree_with_the_reference(text: str, reason: str) -> None:
