@@ -25,8 +25,14 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from convo_sim.calendar.listing import decode_list, json_list_span
 from convo_sim.calendar.model import Constraint, ExpectedEvent, ExpectedState
-from convo_sim.calendar.overlaps import Span, overlapping, overlaps, partner
-from convo_sim.calendar.reply import THINK_MARKER, EntryError, entry_duration, entry_start
+from convo_sim.calendar.overlaps import Span, overlapping, partner
+from convo_sim.calendar.reply import (
+    THINK_MARKER,
+    EntryError,
+    entry_duration,
+    entry_start,
+    reply_minutes,
+)
 from convo_sim.calendar.times import CalendarDataError, format_24h
 
 __all__ = ["CalendarGrade", "GradeReason", "grade_calendar_response"]
@@ -210,12 +216,13 @@ def _check_conflicts(items: list[Any]) -> list[Span]:
     first = items[0]
     spans: list[Span | None] = [None] * len(items)
     spans[0] = head = _interval(first)
+    head_start, head_end = head
     for position in range(1, len(items)):
         other = items[position]
         if other == first:
             continue  # never read in this pass; equal entries have equal times
         spans[position] = span = _interval(other)
-        if overlaps(head, span):
+        if not (head_end <= span[0] or head_start >= span[1]):  # `overlaps`, inlined
             _conflict(first, head, other, span)
     known = [head if span is None else span for span in spans]
 
@@ -240,6 +247,13 @@ def _conflict(item: Any, span: Span, other: Any, other_span: Span) -> None:
 
 
 def _interval(item: dict[str, Any]) -> Span:
+    # The usual entry first, by the same reading (`reply_minutes`) without
+    # the calls that name a fault; anything else takes the careful path.
+    start_time, duration = item.get("start_time"), item.get("duration")
+    if type(start_time) is str and type(duration) is int:
+        start = reply_minutes(start_time)
+        if start is not None:
+            return start, start + duration
     event_id = item["event_id"]
     try:
         start = entry_start(item)

@@ -34,6 +34,8 @@ __all__ = ["decode_list", "json_list_span"]
 
 _BRACKET: Final = re.compile(r"[\[\]]")
 _TOKEN: Final = re.compile(r"[\[\]{}]")
+# A walk over items that takes a group at every "{" it can (see `_reach`).
+_WALK: Final = re.compile(r"(?:\{[^}]*+\}|[^\[\]])*+")
 
 
 def json_list_span(text: str) -> tuple[int, int] | None:
@@ -106,20 +108,16 @@ def _reach(text: str, start: int, last_close: int) -> int:
 
     A match passes a bracket only inside a group: a `{` after the last `}`
     before the bracket (and at or after the match's current position), up to
-    the first `}` after the bracket.
+    the first `}` after the bracket. Taking a group at every `{` reaches at
+    least as far as any other choice, so one possessive pattern walks it, in
+    C. Past the last `}` no group can close, so the walk stops at the next
+    bracket (and the pattern, bounded there, never scans for a `}` in vain).
     """
-    position = start + 1
-    while True:
-        bracket = _BRACKET.search(text, position)
-        if bracket is None:
-            return len(text)
-        at = bracket.start()
-        opened = text.rfind("{", position, at)
-        if opened < 0 or text.find("}", opened, at) >= 0:
-            return at
-        if at > last_close:  # no "}" after it (found without searching to the end)
-            return at
-        position = text.find("}", at + 1) + 1
+    walked = _WALK.match(text, start + 1, last_close + 1)
+    assert walked is not None  # the pattern matches the empty string
+    reached = walked.end()
+    bracket = _BRACKET.search(text, reached)
+    return len(text) if bracket is None else bracket.start()
 
 
 def _settle(text: str, start: int, limit: int) -> tuple[int, int] | None:
@@ -142,36 +140,27 @@ def _settle(text: str, start: int, limit: int) -> tuple[int, int] | None:
     close = [-1] * (size + 1)  # items then "]"
     shut = [-1] * (size + 1)  # items, "}", items, "]"
     rest = [-1] * (size + 1)  # items, "{", items, "}", items, "]"
-    after_close = -1  # index of the token after the next "}" token
+    group = -1  # the token after the next "}": where a group from a "{" here resumes
     for index in range(size - 1, -1, -1):
         at = marks[index]
         char = text[at]
-        if char == "]":
-            close[index] = at + 1
-            continue  # a bracket is no item and no other stop
-        if char == "[":
-            continue
-        # "{" or "}": an item (a character, or a group for "{"), or a stop.
         following = index + 1
-        group = after_close if char == "{" else -1
-        value = close[following]
-        if value < 0 and group >= 0:
-            value = close[group]
-        close[index] = value
-        value = shut[following]
-        if value < 0 and group >= 0:
-            value = shut[group]
-        if value < 0 and char == "}":
+        if char == "}":  # an item (a character), or the stop of `shut`
+            close[index] = close[following]
+            shut[index] = shut[following] if shut[following] >= 0 else close[following]
+            rest[index] = rest[following]
+            group = following
+        elif char == "{":  # an item (a character, else a group), or the stop of `rest`
             value = close[following]
-        shut[index] = value
-        value = rest[following]
-        if value < 0 and group >= 0:
-            value = rest[group]
-        if value < 0 and char == "{":
+            close[index] = value if value >= 0 or group < 0 else close[group]
             value = shut[following]
-        rest[index] = value
-        if char == "}":
-            after_close = following
+            shut[index] = value if value >= 0 or group < 0 else shut[group]
+            value = rest[following]
+            if value < 0 and group >= 0:
+                value = rest[group]
+            rest[index] = value if value >= 0 else shut[following]
+        elif char == "]":  # the stop of `close`; a bracket is no item
+            close[index] = at + 1
     for index in range(size):
         at = marks[index]
         if at >= limit:

@@ -26,6 +26,7 @@ from convo_sim.calendar.reply import (
 from convo_sim.calendar.times import (
     MINUTES_PER_DAY,
     CalendarDataError,
+    _parse_time,
     format_12h,
     format_24h,
     parse_time,
@@ -246,8 +247,24 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
         Raises:
             ExpectedStateError: an entry is missing a field or holds a bad value.
         """
+        return cls._nemo(_entries(data))
+
+    @classmethod
+    def _nemo(cls, entries: list[tuple[str, Mapping[str, Any]]]) -> ExpectedState:
         events = []
-        for key, entry in _entries(data):
+        for key, entry in entries:
+            # The usual entry, read without the checks that name a fault;
+            # anything unusual takes the careful path below, which does.
+            try:
+                duration, rule = entry["duration"], entry["constraint"]
+                if type(duration) is int and duration > 0:
+                    low, high = _parse_time(entry["min_time"]), _parse_time(entry["max_time"])
+                    constraint = None if rule is None else _parse_constraint(rule)
+                    if low <= high:
+                        events.append(ExpectedEvent(key, duration, constraint, low, high))
+                        continue
+            except (KeyError, TypeError, AttributeError, CalendarDataError):
+                pass
             duration = _duration_field(entry, key)
             low, high = _time_field(entry, key, "min_time"), _time_field(entry, key, "max_time")
             if low > high:
@@ -300,7 +317,7 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
             "start_time" in entry and _NEMO_FIELDS.isdisjoint(entry) for _, entry in entries
         ):
             return cls.from_seed(data)
-        return cls.from_nemo(data)
+        return cls._nemo(entries)
 
     def to_nemo(self) -> dict[str, dict[str, object]]:
         """This state as NeMo-Gym's `exp_cal_state`."""
@@ -339,7 +356,7 @@ def _entries(data: object) -> list[tuple[str, Mapping[str, Any]]]:
         raise ExpectedStateError(f"expected a mapping of event ids, got {data!r}", value=data)
     entries = []
     for key, entry in data.items():
-        if not isinstance(entry, Mapping):
+        if type(entry) is not dict and not isinstance(entry, Mapping):  # dict: the usual, fast
             raise ExpectedStateError(
                 f"entry must be an object, got {entry!r}", value=entry, event_id=str(key)
             )

@@ -68,6 +68,13 @@ def reply_minutes(value: object) -> int | None:
     """
     if not isinstance(value, str):
         return None
+    return _minutes(value)
+
+
+# Cached: a calendar repeats a few dozen distinct times, and every reader
+# reads each of them (failures are cached too; they are plain None).
+@functools.lru_cache(maxsize=4096)
+def _minutes(value: str) -> int | None:
     text = value.strip().lower()
     marker = "am" if "am" in text else "pm" if "pm" in text else None
     if marker is not None:
@@ -164,6 +171,20 @@ class ListedEvent:
         Raises:
             CalendarDataError: `item` is not a readable calendar entry.
         """
+        if type(item) is dict and "event_id" in item:
+            # The usual entry, by the same rules without the checks that name a fault.
+            start_time, duration = item.get("start_time"), item.get("duration")
+            if type(start_time) is str and type(duration) is int and duration > 0:
+                start = reply_minutes(start_time)
+                if start is not None:
+                    name = item.get("event_name", "")
+                    event_id = item["event_id"]
+                    return cls(
+                        event_id if type(event_id) is str else str(event_id),
+                        name if type(name) is str else str(name),
+                        start,
+                        duration,
+                    )
         if not isinstance(item, Mapping) or "event_id" not in item:
             raise CalendarDataError(
                 f"not a calendar entry: {_clip(item)}; expected an object with "
@@ -172,14 +193,20 @@ class ListedEvent:
             )
         start = entry_start(item)
         duration = entry_duration(item)
-        if not (math.isfinite(duration) and duration == int(duration) and duration > 0):
+        if type(duration) is not int:  # the usual case needs no further check
+            if not (math.isfinite(duration) and duration == int(duration)):
+                raise EntryError(
+                    f"duration must be a whole number of minutes, got {duration!r}",
+                    value=duration,
+                    field="duration",
+                )
+            duration = int(duration)
+        if duration <= 0:
             raise EntryError(
-                f"duration must be a whole, positive number of minutes, got {duration!r}",
-                value=duration,
-                field="duration",
+                f"duration must be positive, got {duration!r}", value=duration, field="duration"
             )
         name = item.get("event_name", "")
-        return cls(str(item["event_id"]), str(name), start, int(duration))
+        return cls(str(item["event_id"]), name if type(name) is str else str(name), start, duration)
 
     def to_json(self) -> dict[str, object]:
         """This entry in the assistant's format (`start_time` as `HH:MM`).
@@ -237,17 +264,24 @@ def read_reply(text: str) -> CalendarReading:
     user, the solver and the turn verifiers must tell "an empty calendar"
     from "no calendar".
 
-    Cached for replies of up to 32 KB: within one turn the simulated user,
-    the turn verifiers and, next turn, the solver all read the same reply.
+    Cached: within one turn the simulated user, the turn verifiers and, next
+    turn, the solver all read the same reply. The cache keeps the last 1,024
+    replies of up to 32 KB and the last 4 larger ones, so that it holds a few
+    megabytes at most.
     """
-    return _read_cached(text) if len(text) <= _CACHED_SIZE else _read(text)
+    return _read_small(text) if len(text) <= _SMALL else _read_large(text)
 
 
-_CACHED_SIZE: Final = 32 * 1024
+_SMALL: Final = 32 * 1024
 
 
 @functools.lru_cache(maxsize=1024)
-def _read_cached(text: str) -> CalendarReading:
+def _read_small(text: str) -> CalendarReading:
+    return _read(text)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_large(text: str) -> CalendarReading:
     return _read(text)
 
 
