@@ -133,6 +133,14 @@ def _bracketed_names(size: int) -> tuple[str, str]:
     return "Here is the calendar:\n" + listing, listing
 
 
+def _first_name_bracketed(size: int) -> tuple[str, str]:
+    # Only the first name holds brackets: the list is the candidate, found
+    # by the exact path over all of it, then decoded and graded.
+    n = max(2, size // 80)
+    listing = json.dumps(events(n, name=lambda i: "Review [draft]" if i == 0 else f"Event {i}"))
+    return "Here is the calendar:\n" + listing, listing
+
+
 def _truncated(size: int) -> tuple[str, str]:
     text, listing = _bracketed_names(size)
     return text[:-1], listing  # a reply cut off before its last "]"
@@ -153,7 +161,8 @@ def _open_groups(size: int) -> tuple[str, str]:
 
 SHAPES: dict[str, Callable[[int], tuple[str, str]]] = {
     "fragments+list": _fragments_and_list,
-    "names with brackets": _bracketed_names,
+    "names with brackets (no list)": _bracketed_names,
+    "a bracket in the first name": _first_name_bracketed,
     "truncated, names with brackets": _truncated,
     "brackets in prose": _prose_brackets,
     "brackets in open groups": _open_groups,

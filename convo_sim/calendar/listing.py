@@ -45,6 +45,14 @@ def json_list_span(text: str) -> tuple[int, int] | None:
     (the leftmost start, and the end its backtracking engine reaches first),
     computed in linear time.
     """
+    start = text.find("[")
+    end = text.find("]", start + 1) if start >= 0 else -1
+    if end >= 0 and text.count("[") == 1 and text.count("]") == 1:
+        # One "[" before one "]" (every reply of the rule-based assistant):
+        # the only candidate is that pair, a match when a "{" there is
+        # followed by a "}".
+        brace = text.find("{", start, end)
+        return (start, end + 1) if brace >= 0 and text.find("}", brace, end) >= 0 else None
     last_close = text.rfind("}")
     position = 0
     while True:
