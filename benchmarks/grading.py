@@ -43,21 +43,43 @@ from convo_sim.verifiers.calendar import grade_calendar_response
 KB = 1024
 
 
-def best(call: Callable[[], object], repeat: int, *, budget: float = 0.2) -> float:
-    """Seconds per call: the best of `repeat` rounds, each as many calls as fit in `budget`."""
+def _number(call: Callable[[], object], budget: float) -> int:
     call()  # warm caches and imports
     start = time.perf_counter()
     call()
-    once = time.perf_counter() - start
-    number = max(1, int(budget / max(once, 1e-7)))
-    rounds = []
+    return max(1, int(budget / max(time.perf_counter() - start, 1e-7)))
+
+
+def best(call: Callable[[], object], repeat: int, *, budget: float = 0.2) -> float:
+    """Seconds per call: the best of `repeat` rounds, each as many calls as fit in `budget`."""
+    return paired({"call": call}, repeat, budget=budget)[0]["call"]
+
+
+def paired(
+    calls: dict[str, Callable[[], object]], repeat: int, *, budget: float = 0.2
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Best seconds per call of each, and each one's median ratio to the first.
+
+    Each round times every call in turn, so the ratios compare times taken
+    moments apart: a machine shared with other work slows a round as a
+    whole, and the median over rounds is what one ratio is worth.
+    """
+    numbers = {name: _number(call, budget) for name, call in calls.items()}
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        for _ in range(number):
-            call()
-        rounds.append((time.perf_counter() - start) / number)
-    return min(rounds)
+        for name, call in calls.items():
+            gc.collect()
+            number = numbers[name]
+            start = time.perf_counter()
+            for _ in range(number):
+                call()
+            times[name].append((time.perf_counter() - start) / number)
+    first = next(iter(calls))
+    ratios = {
+        name: statistics.median(t / b for t, b in zip(times[name], times[first], strict=True))
+        for name in calls
+    }
+    return {name: min(values) for name, values in times.items()}, ratios
 
 
 def events(n: int, *, name: Callable[[int], str] = lambda i: f"Event {i}") -> list[dict[str, Any]]:
@@ -92,48 +114,45 @@ def target(repeat: int) -> dict[str, Any]:
     listing = json.dumps(events(1000))
     reply = '[ {"a": 1} ' * 3000 + listing
     # Times that repeat across the day would overlap; this list passes.
-    loads = best(lambda: json.loads(listing), repeat)
-    one = best(lambda: grade_calendar_response(reply, expected(1)), repeat)
+    one = expected(1)
     every_dict = expected(1000)
     every_state = ExpectedState.from_dict(every_dict)  # parsed once, as a verifier holds it
-    every = best(lambda: grade_calendar_response(reply, every_state), repeat)
     assert grade_calendar_response(reply, every_state).passed
-    every_raw = best(lambda: grade_calendar_response(reply, every_dict), repeat)
-    parse = best(lambda: ExpectedState.from_dict(every_dict), repeat)
-    read = best(lambda: reading(reply), repeat)
+    times, ratios = paired(
+        {
+            "json_loads": lambda: json.loads(listing),
+            "grade_1_expected": lambda: grade_calendar_response(reply, one),
+            "grade_1000_expected": lambda: grade_calendar_response(reply, every_state),
+            "grade_1000_expected_dict": lambda: grade_calendar_response(reply, every_dict),
+            "parse_1000_expected": lambda: ExpectedState.from_dict(every_dict),
+            "read_reply": lambda: reading(reply),
+        },
+        repeat,
+    )
     return {
         "reply_kb": round(len(reply) / KB, 1),
         "list_kb": round(len(listing) / KB, 1),
-        "json_loads_ms": loads * 1e3,
-        "grade_1_expected_ms": one * 1e3,
-        "grade_1000_expected_ms": every * 1e3,
-        "grade_1000_expected_dict_ms": every_raw * 1e3,
-        "parse_1000_expected_ms": parse * 1e3,
-        "read_reply_ms": read * 1e3,
-        "ratio_1_expected": one / loads,
-        "ratio_1000_expected": every / loads,
-        "ratio_1000_expected_dict": every_raw / loads,
-        "ratio_parse_1000_expected": parse / loads,
-        "ratio_read_reply": read / loads,
+        **{f"{name}_ms": seconds * 1e3 for name, seconds in times.items()},
+        **{f"ratio_{name}": ratio for name, ratio in ratios.items() if name != "json_loads"},
     }
 
 
 # --- 2. Size --------------------------------------------------------------------------
 
 
-def _fragments_and_list(size: int) -> tuple[str, str]:
+def _fragments_and_list(size: int) -> tuple[str, str | None]:
     n = max(1, size // 115)  # about 3 fragments (36 B) and one event (79 B) each
     listing = json.dumps(events(n))
     return '[ {"a": 1} ' * (3 * n) + listing, listing
 
 
-def _bracketed_names(size: int) -> tuple[str, str]:
+def _bracketed_names(size: int) -> tuple[str, str | None]:
     n = max(2, size // 95)
     listing = json.dumps(events(n, name=lambda i: f"Review [draft {i}]"))
     return "Here is the calendar:\n" + listing, listing
 
 
-def _first_name_bracketed(size: int) -> tuple[str, str]:
+def _first_name_bracketed(size: int) -> tuple[str, str | None]:
     # Only the first name holds brackets: the list is the candidate, found
     # by the exact path over all of it, then decoded and graded.
     n = max(2, size // 80)
@@ -141,25 +160,27 @@ def _first_name_bracketed(size: int) -> tuple[str, str]:
     return "Here is the calendar:\n" + listing, listing
 
 
-def _truncated(size: int) -> tuple[str, str]:
+def _truncated(size: int) -> tuple[str, str | None]:
     text, listing = _bracketed_names(size)
     return text[:-1], listing  # a reply cut off before its last "]"
 
 
-def _prose_brackets(size: int) -> tuple[str, str]:
+def _prose_brackets(size: int) -> tuple[str, str | None]:
+    # Adversarial: brackets everywhere, the list (3 events) at the very end.
     unit = "see [note 1] and {x: [y]} then ] [ "
     listing = json.dumps(events(3))
-    return unit * max(1, (size - len(listing)) // len(unit)) + listing, listing
+    return unit * max(1, (size - len(listing)) // len(unit)) + listing, None
 
 
-def _open_groups(size: int) -> tuple[str, str]:
-    # Every "[" sits in an open "{": the exact, character-by-character path.
+def _open_groups(size: int) -> tuple[str, str | None]:
+    # Adversarial: every "[" sits in an open "{", so the whole reply takes
+    # the exact path, one structural character at a time.
     unit = '{"a": "[", "b": "]"} '
     listing = json.dumps(events(3))
-    return "[" + unit * max(1, (size - len(listing)) // len(unit)) + "] " + listing, listing
+    return "[" + unit * max(1, (size - len(listing)) // len(unit)) + "] " + listing, None
 
 
-SHAPES: dict[str, Callable[[int], tuple[str, str]]] = {
+SHAPES: dict[str, Callable[[int], tuple[str, str | None]]] = {
     "fragments+list": _fragments_and_list,
     "names with brackets (no list)": _bracketed_names,
     "a bracket in the first name": _first_name_bracketed,
@@ -177,14 +198,18 @@ def size_scaling(repeat: int, sizes: list[int]) -> dict[str, list[dict[str, Any]
         rows = []
         for size in sizes:
             reply, listing = build(size)
-            seconds = best(lambda reply=reply: grade_calendar_response(reply, state), repeat)
-            loads = best(lambda listing=listing: json.loads(listing), repeat)
+            calls: dict[str, Callable[[], object]] = {
+                "grade": lambda reply=reply: grade_calendar_response(reply, state)
+            }
+            if listing is not None:  # a list worth comparing with
+                calls = {"json_loads": lambda listing=listing: json.loads(listing), **calls}
+            times, ratios = paired(calls, repeat)
             rows.append(
                 {
                     "kb": round(len(reply) / KB),
-                    "grade_ms": seconds * 1e3,
-                    "us_per_kb": seconds * 1e6 / (len(reply) / KB),
-                    "ratio_json_loads": seconds / loads,
+                    "grade_ms": times["grade"] * 1e3,
+                    "us_per_kb": times["grade"] * 1e6 / (len(reply) / KB),
+                    "ratio_json_loads": ratios["grade"] if listing is not None else None,
                 }
             )
         table[shape] = rows
@@ -216,7 +241,7 @@ def _checks(n: int) -> dict[str, Callable[[], object]]:
     steps = tuple(GoalStep(action="add", event_id=i, name=f"E{i}", duration=90) for i in range(n))
     user = CalendarUser(Scenario(id="bench", goal=CalendarGoal(steps=steps)))
     user.revealed = n
-    state = expected(n, 90)
+    state = ExpectedState.from_dict(expected(n, 90))  # held parsed, as a verifier holds it
     # The reading of a reply is shared and cached, so the turn verifiers and
     # the user are timed after it; the reading itself uncached.
     checks: dict[str, Callable[[], object]] = {"read_reply": lambda: reading(reply)}
@@ -248,29 +273,30 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"python": sys.version.split()[0]}
     results["target"] = got = target(args.repeat)
     print(f"Target: a {got['reply_kb']} KB reply holding a {got['list_kb']} KB list")
-    print(f"  json.loads(list)                 {got['json_loads_ms']:8.2f} ms")
+    print(
+        f"  json.loads(list)                 {got['json_loads_ms']:8.2f} ms  (ratios: median over rounds)"
+    )
     for label, key in (
         ("grade, 1 expected event", "1_expected"),
         ("grade, 1000 expected events", "1000_expected"),
         ("the same, state given as a dict", "1000_expected_dict"),
     ):
-        print(f"  {label:32} {got[f'grade_{key}_ms']:8.2f} ms  {got[f'ratio_{key}']:5.2f}x")
+        print(f"  {label:32} {got[f'grade_{key}_ms']:8.2f} ms  {got[f'ratio_grade_{key}']:5.2f}x")
     print(
         f"  (parsing that dict alone         {got['parse_1000_expected_ms']:8.2f} ms  {got['ratio_parse_1000_expected']:5.2f}x)"
     )
     print(
         f"  read_reply (shared reading)      {got['read_reply_ms']:8.2f} ms  {got['ratio_read_reply']:5.2f}x"
     )
-    print(
-        "  target: grade <= 5x json.loads:",
-        "met" if got["ratio_1000_expected"] <= 5 and got["ratio_1_expected"] <= 5 else "MISSED",
-    )
+    met = got["ratio_grade_1000_expected"] <= 5 and got["ratio_grade_1_expected"] <= 5
+    print("  target: grade <= 5x json.loads:", "met" if met else "MISSED")
 
     results["size"] = table = size_scaling(args.repeat, sizes)
     print("\nGrade time against reply size (ms; µs per KB; x json.loads of the list held)")
     for shape, rows in table.items():
         cells = "  ".join(
-            f"{r['kb']:>5} KB {r['grade_ms']:8.2f} ms {r['us_per_kb']:6.2f} µs/KB {r['ratio_json_loads']:7.2f}x"
+            f"{r['kb']:>5} KB {r['grade_ms']:8.2f} ms {r['us_per_kb']:6.2f} µs/KB "
+            + ("       " if r["ratio_json_loads"] is None else f"{r['ratio_json_loads']:6.2f}x")
             for r in rows
         )
         flat = rows[-1]["us_per_kb"] / statistics.median(r["us_per_kb"] for r in rows)
