@@ -62,18 +62,23 @@ def paired(
 
     Each round times every call in turn, so the ratios compare times taken
     moments apart: a machine shared with other work slows a round as a
-    whole, and the median over rounds is what one ratio is worth.
+    whole, and the median over rounds is what one ratio is worth. What
+    exists before a batch (the inputs of every size) is frozen out of the
+    collector, so that a collection costs what the call itself left behind,
+    not what this benchmark keeps around.
     """
     numbers = {name: _number(call, budget) for name, call in calls.items()}
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeat):
         for name, call in calls.items():
             gc.collect()
+            gc.freeze()
             number = numbers[name]
             start = time.perf_counter()
             for _ in range(number):
                 call()
             times[name].append((time.perf_counter() - start) / number)
+            gc.unfreeze()
     first = next(iter(calls))
     ratios = {
         name: statistics.median(t / b for t, b in zip(times[name], times[first], strict=True))
