@@ -219,6 +219,11 @@ class ExpectedEvent:
         }
 
 
+# Events are immutable, and a run grades the same expected states over and
+# over (every sample of a scenario): building one is most of reading a state.
+_expected_event: Final = functools.lru_cache(maxsize=8192)(ExpectedEvent)
+
+
 class ExpectedState(Mapping[str, ExpectedEvent]):
     """The expected calendar at one point of a dialogue: event id to `ExpectedEvent`.
 
@@ -261,7 +266,7 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
                     low, high = _parse_time(entry["min_time"]), _parse_time(entry["max_time"])
                     constraint = None if rule is None else _parse_constraint(rule)
                     if low <= high:
-                        events.append(ExpectedEvent(key, duration, constraint, low, high))
+                        events.append(_expected_event(key, duration, constraint, low, high))
                         continue
             except (KeyError, TypeError, AttributeError, CalendarDataError):
                 pass
