@@ -14,6 +14,7 @@ import json
 import math
 import random
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1236,3 +1237,101 @@ def test_a_whitespace_reply_passes_an_empty_state_here_but_is_no_final_reply() -
     # The grading function keeps parity; the dialogue rule decides
     # (convo_sim.verification.final_reply): a blank last turn earns nothing.
     assert check("  \n", {}).reason == "pass"
+
+
+_PIECES = ["[", "]", "{", "}", "a", '"', '{"a": 1}', '[{"b": "x]"}', " [note] ", "{[", "]}", "[ {"]
+
+
+def test_list_extraction_matches_on_structured_random_replies() -> None:
+    # Pieces of real replies (objects, brackets in strings, notes, fragments),
+    # so that every path of the linear search (one pair, the walk back, the
+    # exact stretches) meets the reference pattern.
+    rng = random.Random(8)
+    for _ in range(20000):
+        text = "".join(rng.choice(_PIECES) for _ in range(rng.randrange(14)))
+        found = REFERENCE_LIST.search(text)
+        assert json_list_span(text) == (None if found is None else found.span()), text
+
+
+class _Counted(str):
+    """A text whose searches add the characters they read to `work` (an upper bound)."""
+
+    work = 0
+
+    def _read(self, start: int | None, end: int | None) -> int:
+        low = 0 if start is None else start
+        high = len(self) if end is None else end
+        return max(0, high - low)
+
+    def find(self, sub: str, start: Any = None, end: Any = None) -> int:  # type: ignore[override]
+        found = str.find(self, sub, start, end)
+        low = 0 if start is None else start
+        _Counted.work += (found - low + 1) if found >= 0 else self._read(start, end)
+        return found
+
+    def rfind(self, sub: str, start: Any = None, end: Any = None) -> int:  # type: ignore[override]
+        found = str.rfind(self, sub, start, end)
+        high = len(self) if end is None else end
+        _Counted.work += (high - found) if found >= 0 else self._read(start, end)
+        return found
+
+    def count(self, sub: str, start: Any = None, end: Any = None) -> int:  # type: ignore[override]
+        _Counted.work += self._read(start, end)
+        return str.count(self, sub, start, end)
+
+
+class _CountedPattern:
+    """A compiled pattern whose scans add the characters they cover to `_Counted.work`."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+
+    def match(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        found = self.pattern.match(text, pos, endpos)
+        _Counted.work += (found.end() - pos + 1) if found else 1
+        return found
+
+    def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        found = self.pattern.search(text, pos, endpos)
+        _Counted.work += (found.end() if found else min(endpos, len(text))) - pos + 1
+        return found
+
+    def finditer(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> Any:
+        _Counted.work += min(endpos, len(text)) - pos
+        return self.pattern.finditer(text, pos, endpos)
+
+
+ADVERSARIAL = {
+    "fragments then a list": lambda k: '[ {"a": 1} ' * k + _reply((0, "10:00", 60)),
+    "a truncated list with brackets in names": lambda k: json.dumps(
+        [{"event_id": i, "event_name": f"R [d{i}]", "start_time": "10:00", "duration": 5}
+         for i in range(k // 4)]
+    )[:-1],
+    "brackets in prose": lambda k: "see [note] and {x: [y]} then ] [ " * (k // 4),
+    "every bracket in an open group": lambda k: "[" + '{"a": "[", "b": "]"} ' * (k // 3),
+    "open braces, no close": lambda k: "[{" * k + "]",
+    "closes first": lambda k: "}" + "[x]{" * k,
+    "runs of brackets": lambda k: "[[[[{]]]]}" * k,
+    "an open brace before many lists": lambda k: "{" + "[x]" * k + "}",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", list(ADVERSARIAL))
+def test_list_extraction_reads_each_character_a_bounded_number_of_times(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linear time, checked without a clock: every search in C is counted by
+    # the characters it reads, and the total stays a small multiple of the
+    # text's length as the text grows (a quadratic search grows with it).
+    from convo_sim.calendar import listing
+
+    for name in ("_BRACKET", "_TOKEN", "_WALK"):
+        monkeypatch.setattr(listing, name, _CountedPattern(getattr(listing, name)))
+    per_char = []
+    for k in (500, 4000):
+        text = _Counted(ADVERSARIAL[shape](k))
+        _Counted.work = 0
+        listing.json_list_span(text)
+        per_char.append(_Counted.work / len(text))
+    assert max(per_char) < 20, per_char
+    assert per_char[1] < 2 * per_char[0] + 1, per_char

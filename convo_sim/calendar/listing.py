@@ -13,15 +13,17 @@ How. Only the characters `[ ] { }` matter; the pattern's item is a
 non-bracket character or a group from a `{` to the first `}` after it.
 From a start `[`, a match can only continue past a bracket that a group
 covers, that is, when a `{` stands between the bracket and the last `}`
-before it (and a `}` follows the bracket). So the first bracket after a
-start decides most starts at once: a `]` with a `{` then a `}` before it,
-and no open `{` left, ends the match there; a `[` or `]` with no open `{`
-before it ends every hope of a match from this start. A regular expression
-skips, in C, every start that the second rule rejects. The few starts left
-(a bracket inside a string, as in `"Review [draft]"`) are settled exactly by
-`_settle`: a right-to-left pass over the structural characters of the
-stretch that the start can reach, which also settles every other start in
-that stretch, so no character is visited twice.
+before it (and a `}` follows the bracket). Every match ends at a `]`, so
+the starts are taken a `]` at a time: string searches find the last `[`
+before it that no earlier start can get past (`_first_live`), and the
+first bracket after a start decides most starts at once: a `]` with a `{`
+then a `}` before it, and no open `{` left, ends the match there; a `[` or
+`]` with no open `{` before it ends every hope of a match from this start.
+The few starts left (a bracket inside a string, as in `"Review [draft]"`)
+are settled exactly by `_settle`: a right-to-left pass over the structural
+characters of the stretch that the start can reach (`_reach`), which
+settles every other start in that stretch too, so no character is visited
+twice.
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def json_list_span(text: str) -> tuple[int, int] | None:
         if opened < 0 or opened > last_close:
             return None  # every match holds a "{" and a later "}"
         # No start can pass or end at a "]" with no "{" before it: skip those.
-        position = text.rfind("]", position, opened) + 1 or position
+        skipped = text.rfind("]", position, opened)
+        if skipped >= 0:
+            position = skipped + 1
         # Every match ends at a "]"; take the starts before the next one.
         close = text.find("]", opened)
         if close < 0:
@@ -70,8 +74,8 @@ def json_list_span(text: str) -> tuple[int, int] | None:
         while 0 <= start < close:
             following = text.find("[", start + 1, close)
             end = close if following < 0 else following
-            opened, shut = text.rfind("{", start, end), text.rfind("}", start, end)
-            if opened > shut and end <= last_close:
+            last_open, shut = text.rfind("{", start, end), text.rfind("}", start, end)
+            if last_open > shut and end <= last_close:
                 # An open "{" may carry a match past `end`: settle exactly.
                 limit = _reach(text, start, last_close)
                 span = _settle(text, start, limit)
