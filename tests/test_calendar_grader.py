@@ -1335,3 +1335,13 @@ def test_list_extraction_reads_each_character_a_bounded_number_of_times(
         per_char.append(_Counted.work / len(text))
     assert max(per_char) < 20, per_char
     assert per_char[1] < 2 * per_char[0] + 1, per_char
+
+
+def test_every_test_the_grading_page_names_exists() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "calendar-grading.md").read_text()
+    files = {p.stem for p in Path(__file__).parent.glob("test_*.py")}
+    named = set(re.findall(r"\btest_\w+", page)) - files
+    assert len(named) > 15
+    tests = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    defined = set(re.findall(r"def (test_\w+)", tests))
+    assert named <= defined, named - defined

@@ -2,10 +2,12 @@
 
 `grade_calendar_response` agrees with the reference grader on every input
 except the principled differences listed in `docs/calendar-grading.md`:
-upper-case `AM`/`PM` is read, a duration that is not a number is a wrong
-duration rather than a grader crash, an id listed twice fails instead of the
-last entry silently winning, a truncated list is graded in linear time, and
-a malformed expected state is reported up front.
+upper-case `AM`/`PM` is read, the expected state's times and constraints
+are read as documented (and a malformed one is reported up front), a
+duration that is not a number is a wrong duration rather than a grader
+crash, an id listed twice fails instead of the last entry silently winning,
+and a truncated list is graded in linear time. The reply is read with the
+pieces every other reader shares (`convo_sim.calendar.reply`).
 
 The steps run in the reference's order, and where the reference would
 crash on the reply, we fail with `error_in_grading` at the same point, so
