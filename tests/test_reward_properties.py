@@ -225,3 +225,12 @@ def test_the_property_is_not_vacuous() -> None:
             result = run(index, lambda turn: "none", 30, reward)
             assert result.termination is TerminationReason.USER_STOP, name
             assert result.reward == 1.0, (index, name)
+
+
+def test_an_assistant_that_thinks_aloud_earns_nothing_under_cumulative() -> None:
+    # Issue #10, item 6: every reply wrapped in think tags used to score 1 on
+    # every turn verifier while the final grade was 0, so cumulative() paid 1.
+    for index in range(20):
+        result = run(index, lambda turn: "think", 30, cumulative())
+        assert result.reward == 0.0, index
+        assert {s.reason for s in result.turn_scores} == {"think_found"}, index
