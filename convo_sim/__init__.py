@@ -47,6 +47,7 @@ from convo_sim.retry import RetryPolicy
 from convo_sim.rollouts import RolloutPlan, generate_rollouts, generate_rollouts_sync, sample_seed
 from convo_sim.sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
 from convo_sim.verification import (
+    NO_FINAL_REPLY,
     FinalContext,
     FinalVerifier,
     TurnContext,
@@ -54,12 +55,14 @@ from convo_sim.verification import (
     all_of,
     cumulative,
     final_only,
+    final_reply,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_STOP_TOKEN",
+    "NO_FINAL_REPLY",
     "Actor",
     "ChatModel",
     "Completion",
@@ -104,6 +107,7 @@ __all__ = [
     "configure_logging",
     "cumulative",
     "final_only",
+    "final_reply",
     "generate_rollouts",
     "generate_rollouts_sync",
     "pass_at_k",

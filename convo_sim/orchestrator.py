@@ -60,6 +60,7 @@ from convo_sim.verification import (
     TurnVerifier,
     cumulative,
     final_only,
+    judge,
 )
 
 __all__ = ["default_reward", "run_dialogue"]
@@ -436,23 +437,8 @@ async def _finish(
     assert state.stop is not None
     scores = tuple(state.scores)
     ctx = FinalContext(state.transcript, state.stop.reason, state.turns, scores, scenario)
-    verdicts: list[Verdict] = []
-    for verifier in final_verifiers:
-        name = detector_name(verifier)
-        try:
-            verdict = await _maybe_await(verifier(ctx))
-            if not isinstance(verdict, Verdict):
-                raise TypeError(f"returned {type(verdict).__name__}, expected Verdict")
-        except Exception as exc:
-            verdict = Verdict(
-                reward=0.0,
-                reason="verifier_error",
-                details={"error": f"{type(exc).__name__}: {exc}"},
-            )
-        if not verdict.verifier:
-            verdict = verdict.model_copy(update={"verifier": name})
-        verdicts.append(verdict)
-    value = reward(scores, verdicts) if reward is not None else None
+    # The final-reply rule (no answer to the last question: 0) lives in `judge`.
+    verdicts, value = await judge(ctx, final_verifiers, reward)
     return DialogueResult(
         dialogue_id=dialogue_id,
         transcript=state.transcript,
@@ -460,7 +446,7 @@ async def _finish(
         terminated_by=state.stop.detector,
         turns=state.turns,
         turn_scores=scores,
-        verdicts=tuple(verdicts),
+        verdicts=verdicts,
         reward=value,
         timings=tuple(
             Timing(turn=turn, role=role, seconds=seconds) for turn, role, seconds in state.timings

@@ -4,7 +4,8 @@ The dialogue is rebuilt from the record; each assistant message after the
 scenario's opening is one turn, scored in the context the orchestrator gave
 it (the dialogue up to and including that message). Final verifiers see the
 recorded termination and turn count. A crashing verifier scores 0 with
-reason `verifier_error`, as in a live run.
+reason `verifier_error`, and a record without a final assistant reply earns
+0 with reason `no_final_reply`, as in a live run (`convo_sim.verification.judge`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from convo_sim.completion import detector_name
 from convo_sim.messages import Transcript
 from convo_sim.orchestrator import default_reward
 from convo_sim.records import Rollout, ScenarioLike
-from convo_sim.results import TurnScore, Verdict
+from convo_sim.results import TurnScore
 from convo_sim.verification import (
     FinalContext,
     FinalVerifier,
     RewardFn,
     TurnContext,
     TurnVerifier,
+    judge,
 )
 
 __all__ = ["rescore"]
@@ -88,20 +90,10 @@ async def rescore(
                 score.model_copy(update={"verifier": score.verifier or name, "turn": turn})
             )
     final = FinalContext(transcript, rollout.termination, rollout.turns, tuple(scores), scenario)
-    verdicts: list[Verdict] = []
-    for final_verifier in final_verifiers:
-        try:
-            verdict = await _call(final_verifier, final)
-            if not isinstance(verdict, Verdict):
-                raise TypeError(f"returned {type(verdict).__name__}, expected Verdict")
-        except Exception as exc:
-            verdict = Verdict(reward=0.0, reason="verifier_error", details=_crash(exc))
-        if not verdict.verifier:
-            verdict = verdict.model_copy(update={"verifier": detector_name(final_verifier)})
-        verdicts.append(verdict)
     if reward is None:
         reward = default_reward(turn_verifiers, final_verifiers)
-    value = reward(scores, verdicts) if reward is not None else None
+    # The same rule as a live run: no final reply, no reward.
+    verdicts, value = await judge(final, final_verifiers, reward)
     return rollout.model_copy(
-        update={"turn_scores": tuple(scores), "verdicts": tuple(verdicts), "reward": value}
+        update={"turn_scores": tuple(scores), "verdicts": verdicts, "reward": value}
     ).normalized()

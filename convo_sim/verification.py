@@ -10,19 +10,29 @@ A reward function turns the scores and verdicts of one dialogue into one
 number. Three families are provided: `final_only`, `cumulative` (uniform,
 linear by turn index, or exponential recency weighting of turn scores) and
 `all_of` (every constraint must hold).
+
+One rule stands above every reward function: the final verdict comes from
+the dialogue's final assistant turn (`final_reply`). A dialogue without one
+(the assistant failed or timed out, or its last message is empty,
+whitespace-only or calls tools) earns 0 with reason `no_final_reply`, whatever the
+aggregation, and its final verifiers are not asked, so that none of them can
+grade an earlier reply instead.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeAlias
+from typing import Final, Literal, Protocol, TypeAlias
 
+from convo_sim.completion import detector_name
 from convo_sim.messages import Message, Transcript
 from convo_sim.results import TerminationReason, TurnScore, Verdict
 
 __all__ = [
+    "NO_FINAL_REPLY",
     "FinalContext",
     "FinalVerifier",
     "RewardFn",
@@ -31,7 +41,19 @@ __all__ = [
     "all_of",
     "cumulative",
     "final_only",
+    "final_reply",
 ]
+
+NO_FINAL_REPLY: Final = "no_final_reply"
+"""The reason of the zero verdict given to a dialogue without a final assistant reply."""
+
+# Endings decided by a completion detector on the message that ended the
+# dialogue: a user message that ends it (a stop token, a goal reached) asks
+# for no answer, so the reply before it is the final one.
+_CLOSED_BY_DETECTOR: Final = frozenset(
+    (TerminationReason.USER_STOP, TerminationReason.ASSISTANT_STOP, TerminationReason.GOAL_REACHED)
+)
+_RULE: Final = "final_reply"  # the verdict's verifier name when no final verifier was given
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +75,112 @@ class FinalContext:
     turns: int
     turn_scores: tuple[TurnScore, ...]
     scenario: object | None = None
+
+    @property
+    def final_reply(self) -> Message | None:
+        """The assistant message the final verdict is about (see `final_reply`)."""
+        return final_reply(self.transcript, self.termination)
+
+
+def final_reply(transcript: Transcript, termination: TerminationReason) -> Message | None:
+    """The dialogue's final assistant reply, or None when it has none.
+
+    The final reply is the last message, when it is an assistant message with
+    text; a user message that ended the dialogue through a completion
+    detector (`user_stop`, `goal_reached`) is skipped, since it asks for no
+    answer. There is none when the assistant failed (`assistant_error`), when
+    any other user message is left unanswered (the assistant timed out or the
+    dialogue was cancelled while it was answering), when the dialogue ends on
+    a tool result, and when the last assistant message is empty,
+    whitespace-only or calls tools (with or without text: it waits for
+    their results).
+
+    Args:
+        transcript: the whole dialogue, prefix included.
+        termination: why it ended.
+    """
+    if termination is TerminationReason.ASSISTANT_ERROR:
+        return None
+    messages = transcript.messages
+    end = len(messages)
+    if end and termination in _CLOSED_BY_DETECTOR and messages[-1].role == "user":
+        end -= 1
+    if not end:
+        return None
+    last = messages[end - 1]
+    # A message that calls tools is waiting for their results, not answering
+    # (NeMo-Gym scores a response whose last item is a tool call 0 as well).
+    if last.role != "assistant" or last.tool_calls or not last.text.strip():
+        return None
+    return last
+
+
+def _missing_reply(ctx: FinalContext) -> str:
+    """Why `ctx` has no final reply, in words."""
+    if ctx.termination is TerminationReason.ASSISTANT_ERROR:
+        return "the assistant failed before it answered"
+    messages = ctx.transcript.messages
+    last = messages[-1] if messages else None
+    if ctx.termination in _CLOSED_BY_DETECTOR and last is not None and last.role == "user":
+        last = messages[-2] if len(messages) > 1 else None
+    if last is None:
+        return "the dialogue has no assistant reply"
+    if last.role == "assistant":
+        return (
+            "the last assistant message calls tools and waits for their results"
+            if last.tool_calls
+            else "the last assistant message is empty"
+        )
+    if last.role == "tool":
+        return "the dialogue ended on a tool result, before the assistant answered"
+    return f"the assistant did not answer the last {last.role} message ({ctx.termination.value})"
+
+
+async def judge(
+    ctx: FinalContext, verifiers: Sequence[FinalVerifier], reward: RewardFn | None
+) -> tuple[tuple[Verdict, ...], float | None]:
+    """The verdicts and the reward of a finished dialogue, under the final-reply rule.
+
+    Shared by the orchestrator and `rescore`, so that a live run and a
+    re-scored record follow one rule. A verifier that crashes gives 0 with
+    reason `verifier_error`. Without a final reply every verifier's verdict
+    is 0 with reason `no_final_reply` (one verdict named `final_reply` when
+    there are no final verifiers), and the reward is 0.0 whatever `reward`
+    would make of them; with no reward function at all it stays None.
+
+    Raises:
+        Exception: only what `reward` itself raises (a bug in the caller's code).
+    """
+    if ctx.final_reply is None:
+        if reward is None and not verifiers:
+            return (), None
+        detail = {"detail": _missing_reply(ctx)}
+        names = [detector_name(v) for v in verifiers] or [_RULE]
+        zero = tuple(
+            Verdict(reward=0.0, reason=NO_FINAL_REPLY, details=detail, verifier=name)
+            for name in names
+        )
+        return zero, None if reward is None else 0.0
+    verdicts: list[Verdict] = []
+    for verifier in verifiers:
+        name = detector_name(verifier)
+        try:
+            verdict = verifier(ctx)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            if not isinstance(verdict, Verdict):
+                raise TypeError(f"returned {type(verdict).__name__}, expected Verdict")
+        except Exception as exc:  # a crash is a zero; cancellation passes through
+            verdict = Verdict(
+                reward=0.0,
+                reason="verifier_error",
+                details={"error": f"{type(exc).__name__}: {exc}"},
+            )
+        if not verdict.verifier:
+            verdict = verdict.model_copy(update={"verifier": name})
+        verdicts.append(verdict)
+    value = reward(ctx.turn_scores, verdicts) if reward is not None else None
+    return tuple(verdicts), value
 
 
 class TurnVerifier(Protocol):
@@ -100,6 +228,13 @@ def cumulative(
     final_weight: float = 0.0,
 ) -> RewardFn:
     """Weighted mean of per-turn scores, optionally blended with the verdicts.
+
+    Only turns that happened are weighed: a turn the dialogue never reached
+    (it ended early, by a stop or a limit) counts neither as 0 nor as 1, and
+    the turn index of `linear` and `exponential` is the position among the
+    scored turns. A turn that was asked for and never answered is not a turn
+    either; it leaves the dialogue without a final reply, which scores 0
+    before this function is asked (see `final_reply`).
 
     Args:
         weighting: `uniform` weighs every turn alike; `linear` weighs turn i

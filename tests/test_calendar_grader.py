@@ -14,6 +14,7 @@ import json
 import math
 import random
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,22 @@ RECORDS = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "nemo_cal
 #   "h" or "h:m" with int(); 12 means 0, pm adds 12 hours. Otherwise "h:m"
 #   with int(). So upper-case AM/PM fails, "10:75" is 11:15, "13pm" is 25:00.
 # * A string duration fails when added to the start: error_in_grading.
+# * The expected state's times (min_time, max_time, constraint times) are
+#   read the same way; a constraint is recognised by its exact lower-case
+#   prefix and one space ("before " ...), "between" splits on " and ".
+#
+# The documented differences (docs/calendar-grading.md), in words:
+# * Times in a reply: the reference's reading, in any letter case.
+# * The expected state is read up front (after the think and empty-state
+#   checks): every entry an object with a positive integer duration, a
+#   constraint and two times; a time is 24-hour H:MM (0:00 to 24:00), or
+#   12-hour h or h:MM with am/pm in any case, with or without a space and
+#   dots ("11 a.m."), or noon, midday, midnight; a constraint is one of the
+#   four forms, keywords in any case and any whitespace around words; its
+#   times as above; min_time not after max_time. Anything else:
+#   error_in_grading.
+# * A non-number duration in a reply: constraint_violated. An id listed
+#   twice: different_number_of_events.
 
 _ITEM = r"(?:[^\[\]]|\{[^}]*\})"
 REFERENCE_LIST = re.compile(r"\[" + _ITEM + r"*\{" + _ITEM + r"*\}" + _ITEM + r"*\]", re.DOTALL)
@@ -86,6 +103,49 @@ class Outcome:
 class _Stop(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+_NAMED = {"noon": 12 * 60, "midday": 12 * 60, "midnight": 0}
+_24H = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+_12H = re.compile(r"([0-9]{1,2})(?::([0-9]{2}))?\s*([ap])\.?m\.?")
+_SINGLE_RULE = re.compile(r"\s*(before|after|at)\s+(\S.*?)\s*", re.IGNORECASE | re.DOTALL)
+_BETWEEN_RULE = re.compile(r"\s*between\s+(\S.*?)\s+and\s+(\S.*?)\s*", re.IGNORECASE | re.DOTALL)
+
+
+def documented_time(value: Any) -> int:
+    """An expected-state time, as the documentation words it (raises ValueError)."""
+    if not isinstance(value, str):
+        raise ValueError(value)
+    text = value.strip().lower()
+    if text in _NAMED:
+        return _NAMED[text]
+    if found := _24H.fullmatch(text):
+        hour, minute = int(found[1]), int(found[2])
+        if minute < 60 and (hour < 24 or (hour, minute) == (24, 0)):
+            return hour * 60 + minute
+        raise ValueError(value)
+    if found := _12H.fullmatch(text):
+        hour, minute = int(found[1]), int(found[2] or 0)
+        if 1 <= hour <= 12 and minute < 60:
+            return hour % 12 * 60 + minute + (12 * 60 if found[3] == "p" else 0)
+    raise ValueError(value)
+
+
+def documented_rule(rule: Any) -> tuple[str, int, int] | None:
+    """A constraint as the documentation words it: (kind, T, U) or None; raises ValueError."""
+    if rule is None:
+        return None
+    if not isinstance(rule, str):
+        raise ValueError(rule)
+    if found := _BETWEEN_RULE.fullmatch(rule):
+        first, second = documented_time(found[1]), documented_time(found[2])
+        if second < first:
+            raise ValueError(rule)
+        return "between", first, second
+    if found := _SINGLE_RULE.fullmatch(rule):
+        point = documented_time(found[2])
+        return found[1].lower(), point, point
+    raise ValueError(rule)
 
 
 @dataclass
@@ -121,6 +181,55 @@ class Oracle:
         if text != text.lower():
             self.triggers.add("case")
 
+    def reference_time(self, value: Any) -> int:
+        """An expected-state time as the reference reads it (its reply reading)."""
+        return Oracle(principled=False).clock(value)
+
+    def reference_rule(self, rule: Any) -> tuple[str, int, int] | None:
+        """A constraint as the reference reads it; None: no constraint (unknown text too)."""
+        if rule is None:
+            return None
+        for prefix in ("before ", "after ", "at "):
+            if rule.startswith(prefix):
+                point = self.reference_time(rule.replace(prefix, ""))
+                return prefix.strip(), point, point
+        if rule.startswith("between "):
+            ends = rule.replace("between ", "").split(" and ")
+            if len(ends) != 2:
+                raise ValueError(rule)
+            return "between", self.reference_time(ends[0]), self.reference_time(ends[1])
+        return None
+
+    def read_expected(self, expected: dict[str, Any]) -> None:
+        """Note when the reference reads the expected state otherwise; in principled
+        mode, reject a malformed one up front."""
+        for entry in expected.values():
+            try:
+                ours: Any = (
+                    entry["duration"],
+                    documented_time(entry["min_time"]),
+                    documented_time(entry["max_time"]),
+                    documented_rule(entry["constraint"]),
+                )
+                duration_ok = type(entry["duration"]) is int and entry["duration"] > 0
+                if not duration_ok or ours[1] > ours[2]:
+                    ours = None
+            except (ValueError, KeyError, TypeError):
+                ours = None
+            try:
+                theirs: Any = (
+                    entry["duration"],
+                    self.reference_time(entry["min_time"]),
+                    self.reference_time(entry["max_time"]),
+                    self.reference_rule(entry["constraint"]),
+                )
+            except Exception:
+                theirs = "error"
+            if ours != theirs:
+                self.triggers.add("expected_state")
+            if self.principled and ours is None:
+                raise _Stop("error_in_grading")
+
     def end(self, start: int, item: dict[str, Any]) -> Any:
         duration = item["duration"]
         if not isinstance(duration, int | float):
@@ -132,28 +241,23 @@ class Oracle:
     def satisfied(self, item: dict[str, Any], wanted: dict[str, Any]) -> bool:
         if item["duration"] != wanted["duration"]:
             return False
-        low, high = self.clock(wanted["min_time"]), self.clock(wanted["max_time"])
+        read = documented_time if self.principled else self.reference_time
+        rule_of = documented_rule if self.principled else self.reference_rule
+        low, high = read(wanted["min_time"]), read(wanted["max_time"])
         start = self.clock(item["start_time"])
         finish = start + item["duration"]
         if start < low or finish > high:
             return False
-        rule = wanted["constraint"]
+        rule = rule_of(wanted["constraint"])
         if rule is None:
             return True
-        for prefix in ("before ", "after ", "at "):
-            if rule.startswith(prefix):
-                point = self.clock(rule.replace(prefix, ""))
-                return {
-                    "before ": finish <= point,
-                    "after ": start >= point,
-                    "at ": start == point,
-                }[prefix]
-        if rule.startswith("between "):
-            ends = rule.replace("between ", "").split(" and ")
-            if len(ends) != 2:
-                raise ValueError(rule)
-            return start >= self.clock(ends[0]) and finish <= self.clock(ends[1])
-        return True
+        kind, point, until = rule
+        return {
+            "before": finish <= point,
+            "after": start >= point,
+            "at": start == point,
+            "between": start >= point and finish <= until,
+        }[kind]
 
     def grade(self, text: str, expected: dict[str, Any]) -> Outcome:
         try:
@@ -171,6 +275,7 @@ class Oracle:
             return 0.0, "think_found"
         if len(expected) == 0:
             return 1.0, "pass"
+        self.read_expected(expected)
         found = REFERENCE_LIST.search(text)
         items = None
         if found is not None:
@@ -271,6 +376,69 @@ def random_expected(rng: random.Random) -> dict[str, Any]:
             "max_time": window[1],
         }
     return state
+
+
+def _write_time(minutes: int, rng: random.Random) -> str:
+    """One way among many to write a time in an expected state (some unreadable to one side)."""
+    hours, mins = divmod(minutes, 60)
+    twelve, half = f"{hours % 12 or 12}", "am" if hours < 12 else "pm"
+    forms = [
+        format_12h(minutes) if minutes < 24 * 60 else "24:00",
+        format_24h(minutes),
+        f"{twelve}:{mins:02d} {half}",
+        f"{twelve}:{mins:02d}{half.upper()}",
+        f"{twelve}:{mins:02d} {half[0]}.m.",
+        f"{twelve}:{mins:02d}{half}.",
+        f" {format_24h(minutes)} ",
+        f"{hours - 1}:{mins + 60}",  # minutes past 59: the reference reads it, we do not
+        f"{hours}:{mins}",  # one-digit minutes, likewise
+        f"{hours}",
+    ]
+    if minutes == 12 * 60:
+        forms += ["noon", "midday", "Noon"]
+    if minutes in (0, 24 * 60):
+        forms += ["midnight"]
+    if mins == 0:
+        forms += [f"{twelve} {half[0]}.m.", f"{twelve}{half.upper()}"]
+    return rng.choice(forms)
+
+
+_KEYWORD_STYLES = ["{k} ", "{K} ", " {k} ", "{k}\t", "{k}  ", "{K}\t"]
+
+
+def oddly_written(expected: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The same expected state, with its times and constraints written in other ways."""
+    state = ExpectedState.from_nemo(expected)
+    odd: dict[str, Any] = {}
+    for key, entry in expected.items():
+        event = state[key]
+        entry = dict(entry)
+        choice = rng.randrange(10)
+        if choice < 4 and event.constraint is not None:
+            rule = event.constraint
+            keyword = rng.choice(_KEYWORD_STYLES)
+            word = keyword.format(k=rule.kind, K=rule.kind.capitalize())
+            if rule.until is not None:
+                joint = rng.choice([" and ", "  and ", " AND ", " and\t", "\tand "])
+                text = f"{word}{_write_time(rule.time, rng)}{joint}{_write_time(rule.until, rng)}"
+            else:
+                text = f"{word}{_write_time(rule.time, rng)}"
+            entry["constraint"] = text + rng.choice(["", "", " ", "\n"])
+        elif choice < 6:
+            entry[rng.choice(["min_time", "max_time"])] = _write_time(
+                rng.choice([event.min_time, event.max_time, 12 * 60, 24 * 60]), rng
+            )
+        elif choice == 6:
+            entry["constraint"] = rng.choice(
+                ["whenever", "at 24:00", "after 2pm and before 4pm", "around noon", "at noon", 5]
+            )
+        elif choice == 7:
+            # A NeMo entry that also carries a start time: still graded by its fields.
+            entry["start_time"] = rng.choice(["10:00", "13:00", format_24h(event.min_time)])
+        elif choice == 8:
+            entry["duration"] = rng.choice([str(event.duration), float(event.duration), 0, True])
+        odd[key] = entry
+    return odd
 
 
 def restyle(minutes: int, rng: random.Random) -> Any:
@@ -444,6 +612,34 @@ def test_grader_matches_the_reference_on_generated_replies() -> None:
     assert min(reasons.values()) >= 20, reasons
     assert {"case", "duration_type", "duplicate_ids"} <= set(triggers), triggers
     assert triggers["none"] > 0.8 * 4000, triggers
+
+
+def test_grader_matches_the_reference_on_oddly_written_expected_states() -> None:
+    # Times, constraints and fields written in ways the reference reads
+    # otherwise (or not at all): the grader must follow the documented rule
+    # every time, and equal the reference wherever both read the state alike.
+    rng = random.Random(20250113)
+    reasons: Counter[str] = Counter()
+    triggers: Counter[str] = Counter()
+    differs: Counter[tuple[str, str]] = Counter()
+    for _ in range(3000):
+        clean = random_expected(rng)
+        if not clean:
+            continue
+        text = random_reply(rng, clean)
+        expected = oddly_written(clean, rng)
+        outcome = check(text, expected)
+        ours = grade_calendar_response(text, expected)
+        reasons[outcome.reason] += 1
+        triggers.update(outcome.triggers or {"none"})
+        if (outcome.reward, outcome.reason) != (ours.reward, ours.reason):
+            differs[(outcome.reason, ours.reason)] += 1
+    assert triggers["expected_state"] > 1000 and triggers["none"] > 400, triggers
+    # Both directions occur, and each is documented in docs/calendar-grading.md.
+    print(differs)
+    assert differs[("pass", "constraint_violated")] > 0, differs
+    assert differs[("error_in_grading", "pass")] > 0, differs
+    assert differs[("pass", "error_in_grading")] > 0, differs
 
 
 @settings(max_examples=300, deadline=None)
@@ -692,6 +888,18 @@ def test_boundaries_agree_with_the_reference(
             "error_in_grading",
         ),
         (_reply((0, "10:00", 60), (1, "11:00", 30)).replace("60", "6,"), "no_json_list"),
+        # A "]" inside a later entry's string ends the candidate early ...
+        (
+            '[{"event_id": 0, "start_time": "10:00", "duration": 60},'
+            ' {"event_id": 1, "start_time": "11:00", "duration": 30, "event_name": "x]"}]',
+            "no_json_list",
+        ),
+        # ... and inside the first entry's string it does not.
+        (
+            '[{"event_id": 0, "start_time": "10:00", "duration": 60, "event_name": "x]"},'
+            ' {"event_id": 1, "start_time": "11:00", "duration": 30}]',
+            "pass",
+        ),
     ],
 )
 def test_whole_reply_cases_agree_with_the_reference(text: str, reason: str) -> None:
@@ -924,3 +1132,216 @@ def test_public_names_are_complete_and_importable() -> None:
             and getattr(value, "__module__", "").startswith(module.__name__)
         }
         assert defined_here <= set(module.__all__), defined_here - set(module.__all__)
+
+
+# --- Issue #10's cases, decided one by one (docs/calendar-grading.md) ----------------
+
+
+@pytest.mark.parametrize(
+    ("field_name", "value"),
+    [
+        ("constraint", "before noon"),
+        ("constraint", "before midday"),
+        ("constraint", "before 11 a.m."),
+        ("constraint", "before 11am."),
+        ("constraint", "between 10 a.m. and 1 p.m."),
+        ("max_time", "4 p.m."),
+        ("min_time", "10 a.m."),
+    ],
+)
+def test_times_only_convo_sim_reads_turn_a_zero_into_a_one(field_name: str, value: str) -> None:
+    # Item 2, a principled difference (0 -> 1): the data means a clear time,
+    # so convo-sim grades by it; the reference cannot read it and fails.
+    expected = {"0": {**_nemo(60), field_name: value}}
+    text = _reply((0, "10:00", 60))
+    ref = reference(text, expected)
+    assert (ref.reward, ref.reason) == (0.0, "error_in_grading")
+    assert "expected_state" in ref.triggers
+    assert grade_calendar_response(text, expected).reason == "pass"
+    assert check(text, expected).reason == "error_in_grading"
+
+
+def test_midnight_is_the_start_of_the_day() -> None:
+    # As "12am" is, here and in the reference: "before midnight" is never met.
+    expected = {"0": _nemo(60, "before midnight", "0:00", "24:00")}
+    assert grade_calendar_response(_reply((0, "10:00", 60)), expected).reason == (
+        "constraint_violated"
+    )
+    assert check(
+        _reply((0, "10:00", 60)), {"0": _nemo(60, "before 12am", "0:00", "24:00")}
+    ).reason == ("constraint_violated")
+
+
+@pytest.mark.parametrize("rule", [" before 11am", "before\t11am", "Before 11am", "BEFORE 11am"])
+def test_constraints_the_reference_does_not_recognise_are_enforced(rule: str) -> None:
+    # Item 3 (1 -> 0): the reference treats the text as no constraint at all;
+    # convo-sim reads it as written, whitespace and letter case aside.
+    expected = {"0": _nemo(60, rule)}
+    late = _reply((0, "12:00", 60))
+    assert reference(late, expected).reason == "pass"
+    grade = grade_calendar_response(late, expected)
+    assert grade.reason == "constraint_violated" and "11:00" in grade.detail
+    assert grade_calendar_response(_reply((0, "10:00", 60)), expected).reason == "pass"
+
+
+def test_a_between_with_odd_whitespace_is_read() -> None:
+    # Item 3 (0 -> 1): the reference's split on " and " fails on a tab.
+    expected = {"0": _nemo(60, "between 10am and\t11am")}
+    text = _reply((0, "10:00", 60))
+    assert reference(text, expected).reason == "error_in_grading"
+    assert grade_calendar_response(text, expected).reason == "pass"
+
+
+@pytest.mark.parametrize("rule", ["whenever", "around noon", "after 2pm and before 4pm"])
+def test_constraint_text_nobody_can_read_is_an_error_in_grading(rule: str) -> None:
+    # Unknown text (1 -> 0 where the reference reads it as no constraint).
+    expected = {"0": _nemo(60, rule)}
+    text = _reply((0, "10:00", 60))
+    grade = grade_calendar_response(text, expected)
+    assert grade.reason == "error_in_grading" and "constraint" in grade.detail
+    assert reference(text, expected).reason in ("pass", "error_in_grading")
+
+
+@pytest.mark.parametrize(("low", "reads_as"), [("9:75", 615), ("10:0", 600), ("0am", 0)])
+def test_times_only_the_reference_reads_are_an_error_in_grading(low: str, reads_as: int) -> None:
+    # 1 -> 0: a time outside the documented forms is malformed data.
+    expected = {"0": {**_nemo(60), "min_time": low}}
+    text = _reply((0, format_24h(max(reads_as, 600)), 60))
+    assert reference(text, expected).reason == "pass"
+    assert grade_calendar_response(text, expected).reason == "error_in_grading"
+
+
+def test_a_nemo_entry_with_a_start_time_is_graded_by_its_nemo_fields() -> None:
+    # Item 4, parity: the reference ignores `start_time` in exp_cal_state.
+    expected = {"0": {**_nemo(60, "before 11am"), "start_time": "13:00"}}
+    for start, reason in [("10:00", "pass"), ("13:00", "constraint_violated")]:
+        text = _reply((0, start, 60))
+        assert check(text, expected).reason == reason
+    window = {"0": {**_nemo(60, None, "10:00", "12:00"), "start_time": "15:00"}}
+    assert check(_reply((0, "15:00", 60)), window).reason == "constraint_violated"
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "start"), [("10:00", "16:00", "12:00"), ("0:00", "24:00", "23:00")]
+)
+def test_at_end_of_day_is_a_violated_constraint(low: str, high: str, start: str) -> None:
+    # Item 5, parity: "at 24:00" can never be met; no crash while saying so.
+    expected = {"0": _nemo(60, "at 24:00", low, high)}
+    grade = grade_calendar_response(_reply((0, start, 60)), expected)
+    assert grade.reason == "constraint_violated"
+    assert "unexpected error" not in grade.detail
+    assert check(_reply((0, start, 60)), expected).reason == "constraint_violated"
+
+
+def test_a_whitespace_reply_passes_an_empty_state_here_but_is_no_final_reply() -> None:
+    # The grading function keeps parity; the dialogue rule decides
+    # (convo_sim.verification.final_reply): a blank last turn earns nothing.
+    assert check("  \n", {}).reason == "pass"
+
+
+_PIECES = ["[", "]", "{", "}", "a", '"', '{"a": 1}', '[{"b": "x]"}', " [note] ", "{[", "]}", "[ {"]
+
+
+def test_list_extraction_matches_on_structured_random_replies() -> None:
+    # Pieces of real replies (objects, brackets in strings, notes, fragments),
+    # so that every path of the linear search (one pair, the walk back, the
+    # exact stretches) meets the reference pattern.
+    rng = random.Random(8)
+    for _ in range(20000):
+        text = "".join(rng.choice(_PIECES) for _ in range(rng.randrange(14)))
+        found = REFERENCE_LIST.search(text)
+        assert json_list_span(text) == (None if found is None else found.span()), text
+
+
+class _Counted(str):
+    """A text whose searches add the characters they read to `work` (an upper bound)."""
+
+    work = 0
+
+    def _read(self, start: int | None, end: int | None) -> int:
+        low = 0 if start is None else start
+        high = len(self) if end is None else end
+        return max(0, high - low)
+
+    def find(self, sub: str, start: Any = None, end: Any = None) -> int:  # type: ignore[override]
+        found = str.find(self, sub, start, end)
+        low = 0 if start is None else start
+        _Counted.work += (found - low + 1) if found >= 0 else self._read(start, end)
+        return found
+
+    def rfind(self, sub: str, start: Any = None, end: Any = None) -> int:  # type: ignore[override]
+        found = str.rfind(self, sub, start, end)
+        high = len(self) if end is None else end
+        _Counted.work += (high - found) if found >= 0 else self._read(start, end)
+        return found
+
+    def count(self, sub: str, start: Any = None, end: Any = None) -> int:  # type: ignore[override]
+        _Counted.work += self._read(start, end)
+        return str.count(self, sub, start, end)
+
+
+class _CountedPattern:
+    """A compiled pattern whose scans add the characters they cover to `_Counted.work`."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+
+    def match(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        found = self.pattern.match(text, pos, endpos)
+        _Counted.work += (found.end() - pos + 1) if found else 1
+        return found
+
+    def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        found = self.pattern.search(text, pos, endpos)
+        _Counted.work += (found.end() if found else min(endpos, len(text))) - pos + 1
+        return found
+
+    def finditer(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> Any:
+        _Counted.work += min(endpos, len(text)) - pos
+        return self.pattern.finditer(text, pos, endpos)
+
+
+ADVERSARIAL = {
+    "fragments then a list": lambda k: '[ {"a": 1} ' * k + _reply((0, "10:00", 60)),
+    "a truncated list with brackets in names": lambda k: json.dumps(
+        [{"event_id": i, "event_name": f"R [d{i}]", "start_time": "10:00", "duration": 5}
+         for i in range(k // 4)]
+    )[:-1],
+    "brackets in prose": lambda k: "see [note] and {x: [y]} then ] [ " * (k // 4),
+    "every bracket in an open group": lambda k: "[" + '{"a": "[", "b": "]"} ' * (k // 3),
+    "open braces, no close": lambda k: "[{" * k + "]",
+    "closes first": lambda k: "}" + "[x]{" * k,
+    "runs of brackets": lambda k: "[[[[{]]]]}" * k,
+    "an open brace before many lists": lambda k: "{" + "[x]" * k + "}",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", list(ADVERSARIAL))
+def test_list_extraction_reads_each_character_a_bounded_number_of_times(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linear time, checked without a clock: every search in C is counted by
+    # the characters it reads, and the total stays a small multiple of the
+    # text's length as the text grows (a quadratic search grows with it).
+    from convo_sim.calendar import listing
+
+    for name in ("_BRACKET", "_TOKEN", "_WALK"):
+        monkeypatch.setattr(listing, name, _CountedPattern(getattr(listing, name)))
+    per_char = []
+    for k in (500, 4000):
+        text = _Counted(ADVERSARIAL[shape](k))
+        _Counted.work = 0
+        listing.json_list_span(text)
+        per_char.append(_Counted.work / len(text))
+    assert max(per_char) < 20, per_char
+    assert per_char[1] < 2 * per_char[0] + 1, per_char
+
+
+def test_every_test_the_grading_page_names_exists() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "calendar-grading.md").read_text()
+    files = {p.stem for p in Path(__file__).parent.glob("test_*.py")}
+    named = set(re.findall(r"\btest_\w+", page)) - files
+    assert len(named) > 15
+    tests = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    defined = set(re.findall(r"def (test_\w+)", tests))
+    assert named <= defined, named - defined

@@ -151,7 +151,7 @@ def test_final_verifier_grades_against_the_scenario_or_the_transcript() -> None:
 
 def test_final_verifier_without_any_reply() -> None:
     verdict = CalendarFinalVerifier()(final(None))
-    assert (verdict.reward, verdict.reason) == (0.0, "no_assistant_reply")
+    assert (verdict.reward, verdict.reason) == (0.0, "no_final_reply")
 
 
 def test_calendar_verifiers_take_the_window_from_the_goal() -> None:
@@ -234,3 +234,15 @@ def test_fast_path_covers_solver_replies() -> None:
     assert span is not None
     listed: Any = shown_calendar(reply)
     assert listed == tuple(parse_listed_events(reply) or ())
+
+
+def test_final_verifier_grades_the_final_reply_never_an_earlier_one() -> None:
+    messages = [Message(role="user", content=text) for text in ASK]
+    messages += [Message(role="assistant", content=GOOD), Message(role="assistant", content=" ")]
+    ctx = FinalContext(Transcript(messages=tuple(messages)), TerminationReason.MAX_TURNS, 2, ())
+    verdict = CalendarFinalVerifier()(ctx)
+    assert (verdict.reward, verdict.reason) == (0.0, "no_final_reply")
+    failed = FinalContext(
+        Transcript(messages=tuple(messages[:-1])), TerminationReason.ASSISTANT_ERROR, 2, ()
+    )
+    assert CalendarFinalVerifier()(failed).reason == "no_final_reply"

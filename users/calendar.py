@@ -1,8 +1,9 @@
 """A rule-based calendar user: reveals its goal turn by turn and checks every calendar.
 
 `CalendarUser` plays the user side of the calendar domain offline. Each turn
-it reads the calendar the assistant showed (the first JSON list, as the
-grader extracts it) and checks it, with the grader's constraint checks,
+it reads the calendar the assistant showed exactly as the grader reads it
+(`convo_sim.calendar.reply`: think tags, the first JSON list, its times and
+durations) and checks it, with the grader's constraint checks,
 against everything it has asked for so far. A mistake gets pointed out, at
 most `max_corrections` times; after that the user gives up. Otherwise it
 reveals its next request, or, when the whole goal is revealed and met, says
@@ -17,13 +18,11 @@ exactly, and names events the way NeMo-Gym's users do: "(event id: 3)".
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from convo_sim.actors import View
-from convo_sim.calendar.intents import shown_calendar
 from convo_sim.calendar.model import (
     Constraint,
     ExpectedEvent,
@@ -31,6 +30,8 @@ from convo_sim.calendar.model import (
     ListedEvent,
     parse_constraint,
 )
+from convo_sim.calendar.overlaps import overlapping, partner
+from convo_sim.calendar.reply import read_reply
 from convo_sim.calendar.times import format_12h, format_24h
 from convo_sim.completion import DEFAULT_STOP_TOKEN
 from convo_sim.messages import Message
@@ -262,13 +263,17 @@ class CalendarUser:
         return self._expected[1]
 
     def _check(self, text: str) -> _Problem | None:
-        listed = shown_calendar(text)
-        if listed is None:
-            return _Problem("no_calendar")
-        return _diagnose(listed, self.expected())
+        # The grader's reading of the reply (`convo_sim.calendar.reply`): a
+        # reply it cannot see a calendar in is one the user cannot see one in.
+        reading = read_reply(text)
+        if reading.events is None:
+            return _Problem("think" if reading.problem == "think_found" else "no_calendar")
+        return _diagnose(reading.events, self.expected())
 
     def _correction(self, rng: random.Random, problem: _Problem) -> str:
         event = problem.event
+        if problem.kind == "think":
+            return "Please leave out your <think> notes and just show me the calendar as a list."
         if problem.kind == "no_calendar" or event is None:
             if problem.kind == "extra":
                 return f"I didn't ask for event {problem.other}; please take it off the calendar."
@@ -325,18 +330,17 @@ def _diagnose(listed: Sequence[ListedEvent], expected: ExpectedState) -> _Proble
     for key, event in expected.items():
         if shown[key].duration != event.duration:
             return _Problem("duration", event)
-    # Events are listed once each and last a positive time, so some two overlap
-    # only if two neighbours in start order do: one sort in the usual case
-    # (nothing overlaps) instead of comparing every pair.
-    spans = sorted((e.start_time, e.end_time) for e in listed)
-    if any(end > next_start for (_, end), (next_start, _) in itertools.pairwise(spans)):
+    # One sort instead of comparing every pair (O(n log n) in the events listed).
+    spans = [(e.start_time, e.end_time) for e in listed]
+    involved = set(overlapping(spans))
+    if involved:
+        position_of = {e.event_id: position for position, e in enumerate(listed)}
         for key, event in expected.items():
-            mine = shown[key]
-            for other in listed:
-                if other.event_id != key and not (
-                    mine.end_time <= other.start_time or mine.start_time >= other.end_time
-                ):
-                    return _Problem("overlap", event, other.event_id)
+            position = position_of[key]
+            if position in involved:
+                other = partner(spans, position)
+                assert other is not None  # `overlapping` saw one
+                return _Problem("overlap", event, listed[other].event_id)
     for key, event in expected.items():
         start = shown[key].start_time
         if start < event.min_time or start + event.duration > event.max_time:

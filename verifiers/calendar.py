@@ -2,10 +2,12 @@
 
 `grade_calendar_response` agrees with the reference grader on every input
 except the principled differences listed in `docs/calendar-grading.md`:
-upper-case `AM`/`PM` is read, a duration that is not a number is a wrong
-duration rather than a grader crash, an id listed twice fails instead of the
-last entry silently winning, a truncated list is graded in linear time, and
-a malformed expected state is reported up front.
+upper-case `AM`/`PM` is read, the expected state's times and constraints
+are read as documented (and a malformed one is reported up front), a
+duration that is not a number is a wrong duration rather than a grader
+crash, an id listed twice fails instead of the last entry silently winning,
+and a truncated list is graded in linear time. The reply is read with the
+pieces every other reader shares (`convo_sim.calendar.reply`).
 
 The steps run in the reference's order, and where the reference would
 crash on the reply, we fail with `error_in_grading` at the same point, so
@@ -14,6 +16,7 @@ that the reason agrees as well as the reward.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
@@ -22,7 +25,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from convo_sim.calendar.model import Constraint, ExpectedEvent, ExpectedState, json_list_span
+from convo_sim.calendar.listing import decode_list, json_list_span
+from convo_sim.calendar.model import Constraint, ExpectedEvent, ExpectedState
+from convo_sim.calendar.overlaps import Span, overlapping, partner
+from convo_sim.calendar.reply import (
+    THINK_MARKER,
+    EntryError,
+    entry_duration,
+    entry_start,
+    reply_minutes,
+)
 from convo_sim.calendar.times import CalendarDataError, format_24h
 
 __all__ = ["CalendarGrade", "GradeReason", "grade_calendar_response"]
@@ -110,39 +122,39 @@ def _grade(text: str, expected: ExpectedState | Mapping[str, Any]) -> CalendarGr
         # NeMo-Gym's server scores an empty reply (a model that only
         # reasoned) 0 before the grading rule runs.
         return _failed("no_json_list", "the reply is empty")
-    if "<think>" in text:
-        return _failed("think_found", "the reply contains '<think>'")
+    if THINK_MARKER in text:
+        return _failed("think_found", f"the reply contains {THINK_MARKER!r}")
     state = _expected_state(expected)
     if not state:
         return CalendarGrade(reward=1.0, reason="pass", detail="no events are expected")
 
     items = _first_list(text)
-    by_id, index_of = _key_events(items)
-    if len(by_id) != len(state):
+    keys = _keys(items)
+    position_of = {key: position for position, key in enumerate(keys)}  # the last one wins
+    if len(position_of) != len(state):
         raise _Verdict(
             "different_number_of_events",
-            f"the reply lists {len(by_id)} event(s) (ids {_ids(by_id)}); "
+            f"the reply lists {len(position_of)} event(s) (ids {_ids(position_of)}); "
             f"{len(state)} are expected (ids {_ids(state)})",
         )
-    repeated = {key: count for key, count in Counter(index_of).items() if count > 1}
-    if repeated:
+    if len(keys) != len(position_of):
         # Principled difference: the reference keeps the last entry of a
         # repeated id and grades the rest as if nothing were wrong.
-        key, count = next(iter(repeated.items()))
+        key, count = next((k, c) for k, c in Counter(keys).items() if c > 1)
         raise _Verdict(
             "different_number_of_events",
             f"event {key} is listed {count} times; each event must be listed once",
         )
-    intervals = _check_conflicts(items)
+    spans = _check_conflicts(items)
     for key, event in state.items():
-        if key not in by_id:
+        position = position_of.get(key)
+        if position is None:
             # The reference fails here with a KeyError, hence its reason.
             raise _Verdict(
                 "error_in_grading",
-                f"expected event {key} is not listed (the reply lists ids {_ids(by_id)})",
+                f"expected event {key} is not listed (the reply lists ids {_ids(position_of)})",
             )
-        position = next(i for i, item_key in enumerate(index_of) if item_key == key)
-        _check_event(key, by_id[key], intervals[position], event)
+        _check_event(key, items[position], spans[position], event)
     return CalendarGrade(reward=1.0, reason="pass", detail=f"all {len(state)} event(s) fit")
 
 
@@ -161,26 +173,25 @@ def _first_list(text: str) -> list[Any]:
     span = json_list_span(text)
     if span is None:
         raise _Verdict("no_json_list", "the reply holds no JSON list of objects")
-    candidate = text[span[0] : span[1]]
     try:
-        items = json.loads(candidate)
+        items = decode_list(text, span)
     except json.JSONDecodeError as exc:
         raise _Verdict(
             "no_json_list",
-            f"the first list in the reply is not valid JSON ({exc.msg}): {_clip(candidate)}",
+            f"the first list in the reply is not valid JSON ({exc.msg}): "
+            f"{_clip(text[span[0] : span[1]])}",
         ) from exc
     except (ValueError, RecursionError) as exc:
         # Too deep or too long a number: the reference's parser raises
         # something other than a decoding error, and it grades that as an error.
         raise _Verdict("error_in_grading", f"the first list cannot be read: {exc!r}") from exc
-    if not isinstance(items, list) or not items:
+    if not items:
         raise _Verdict("no_json_list", "the reply holds no JSON list of objects")
     return items
 
 
-def _key_events(items: list[Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    by_id: dict[str, dict[str, Any]] = {}
-    index_of: list[str] = []
+def _keys(items: list[Any]) -> list[str]:
+    keys: list[str] = []
     for position, item in enumerate(items):
         if not isinstance(item, dict) or "event_id" not in item:
             raise _Verdict(
@@ -189,95 +200,80 @@ def _key_events(items: list[Any]) -> tuple[dict[str, dict[str, Any]], list[str]]
             )
         # str() of the parsed value, as the reference keys events: 0 and "0"
         # are the same event, 0.0 is another.
-        key = str(item["event_id"])
-        by_id[key] = item
-        index_of.append(key)
-    return by_id, index_of
+        keys.append(str(item["event_id"]))
+    return keys
 
 
-def _check_conflicts(items: list[Any]) -> list[tuple[Any, Any]]:
-    """Each listed event's (start, end), checking overlaps in the reference's order.
+def _check_conflicts(items: list[Any]) -> list[Span]:
+    """Each listed event's (start, end), failing on the first overlap the reference finds.
 
-    The reference compares every event with every other that is not equal to
-    it (so two identical entries never conflict with each other), reading
-    each entry's times when it first meets it; a reading failure stops it.
+    The reference compares every event with every other that is not equal
+    to it (so two identical entries never conflict), reading each entry's
+    times when it first meets it, in list order; a reading failure stops
+    it. Only its first pass (the first event against all the others) reads
+    anything new, so that pass is replayed as it is. After it every time is
+    known, and `overlapping` finds the first event that overlaps another in
+    O(n log n) instead of comparing every pair.
     """
-    intervals: list[tuple[Any, Any] | None] = [None] * len(items)
+    first = items[0]
+    spans: list[Span | None] = [None] * len(items)
+    spans[0] = head = _interval(first)
+    head_start, head_end = head
+    for position in range(1, len(items)):
+        other = items[position]
+        if other == first:
+            continue  # never read in this pass; equal entries have equal times
+        spans[position] = span = _interval(other)
+        if not (head_end <= span[0] or head_start >= span[1]):  # `overlaps`, inlined
+            _conflict(first, head, other, span)
+    known = [head if span is None else span for span in spans]
 
-    def interval(position: int) -> tuple[Any, Any]:
-        known = intervals[position]
-        if known is None:
-            known = intervals[position] = _interval(items[position])
-        return known
+    def distinct(one: int, two: int) -> bool:
+        return bool(items[one] != items[two])
 
-    for position, item in enumerate(items):
-        start, end = interval(position)
-        for other_position, other in enumerate(items):
-            if other == item:
-                continue
-            other_start, other_end = interval(other_position)
-            # Written as "not (apart)" so a NaN duration counts as a conflict,
-            # exactly as in the reference.
-            if not (end <= other_start or start >= other_end):
-                raise _Verdict(
-                    "conflicting_events",
-                    f"event {item['event_id']} ({_span(start, end)}) overlaps event "
-                    f"{other['event_id']} ({_span(other_start, other_end)})",
-                )
-    # Every outer step read its own entry, so all intervals are known now.
-    return [interval(position) for position in range(len(items))]
+    found = overlapping(known, distinct=distinct)
+    if found:
+        position = found[0]
+        other = partner(known, position, distinct=distinct)
+        assert other is not None  # `overlapping` saw one
+        _conflict(items[position], known[position], items[other], known[other])
+    return known
 
 
-def _interval(item: dict[str, Any]) -> tuple[Any, Any]:
+def _conflict(item: Any, span: Span, other: Any, other_span: Span) -> None:
+    raise _Verdict(
+        "conflicting_events",
+        f"event {item['event_id']} ({_span(*span)}) overlaps event "
+        f"{other['event_id']} ({_span(*other_span)})",
+    )
+
+
+def _interval(item: dict[str, Any]) -> Span:
+    # The usual entry first, by the same reading (`reply_minutes`) without
+    # the calls that name a fault; anything else takes the careful path.
+    start_time, duration = item.get("start_time"), item.get("duration")
+    if type(start_time) is str and type(duration) is int:
+        start = reply_minutes(start_time)
+        if start is not None:
+            return start, start + duration
     event_id = item["event_id"]
-    if "start_time" not in item or "duration" not in item:
-        missing = "start_time" if "start_time" not in item else "duration"
-        raise _Verdict("error_in_grading", f"event {event_id} has no {missing!r}")
-    start = _reply_minutes(item["start_time"])
-    if start is None:
-        raise _Verdict(
-            "error_in_grading",
-            f"event {event_id} has start_time {_clip(item['start_time'])}, "
-            "which is not a time (expected 'HH:MM')",
-        )
-    duration = item["duration"]
-    if not isinstance(duration, int | float):
-        # Principled difference: the reference crashes on a string (or null)
-        # duration; we call it what it is, a wrong duration.
-        raise _Verdict(
-            "constraint_violated",
-            f"event {event_id} has duration {_clip(duration)}; durations must be integer minutes",
-        )
+    try:
+        start = entry_start(item)
+        duration = entry_duration(item)
+    except EntryError as exc:
+        if exc.field == "duration" and "duration" in item:
+            # Principled difference: the reference crashes on a string (or
+            # null) duration; we call it what it is, a wrong duration.
+            raise _Verdict(
+                "constraint_violated",
+                f"event {event_id} has duration {_clip(item['duration'])}; "
+                "durations must be integer minutes",
+            ) from exc
+        raise _Verdict("error_in_grading", f"event {event_id}: {exc}") from exc
     try:
         return start, start + duration
     except OverflowError as exc:
         raise _Verdict("error_in_grading", f"event {event_id}'s times overflow") from exc
-
-
-def _reply_minutes(value: object) -> int | None:
-    """Read a listed start time as the reference does, but in any letter case.
-
-    The reference accepts whatever Python's `int()` accepts around the colon
-    and the "am"/"pm" marker (`"10:75"` is 11:15, `"13pm"` is 01:00 the next
-    day) and we keep that for parity; it only knows lower-case markers, and
-    reading `"10:00 AM"` too is a principled difference.
-    """
-    if not isinstance(value, str):
-        return None
-    text = value.strip().lower()
-    marker = "am" if "am" in text else "pm" if "pm" in text else None
-    if marker is not None:
-        text = text.replace(marker, "")
-    parts = text.split(":") if marker is None or ":" in text else [text, "0"]
-    if len(parts) != 2:
-        return None
-    try:
-        hours, minutes = int(parts[0]), int(parts[1])
-    except ValueError:
-        return None
-    if marker is None:
-        return hours * 60 + minutes
-    return (0 if hours == 12 else hours * 60) + (12 * 60 if marker == "pm" else 0) + minutes
 
 
 def _check_event(
@@ -327,8 +323,10 @@ def _span(start: object, end: object) -> str:
     return f"{_clock(start)}-{_clock(end)}"
 
 
-def _ids(events: Mapping[str, object]) -> str:
-    return ", ".join(events) or "none"
+def _ids(events: Mapping[str, object], shown: int = 10) -> str:
+    ids = list(itertools.islice(events, shown + 1))
+    listed = ", ".join(ids[:shown]) or "none"
+    return listed if len(ids) <= shown else f"{listed}, ... ({len(events)} in all)"
 
 
 def _clip(value: object, limit: int = 80) -> str:

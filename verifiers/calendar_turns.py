@@ -8,32 +8,52 @@ NeMo-Gym prefixes as well as on simulated dialogues:
 * `valid_calendar`: the reply shows a calendar (a JSON list of events) with
   each id once;
 * `no_conflicts`: share of listed events that overlap no other;
-* `events_present`: share of requested events listed with their duration;
+* `events_present`: share of requested and listed events that are both, with
+  the requested duration (an event nobody asked for counts against it);
 * `constraints_honoured`: share of requested events listed inside the
   working window and within their latest constraint.
 
-`CalendarFinalVerifier` grades the last assistant reply against the
-scenario's expected state with `grade_calendar_response` (NeMo-Gym's rule).
+They read a reply exactly as the grader does (`convo_sim.calendar.reply`):
+a reply that is blank or holds `<think>` scores 0 on every one of them,
+with reason `empty_reply` or `think_found`, even before anything has been
+asked for. Together they are at least as strict as the grader: when all
+four score 1 on a reply, the grader passes it against what was asked.
+
+`CalendarFinalVerifier` grades the dialogue's final reply
+(`convo_sim.verification.final_reply`) against the scenario's expected state
+with `grade_calendar_response` (NeMo-Gym's rule).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Final
 
 from convo_sim.calendar.intents import (
     RequestedState,
     constraint_of,
     message_requests,
     requested_state,
-    shown_calendar,
 )
 from convo_sim.calendar.model import WORKING_WINDOW, ExpectedState, ListedEvent
-from convo_sim.calendar.times import format_24h, parse_time
+from convo_sim.calendar.overlaps import overlapping, partner
+from convo_sim.calendar.reply import CalendarReading, read_reply
+from convo_sim.calendar.times import MINUTES_PER_DAY, format_24h, parse_time
 from convo_sim.messages import Message, Transcript
 from convo_sim.results import TurnScore, Verdict
-from convo_sim.verification import FinalContext, FinalVerifier, TurnContext, TurnVerifier
+from convo_sim.verification import (
+    NO_FINAL_REPLY,
+    FinalContext,
+    FinalVerifier,
+    TurnContext,
+    TurnVerifier,
+)
 from convo_sim.verifiers.calendar import grade_calendar_response
+
+# Readings no turn may pass, asked for or not: the grader fails them all.
+_UNREADABLE: Final = frozenset(("empty_reply", "think_found"))
+_PAIRS_SHOWN: Final = 10  # overlapping pairs listed in a score's details
 
 __all__ = [
     "CalendarFinalVerifier",
@@ -86,12 +106,13 @@ def _score(
     )
 
 
-def _no_list(verifier: _Verifier, ctx: TurnContext) -> TurnScore:
-    return _score(verifier, ctx, 0.0, "no_json_list", detail="no calendar shown")
+def _no_list(verifier: _Verifier, ctx: TurnContext, reading: CalendarReading) -> TurnScore:
+    reason = reading.problem or "no_json_list"
+    return _score(verifier, ctx, 0.0, reason, detail=reading.detail or "no calendar shown")
 
 
 class _Verifier:
-    """What the calendar turn verifiers share: a name and the replay of the requests."""
+    """What the calendar turn verifiers share: a name, the replay of the requests, the reading."""
 
     name = ""
 
@@ -101,6 +122,23 @@ class _Verifier:
     def _requested(self, ctx: TurnContext) -> RequestedState:
         return self._replay(ctx.transcript.messages)
 
+    def _calendar(
+        self, ctx: TurnContext, *, requested: bool
+    ) -> tuple[tuple[ListedEvent, ...] | None, TurnScore | None]:
+        """The calendar shown, or the score of a turn that shows none.
+
+        `requested`: whether something has been asked for; a reply with no
+        calendar is fine before that, unless it is blank or thinks aloud.
+        """
+        reading = read_reply(ctx.message.text)
+        if reading.events is not None:
+            return reading.events, None
+        if reading.problem in _UNREADABLE:
+            return None, _no_list(self, ctx, reading)
+        if not requested:
+            return None, _score(self, ctx, 1.0, "nothing_requested")
+        return None, _no_list(self, ctx, reading)
+
 
 class ValidCalendar(_Verifier):
     """1 when the reply shows a calendar with each event id once, else 0."""
@@ -108,71 +146,96 @@ class ValidCalendar(_Verifier):
     name = "valid_calendar"
 
     def __call__(self, ctx: TurnContext) -> TurnScore:
-        listed = shown_calendar(ctx.message.text)
+        listed, failed = self._calendar(ctx, requested=bool(self._requested(ctx).events))
         if listed is None:
-            if not self._requested(ctx).events:
-                return _score(self, ctx, 1.0, "nothing_requested")
-            return _no_list(self, ctx)
-        ids = [e.event_id for e in listed]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
+            assert failed is not None
+            return failed
+        counts = Counter(e.event_id for e in listed)
+        repeated = sorted(i for i, n in counts.items() if n > 1)
         if repeated:
             return _score(self, ctx, 0.0, "duplicate_event_id", event_ids=repeated)
         return _score(self, ctx, 1.0, "pass", events=len(listed))
 
 
 class NoConflicts(_Verifier):
-    """Share of listed events that overlap no other (half-open intervals)."""
+    """Share of listed events that overlap no other (half-open intervals).
+
+    O(n log n) in the number of events listed; the details name at most ten
+    overlapping pairs (each event with the first one it overlaps).
+    """
 
     name = "no_conflicts"
 
     def __call__(self, ctx: TurnContext) -> TurnScore:
-        listed = shown_calendar(ctx.message.text)
+        listed, failed = self._calendar(ctx, requested=bool(self._requested(ctx).events))
         if listed is None:
-            if not self._requested(ctx).events:
-                return _score(self, ctx, 1.0, "nothing_requested")
-            return _no_list(self, ctx)
-        pairs = _overlaps(listed)
-        if not pairs:
+            assert failed is not None
+            return failed
+        spans = [(e.start_time, e.end_time) for e in listed]
+        involved = overlapping(spans)
+        if not involved:
             return _score(self, ctx, 1.0, "pass")
-        involved = {i for pair in pairs for i in pair}
+        pairs: list[list[str]] = []
+        for position in involved:
+            other = partner(spans, position)
+            if other is not None and other > position:
+                pairs.append([listed[position].event_id, listed[other].event_id])
+            if len(pairs) == _PAIRS_SHOWN:
+                break
         return _score(
             self,
             ctx,
             1.0 - len(involved) / len(listed),
             "conflicting_events",
-            overlapping=[list(pair) for pair in pairs],
+            overlapping=pairs,
+            events_overlapping=len(involved),
         )
 
 
 class EventsPresent(_Verifier):
-    """Share of the events requested so far that are listed with their duration."""
+    """Share of the events requested so far that are listed, with their duration, and nothing else.
+
+    The score is the number of requested events listed with the requested
+    duration, over the number of events requested plus those listed without
+    having been requested: the grader fails a calendar with an extra event,
+    and so does this.
+    """
 
     name = "events_present"
 
     def __call__(self, ctx: TurnContext) -> TurnScore:
         requested = self._requested(ctx)
+        listed, failed = self._calendar(ctx, requested=bool(requested.events))
+        if listed is None:
+            assert failed is not None
+            return failed
         if not requested.events:
             return _score(self, ctx, 1.0, "nothing_requested")
-        listed = shown_calendar(ctx.message.text)
-        if listed is None:
-            return _no_list(self, ctx)
         shown = {e.event_id: e for e in listed}
-        missing = [k for k in requested.events if str(k) not in shown]
-        wrong = [
-            k
-            for k, e in requested.events.items()
-            if str(k) in shown and shown[str(k)].duration != e.duration
-        ]
+        missing: list[int] = []
+        wrong: list[int] = []
+        for key, event in requested.events.items():
+            entry = shown.get(str(key))
+            if entry is None:
+                missing.append(key)
+            elif entry.duration != event.duration:
+                wrong.append(key)
+        extra: list[str] = []
+        if len(shown) > len(requested.events) - len(missing):  # something unrequested is listed
+            wanted = {str(key) for key in requested.events}
+            extra = [key for key in shown if key not in wanted]
         ok = len(requested.events) - len(missing) - len(wrong)
-        if not missing and not wrong:
+        if not missing and not wrong and not extra:
             return _score(self, ctx, 1.0, "pass", events=ok)
+        reason = "missing_events" if missing else "wrong_duration" if wrong else "extra_events"
         return _score(
             self,
             ctx,
-            ok / len(requested.events),
-            "missing_events" if missing else "wrong_duration",
+            ok / (len(requested.events) + len(extra)),
+            reason,
             missing=missing,
             wrong_duration=wrong,
+            extra=extra,
         )
 
 
@@ -194,11 +257,12 @@ class ConstraintsHonoured(_Verifier):
 
     def __call__(self, ctx: TurnContext) -> TurnScore:
         requested = self._requested(ctx)
+        listed, failed = self._calendar(ctx, requested=bool(requested.events))
+        if listed is None:
+            assert failed is not None
+            return failed
         if not requested.events:
             return _score(self, ctx, 1.0, "nothing_requested")
-        listed = shown_calendar(ctx.message.text)
-        if listed is None:
-            return _no_list(self, ctx)
         shown = {e.event_id: e for e in listed}
         broken: dict[str, str] = {}
         for key, event in requested.events.items():
@@ -240,15 +304,13 @@ class CalendarFinalVerifier:
 
     def __call__(self, ctx: FinalContext) -> Verdict:
         expected, source = self._expected(ctx)
-        reply = next(
-            (m for m in reversed(ctx.transcript.messages) if m.role == "assistant" and m.text),
-            None,
-        )
+        # The final reply or nothing: never an earlier reply (see `final_reply`).
+        reply = ctx.final_reply
         if reply is None:
             return Verdict(
                 reward=0.0,
-                reason="no_assistant_reply",
-                details={"detail": "the assistant never replied", "expected_from": source},
+                reason=NO_FINAL_REPLY,
+                details={"detail": "the dialogue has no final reply", "expected_from": source},
             )
         grade = grade_calendar_response(reply.text, expected)
         return Verdict(
@@ -294,16 +356,11 @@ def calendar_verifiers(
     return turn, final
 
 
-def _overlaps(listed: Sequence[ListedEvent]) -> list[tuple[str, str]]:
-    ordered = sorted(listed, key=lambda e: (e.start_time, e.end_time))
-    pairs: list[tuple[str, str]] = []
-    for i, first in enumerate(ordered):
-        for second in ordered[i + 1 :]:
-            if second.start_time >= first.end_time:
-                break
-            pairs.append((first.event_id, second.event_id))
-    return pairs
-
-
 def _span(event: ListedEvent) -> str:
-    return f"{format_24h(event.start_time)}-{format_24h(min(event.end_time, 24 * 60))}"
+    return f"{_clock(event.start_time)}-{_clock(event.end_time)}"
+
+
+def _clock(minutes: int) -> str:
+    # A reply's times are read as the grader reads them, so they may lie
+    # outside the day ("-1:00", "30:00").
+    return format_24h(minutes) if 0 <= minutes <= MINUTES_PER_DAY else f"{minutes} min"

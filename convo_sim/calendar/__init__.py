@@ -1,4 +1,8 @@
-"""The calendar domain: times, constraints, expected states and exact scheduling.
+"""The calendar domain: times, constraints, expected states, replies and exact scheduling.
+
+A reply is read one way by everyone who reads it (`read_reply`, in
+`convo_sim.calendar.reply`): the grader, the turn verifiers, the simulated
+user and the solver assistant.
 
 Errors raised here::
 
@@ -28,6 +32,7 @@ from convo_sim.calendar.model import (
     parse_constraint,
     parse_listed_events,
 )
+from convo_sim.calendar.reply import CalendarReading, read_reply, reply_minutes
 from convo_sim.calendar.solve import EventSpec, is_solvable, solve_schedule
 from convo_sim.calendar.times import (
     MINUTES_PER_DAY,
@@ -42,6 +47,7 @@ __all__ = [
     "MINUTES_PER_DAY",
     "WORKING_WINDOW",
     "CalendarDataError",
+    "CalendarReading",
     "Constraint",
     "ConstraintFormatError",
     "ConstraintKind",
@@ -60,5 +66,7 @@ __all__ = [
     "parse_constraint",
     "parse_listed_events",
     "parse_time",
+    "read_reply",
+    "reply_minutes",
     "solve_schedule",
 ]

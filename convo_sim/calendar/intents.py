@@ -32,12 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from convo_sim.calendar.model import (
-    Constraint,
-    ListedEvent,
-    parse_constraint,
-    parse_listed_events,
-)
+from convo_sim.calendar.model import Constraint, ListedEvent, parse_constraint
+from convo_sim.calendar.reply import read_reply
 from convo_sim.calendar.times import format_12h, parse_time
 from convo_sim.messages import Message
 
@@ -467,16 +463,14 @@ def requested_state(messages: Iterable[Message]) -> RequestedState:
     return state
 
 
-@functools.lru_cache(maxsize=4096)
 def shown_calendar(text: str) -> tuple[ListedEvent, ...] | None:
-    """The calendar an assistant message shows (the grader's first JSON list), or None.
+    """The calendar an assistant message shows, or None (`read_reply(text).events`).
 
-    Cached for the same reason as `parse_request`: within one turn the
-    simulated user, the verifiers and, next turn, the solver all read the
-    same reply.
+    The reading is the grader's (think tags, the first JSON list, its time
+    and duration rules), shared with the turn verifiers, the simulated user
+    and the solver; see `convo_sim.calendar.reply`.
     """
-    listed = parse_listed_events(text)
-    return None if listed is None else tuple(listed)
+    return read_reply(text).events
 
 
 @functools.lru_cache(maxsize=1024)

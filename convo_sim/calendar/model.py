@@ -2,20 +2,35 @@
 
 An *expected state* says what a correct calendar must look like at one point
 of a dialogue (NeMo-Gym's `exp_cal_state`); a *listed event* is one entry of
-the JSON calendar an assistant prints. Event ids are strings throughout,
-because the reference grader keys every event by `str(event_id)`.
+the JSON calendar an assistant prints (read in `convo_sim.calendar.reply`,
+re-exported here). Event ids are strings throughout, because the reference
+grader keys every event by `str(event_id)`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from convo_sim.calendar.times import CalendarDataError, format_12h, format_24h, parse_time
+from convo_sim.calendar.listing import json_list_span
+from convo_sim.calendar.reply import (
+    ListedEvent,
+    _json_id,
+    extract_json_list,
+    format_calendar,
+    parse_listed_events,
+)
+from convo_sim.calendar.times import (
+    MINUTES_PER_DAY,
+    CalendarDataError,
+    _parse_time,
+    format_12h,
+    format_24h,
+    parse_time,
+)
 
 __all__ = [
     "WORKING_WINDOW",
@@ -37,6 +52,8 @@ ConstraintKind = Literal["before", "after", "between", "at"]
 
 WORKING_WINDOW: Final = (10 * 60, 16 * 60)
 """The working day of the public data, 10:00 to 16:00, in minutes."""
+
+_NEMO_FIELDS: Final = frozenset(("constraint", "min_time", "max_time"))
 
 _SINGLE: Final = re.compile(r"\s*(before|after|at)\s+(\S.*?)\s*", re.IGNORECASE | re.DOTALL)
 _BETWEEN: Final = re.compile(r"\s*between\s+(\S.*?)\s+and\s+(\S.*?)\s*", re.IGNORECASE | re.DOTALL)
@@ -98,10 +115,10 @@ class Constraint:
 
     @property
     def text(self) -> str:
-        """NeMo-Gym's wording, e.g. `"between 10am and 11:45am"`."""
+        """NeMo-Gym's wording, e.g. `"between 10am and 11:45am"` (the end of the day is `24:00`)."""
         if self.until is not None:
-            return f"between {format_12h(self.time)} and {format_12h(self.until)}"
-        return f"{self.kind} {format_12h(self.time)}"
+            return f"between {_clock_text(self.time)} and {_clock_text(self.until)}"
+        return f"{self.kind} {_clock_text(self.time)}"
 
     def allows(self, start: int, duration: int) -> bool:
         """Whether an event starting at `start` and lasting `duration` minutes satisfies this."""
@@ -117,6 +134,12 @@ class Constraint:
 
     def __str__(self) -> str:
         return self.text
+
+
+def _clock_text(minutes: int) -> str:
+    # 12-hour text has no end of day, and `12am` means midnight at the start;
+    # `24:00` reads back as 1440 here and in the reference alike.
+    return format_12h(minutes) if minutes < MINUTES_PER_DAY else format_24h(minutes)
 
 
 def parse_constraint(text: str | None) -> Constraint | None:
@@ -196,6 +219,11 @@ class ExpectedEvent:
         }
 
 
+# Events are immutable, and a run grades the same expected states over and
+# over (every sample of a scenario): building one is most of reading a state.
+_expected_event: Final = functools.lru_cache(maxsize=8192)(ExpectedEvent)
+
+
 class ExpectedState(Mapping[str, ExpectedEvent]):
     """The expected calendar at one point of a dialogue: event id to `ExpectedEvent`.
 
@@ -224,8 +252,24 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
         Raises:
             ExpectedStateError: an entry is missing a field or holds a bad value.
         """
+        return cls._nemo(_entries(data))
+
+    @classmethod
+    def _nemo(cls, entries: list[tuple[str, Mapping[str, Any]]]) -> ExpectedState:
         events = []
-        for key, entry in _entries(data):
+        for key, entry in entries:
+            # The usual entry, read without the checks that name a fault;
+            # anything unusual takes the careful path below, which does.
+            try:
+                duration, rule = entry["duration"], entry["constraint"]
+                if type(duration) is int and duration > 0:
+                    low, high = _parse_time(entry["min_time"]), _parse_time(entry["max_time"])
+                    constraint = None if rule is None else _parse_constraint(rule)
+                    if low <= high:
+                        events.append(_expected_event(key, duration, constraint, low, high))
+                        continue
+            except (KeyError, TypeError, AttributeError, CalendarDataError):
+                pass
             duration = _duration_field(entry, key)
             low, high = _time_field(entry, key, "min_time"), _time_field(entry, key, "max_time")
             if low > high:
@@ -263,15 +307,22 @@ class ExpectedState(Mapping[str, ExpectedEvent]):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExpectedState:
-        """Read either format: entries that all have `start_time` are the seed format.
+        """Read either format.
+
+        The seed format is recognised when every entry has a `start_time` and
+        none has a field of NeMo-Gym's (`constraint`, `min_time`,
+        `max_time`). An entry with both is NeMo-Gym's: the reference grades
+        by those fields and ignores `start_time`, and so does this.
 
         Raises:
             ExpectedStateError: `data` is malformed in the format it appears to be.
         """
         entries = _entries(data)
-        if entries and all("start_time" in entry for _, entry in entries):
+        if entries and all(
+            "start_time" in entry and _NEMO_FIELDS.isdisjoint(entry) for _, entry in entries
+        ):
             return cls.from_seed(data)
-        return cls.from_nemo(data)
+        return cls._nemo(entries)
 
     def to_nemo(self) -> dict[str, dict[str, object]]:
         """This state as NeMo-Gym's `exp_cal_state`."""
@@ -310,7 +361,7 @@ def _entries(data: object) -> list[tuple[str, Mapping[str, Any]]]:
         raise ExpectedStateError(f"expected a mapping of event ids, got {data!r}", value=data)
     entries = []
     for key, entry in data.items():
-        if not isinstance(entry, Mapping):
+        if type(entry) is not dict and not isinstance(entry, Mapping):  # dict: the usual, fast
             raise ExpectedStateError(
                 f"entry must be an object, got {entry!r}", value=entry, event_id=str(key)
             )
@@ -343,173 +394,3 @@ def _time_field(entry: Mapping[str, Any], key: str, name: str) -> int:
         return parse_time(value)
     except CalendarDataError as exc:
         raise ExpectedStateError(str(exc), value=value, event_id=key, field=name) from exc
-
-
-def _json_id(event_id: str) -> int | str:
-    # The assistant's format has integer ids; keep anything else as written.
-    return int(event_id) if event_id.isascii() and event_id.isdigit() else event_id
-
-
-@dataclass(frozen=True, slots=True)
-class ListedEvent:
-    """One entry of a calendar as the assistant prints it.
-
-    Attributes:
-        event_id: `str` of the printed id.
-        event_name: the printed name.
-        start_time: minutes since midnight.
-        duration: minutes.
-    """
-
-    event_id: str
-    event_name: str
-    start_time: int
-    duration: int
-
-    @property
-    def end_time(self) -> int:
-        """Minutes since midnight at which the event ends (exclusive)."""
-        return self.start_time + self.duration
-
-    @classmethod
-    def from_json(cls, item: object) -> ListedEvent:
-        """Read one printed entry strictly (`start_time` by `parse_time`, integer `duration`).
-
-        Raises:
-            CalendarDataError: `item` is not a well-formed calendar entry.
-        """
-        if not isinstance(item, Mapping) or not {"event_id", "start_time", "duration"} <= set(item):
-            raise CalendarDataError(
-                f"not a calendar entry: {item!r}; expected an object with "
-                "'event_id', 'start_time' and 'duration'",
-                value=item,
-            )
-        duration = item["duration"]
-        if isinstance(duration, bool) or not isinstance(duration, int) or duration <= 0:
-            raise CalendarDataError(
-                f"duration must be a positive integer, got {duration!r}", value=duration
-            )
-        name = item.get("event_name", "")
-        return cls(str(item["event_id"]), str(name), parse_time(item["start_time"]), duration)
-
-    def to_json(self) -> dict[str, object]:
-        """This entry in the assistant's format (`start_time` as `HH:MM`)."""
-        return {
-            "event_id": _json_id(self.event_id),
-            "event_name": self.event_name,
-            "start_time": format_24h(self.start_time),
-            "duration": self.duration,
-        }
-
-
-# json.dumps(..., ensure_ascii=False) builds an encoder per call.
-_CALENDAR_JSON: Final = json.JSONEncoder(ensure_ascii=False)
-
-
-def format_calendar(events: Iterable[ListedEvent]) -> str:
-    """The JSON list an assistant should print for `events`, in the given order."""
-    return _CALENDAR_JSON.encode([event.to_json() for event in events])
-
-
-def json_list_span(text: str) -> tuple[int, int] | None:
-    """Where the first JSON-like list of objects in `text` is, as `(start, end)`.
-
-    This is exactly the text NeMo-Gym's extraction regular expression finds:
-    a `[`, then text in which every square bracket lies inside a `{...}` group
-    holding no `}` before it, with at least one `{` later closed by `}`, then
-    `]`. The leftmost `[` that starts such a text wins; among its possible
-    ends, the one a backtracking engine reaches first. The reference's
-    pattern backtracks exponentially on a list without its closing bracket
-    (a truncated reply); this computes the same answer in linear time.
-    """
-    size = len(text)
-    if "[" not in text or "{" not in text:
-        return None
-    start = text.find("[")
-    end = text.find("]", start)
-    if end >= 0 and text.count("[") == 1 and text.count("]") == 1:
-        # One "[" before one "]" (every reply of the rule-based assistant):
-        # the pattern's only choice is that pair, with no brackets between,
-        # so it matches exactly when a "{" there is followed by a "}" before
-        # the "]". The general pass below costs ~0.1 ms per reply.
-        brace = text.find("{", start, end)
-        return (start, end + 1) if brace >= 0 and text.find("}", brace, end) >= 0 else None
-    # next_close[p]: index of the first "}" at or after p, or -1.
-    next_close = [-1] * (size + 1)
-    for p in range(size - 1, -1, -1):
-        next_close[p] = p if text[p] == "}" else next_close[p + 1]
-    # The pattern after "[" is: items, "{", items, "}", items, "]", where an
-    # item is one non-bracket character or a "{...}" group without "}" inside.
-    # after_*[p] is where the first match found from p ends (-1: none); the
-    # engine tries, at each item, a character, then a group, then moving on.
-    # Every choice leads to a later position, so one right-to-left pass gives
-    # the engine's depth-first answer without its exponential re-exploration.
-    after_close = [-1] * (size + 1)  # items then "]"
-    after_open = [-1] * (size + 1)  # items then "}" then items then "]"
-    after_start = [-1] * (size + 1)  # items then "{" ... "]"
-    for p in range(size - 1, -1, -1):
-        char = text[p]
-        plain = char not in "[]"
-        group = next_close[p + 1] + 1 if char == "{" and next_close[p + 1] >= 0 else -1
-        for table, stop_char, then in (
-            (after_close, "]", None),
-            (after_open, "}", after_close),
-            (after_start, "{", after_open),
-        ):
-            end = table[p + 1] if plain else -1
-            if end < 0 and group >= 0:
-                end = table[group]
-            if end < 0 and char == stop_char:
-                end = p + 1 if then is None else then[p + 1]
-            table[p] = end
-    for p in range(size):
-        if text[p] == "[" and after_start[p + 1] >= 0:
-            return p, after_start[p + 1]
-    return None
-
-
-def extract_json_list(text: str) -> list[Any] | None:
-    """Parse the first JSON-like list of objects in `text` (see `json_list_span`).
-
-    Prose and code fences around the list are fine. Only the first candidate
-    is tried, as in the reference: if it is not valid JSON, the result is
-    `None` even when a later list would parse. Items are returned as parsed
-    and need not all be objects.
-    """
-    span = json_list_span(text)
-    return None if span is None else _decode_list(text, span)
-
-
-def _decode_list(text: str, span: tuple[int, int]) -> list[Any] | None:
-    try:
-        parsed = json.loads(text[span[0] : span[1]])
-    except (ValueError, RecursionError):
-        return None
-    return parsed if isinstance(parsed, list) else None
-
-
-_EMPTY_LIST: Final = re.compile(r"\[\s*\]")
-
-
-def parse_listed_events(text: str) -> list[ListedEvent] | None:
-    """The calendar printed in `text`, or `None` if there is none or an entry is malformed.
-
-    The calendar is the grader's first JSON list of objects
-    (`extract_json_list`). A text with no such list whose first `[` opens an
-    empty JSON list (`[]`, as an assistant prints an empty calendar) shows
-    the empty calendar, `[]`: the grader's pattern needs an object and cannot
-    see it, which changes no grade (see `docs/calendar-grading.md`), but the
-    simulated user, the solver and the turn verifiers must tell "an empty
-    calendar" from "no calendar".
-    """
-    span = json_list_span(text)
-    if span is None:
-        first = text.find("[")
-        return [] if first >= 0 and _EMPTY_LIST.match(text, first) else None
-    items = _decode_list(text, span)
-    if items is None:
-        return None
-    try:
-        return [ListedEvent.from_json(item) for item in items]
-    except CalendarDataError:
-        return None
