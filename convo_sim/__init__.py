@@ -44,7 +44,13 @@ from convo_sim.results import (
     Verdict,
 )
 from convo_sim.retry import RetryPolicy
-from convo_sim.rollouts import RolloutPlan, generate_rollouts, generate_rollouts_sync, sample_seed
+from convo_sim.rollouts import (
+    RolloutPlan,
+    RolloutStream,
+    generate_rollouts_sync,
+    open_rollouts,
+    sample_seed,
+)
 from convo_sim.sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
 from convo_sim.verification import (
     FinalContext,
@@ -83,6 +89,7 @@ __all__ = [
     "RolloutError",
     "RolloutPlan",
     "RolloutSink",
+    "RolloutStream",
     "ScenarioError",
     "ScriptExhausted",
     "Stop",
@@ -104,10 +111,10 @@ __all__ = [
     "configure_logging",
     "cumulative",
     "final_only",
-    "generate_rollouts",
     "generate_rollouts_sync",
     "pass_at_k",
     "pass_hat_k",
+    "open_rollouts",
     "read_rollouts",
     "rescore",
     "run_dialogue",

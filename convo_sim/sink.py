@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +25,7 @@ import pydantic
 from convo_sim.errors import InputError
 from convo_sim.logging import get_logger
 from convo_sim.records import Rollout, RolloutKey, ScenarioLike
-from convo_sim.rollouts import Backend, RolloutPlan, S, plan_items, run_plan, sample_seed
+from convo_sim.rollouts import Backend, RolloutPlan, S, open_plan, plan_items, sample_seed
 
 if TYPE_CHECKING:
     from convo_sim.progress import Progress
@@ -232,7 +231,7 @@ async def write_rollouts(
     Args:
         path: the rollouts file.
         scenarios: the scenarios (ids must be unique).
-        plan: factories, limits and seed (see `generate_rollouts`).
+        plan: factories, limits and seed (see `open_rollouts`).
         samples_per_scenario: dialogues per scenario.
         resume: keep and skip what the file holds; False starts it over.
         fsync: fsync after every record.
@@ -261,9 +260,8 @@ async def write_rollouts(
         _log.info("rollouts.resumed", path=str(sink.path), total=total, resumed=resumed)
         if progress is not None:
             progress.start(total, already_done=resumed)
-        stream = run_plan(items, plan) if backend is None else backend.run(items, plan)
-        async with aclosing(stream):
-            async for rollout in stream:
+        async with open_plan(items, plan, backend=backend) as rollouts:
+            async for rollout in rollouts:
                 # A write is one small syscall; a thread hop per record would
                 # cost more than it saves.
                 sink.write(rollout)

@@ -16,7 +16,16 @@ settings.load_profile("convo_sim")
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """The event loop of async tests: asyncio, unless the module says otherwise."""
     return "asyncio"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A module that sets `ANYIO_BACKENDS = ("asyncio", "trio")` runs each of
+    # its async tests once per event loop, as anyio's own suite does.
+    backends = getattr(metafunc.module, "ANYIO_BACKENDS", None)
+    if backends and "anyio_backend" in metafunc.fixturenames:
+        metafunc.parametrize("anyio_backend", backends)
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ from convo_sim import (
     TurnContext,
     TurnScore,
     Verdict,
-    generate_rollouts,
+    open_rollouts,
     read_rollouts,
     write_rollouts,
 )
@@ -39,7 +39,9 @@ def ray_cluster() -> Iterator[None]:
     # The factories below live in this test module, which Ray workers cannot
     # import; ship them by value instead.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a new Ray of our own, even when another `ray start`
+    # cluster runs on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
@@ -77,7 +79,7 @@ def comparable(rollout: Rollout) -> dict[str, object]:
 
 async def run(backend: RayBackend | None, **kwargs: object) -> list[Rollout]:
     with anyio.fail_after(45):
-        stream = generate_rollouts(
+        async with open_rollouts(
             scenarios(8),
             assistant=assistant,
             user=user,
@@ -86,8 +88,8 @@ async def run(backend: RayBackend | None, **kwargs: object) -> list[Rollout]:
             seed=21,
             backend=backend,
             **kwargs,  # type: ignore[arg-type]
-        )
-        return [r async for r in stream]
+        ) as stream:
+            return [r async for r in stream]
 
 
 async def test_ray_records_equal_the_local_backends() -> None:
@@ -127,13 +129,14 @@ def failing_user(scenario: Scenario, seed: int) -> Actor:
 async def test_a_worker_failure_reaches_the_driver_as_rollout_error() -> None:
     with pytest.raises(RolloutError) as info:
         with anyio.fail_after(45):
-            async for _ in generate_rollouts(
+            async with open_rollouts(
                 scenarios(6),
                 assistant=assistant,
                 user=failing_user,
                 backend=RayBackend(num_workers=2),
-            ):
-                pass
+            ) as stream:
+                async for _ in stream:
+                    pass
     assert (info.value.scenario_id, info.value.sample_index) == ("r3", 0)
     assert "LookupError" in info.value.problem
 
@@ -163,12 +166,10 @@ async def test_work_is_sharded_over_worker_processes() -> None:
     import os
 
     with anyio.fail_after(45):
-        rollouts = [
-            r
-            async for r in generate_rollouts(
-                scenarios(10), assistant=pid_assistant, user=user, backend=RayBackend(num_workers=2)
-            )
-        ]
+        async with open_rollouts(
+            scenarios(10), assistant=pid_assistant, user=user, backend=RayBackend(num_workers=2)
+        ) as stream:
+            rollouts = [r async for r in stream]
     pids = {r.transcript.by_role("assistant")[0].text for r in rollouts}
     assert len(rollouts) == 10
     assert len(pids) == 2 and f"pid {os.getpid()}" not in pids
@@ -180,7 +181,7 @@ async def test_calendar_actors_on_ray_give_the_local_dialogues() -> None:
 
     async def records(backend: RayBackend | None) -> dict[tuple[str, int], dict[str, object]]:
         with anyio.fail_after(45):
-            stream = generate_rollouts(
+            async with open_rollouts(
                 bundled_scenarios(),
                 assistant=calendar_assistant,
                 user=calendar_user,
@@ -189,8 +190,8 @@ async def test_calendar_actors_on_ray_give_the_local_dialogues() -> None:
                 seed=8,
                 max_turns=20,
                 backend=backend,
-            )
-            return {r.key: comparable(r) async for r in stream}
+            ) as stream:
+                return {r.key: comparable(r) async for r in stream}
 
     local = await records(None)
     assert len(local) == 20

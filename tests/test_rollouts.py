@@ -1,14 +1,14 @@
-"""generate_rollouts through the public API: seeds, limits, streaming, records."""
+"""open_rollouts through the public API: seeds, limits, streaming, records."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import aclosing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -28,8 +28,8 @@ from convo_sim import (
     TurnScore,
     Verdict,
     View,
-    generate_rollouts,
     generate_rollouts_sync,
+    open_rollouts,
     read_rollouts,
     sample_seed,
 )
@@ -76,7 +76,8 @@ def verifiers(scenario: Scenario) -> tuple[list[object], list[object]]:
 
 async def collect(**kwargs: object) -> list[Rollout]:
     with anyio.fail_after(20):
-        return [r async for r in generate_rollouts(**kwargs)]  # type: ignore[arg-type]
+        async with open_rollouts(**kwargs) as rollouts:  # type: ignore[arg-type]
+            return [r async for r in rollouts]
 
 
 async def test_one_record_per_scenario_sample_with_its_seed() -> None:
@@ -303,9 +304,8 @@ async def test_stopping_early_cancels_the_running_dialogues() -> None:
         return FunctionUser(say)
 
     with anyio.fail_after(5):
-        stream = generate_rollouts(scenarios(5), assistant=seeded_assistant, user=user)
-        async with aclosing(stream):
-            first = await anext(stream)
+        async with open_rollouts(scenarios(5), assistant=seeded_assistant, user=user) as rollouts:
+            first = await anext(rollouts)
     assert first.scenario_id == "s0"
     assert running.now == 0
 
@@ -383,15 +383,13 @@ async def test_every_slot_is_filled_when_the_actors_block() -> None:
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(look_then_release)
-            rollouts = [
-                r
-                async for r in generate_rollouts(
-                    scenarios(concurrency + 50),
-                    assistant=seeded_assistant,
-                    user=user,
-                    concurrency=concurrency,
-                )
-            ]
+            async with open_rollouts(
+                scenarios(concurrency + 50),
+                assistant=seeded_assistant,
+                user=user,
+                concurrency=concurrency,
+            ) as stream:
+                rollouts = [r async for r in stream]
     assert seen == [concurrency]
     assert len(rollouts) == concurrency + 50
     assert inside.peak == concurrency
@@ -504,24 +502,19 @@ async def test_the_collector_is_restored_after_a_cancelled_or_abandoned_run(
         # The caller cancels the run from outside.
         async with anyio.create_task_group() as tg:
             tg.start_soon(
-                collect_all,
-                generate_rollouts(scenarios(3)[1:], assistant=seeded_assistant, user=user),
+                functools.partial(
+                    collect, scenarios=scenarios(3)[1:], assistant=seeded_assistant, user=user
+                )
             )
             await started.wait()
             assert gc.get_threshold()[0] == 200 * 32
             tg.cancel_scope.cancel()
         assert gc.get_threshold() == thresholds
         # The caller stops iterating after the first rollout.
-        stream = generate_rollouts(scenarios(3), assistant=seeded_assistant, user=user)
-        async with aclosing(stream):
+        async with open_rollouts(scenarios(3), assistant=seeded_assistant, user=user) as stream:
             await anext(stream)
             assert gc.get_threshold()[0] == 200 * 32
     assert gc.get_threshold() == thresholds
-
-
-async def collect_all(stream: AsyncIterator[Rollout]) -> None:
-    async for _ in stream:
-        pass
 
 
 async def test_overlapping_runs_restore_the_collector_when_the_last_ends(
@@ -542,13 +535,12 @@ async def test_overlapping_runs_restore_the_collector_when_the_last_ends(
         return make
 
     async def run(name: str, concurrency: int) -> None:
-        stream = generate_rollouts(
-            scenarios(concurrency),
+        await collect(
+            scenarios=scenarios(concurrency),
             assistant=seeded_assistant,
             user=user(name),
             concurrency=concurrency,
         )
-        await collect_all(stream)
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:

@@ -20,7 +20,7 @@ from convo_sim import (
     Progress,
     RolloutPlan,
     RolloutSink,
-    generate_rollouts,
+    open_rollouts,
     read_rollouts,
     write_rollouts,
 )
@@ -174,8 +174,11 @@ def scenario_list(n: int) -> list[Scenario]:
 
 async def first_records(path: Path, n: int) -> None:
     with anyio.fail_after(10), RolloutSink(path) as sink:
-        async for r in generate_rollouts(scenario_list(n), assistant=assistant, user=user, seed=1):
-            sink.write(r)
+        async with open_rollouts(
+            scenario_list(n), assistant=assistant, user=user, seed=1
+        ) as rollouts:
+            async for r in rollouts:
+                sink.write(r)
 
 
 @pytest.mark.parametrize(
@@ -290,8 +293,9 @@ def test_sink_write_needs_an_open_sink(tmp_path: Path) -> None:
 
     async def one() -> None:
         nonlocal record
-        async for r in generate_rollouts(scenario_list(1), assistant=assistant, user=user):
-            record = r
+        async with open_rollouts(scenario_list(1), assistant=assistant, user=user) as rollouts:
+            async for r in rollouts:
+                record = r
 
     anyio.run(one)
     assert record is not None
