@@ -28,6 +28,8 @@ from convo_sim.retry import Transient, parse_retry_after
 from convo_sim.served_models import EchoModel
 from convo_sim.server import serve_models
 
+ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
+
 FAST = RetryPolicy(attempts=4, initial=0.001, max_wait=0.01, jitter=0.001, max_retry_after=0.02)
 HELLO = [Message(role="user", content="hello there")]
 

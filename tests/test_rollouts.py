@@ -23,6 +23,7 @@ from convo_sim import (
     Rollout,
     RolloutError,
     RolloutSink,
+    RolloutStream,
     TerminationReason,
     TurnContext,
     TurnScore,
@@ -36,6 +37,8 @@ from convo_sim import (
 from convo_sim.agents import FunctionAssistant
 from convo_sim.scenarios import Scenario
 from convo_sim.users import FunctionUser, ScriptedUser
+
+ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -569,3 +572,90 @@ async def test_a_threshold_the_program_sets_during_a_run_is_kept(
 
     await collect(scenarios=scenarios(2), assistant=seeded_assistant, user=user)
     assert gc.get_threshold() == (5000, 20, 20)
+
+
+# -- the context manager owns the task group: failures reach the caller whole ------
+
+
+def failing_at(failing_id: str) -> Callable[[Scenario, int], Actor]:
+    def user(scenario: Scenario, seed: int) -> Actor:
+        if scenario.id == failing_id:
+            raise LookupError(f"no persona for {failing_id}")
+        return ScriptedUser(["hi"])
+
+    return user
+
+
+@pytest.mark.parametrize("waiting_on", ["sleep", "event", "checkpoints"])
+async def test_a_factory_failure_is_a_rollout_error_whatever_the_body_awaits(
+    waiting_on: str,
+) -> None:
+    # The body awaits something of its own inside `async for`; with a
+    # generator that yields inside a task group that await was cancelled
+    # and the program died with a bare Cancelled instead of RolloutError.
+    never = anyio.Event()
+    seen: list[str] = []
+    with anyio.fail_after(10), pytest.raises(RolloutError) as info:
+        async with open_rollouts(
+            scenarios(6), assistant=seeded_assistant, user=failing_at("s3"), concurrency=2
+        ) as rollouts:
+            async for rollout in rollouts:
+                seen.append(rollout.scenario_id)
+                if waiting_on == "sleep":
+                    await anyio.sleep(0.05)
+                elif waiting_on == "event":
+                    await never.wait()
+                else:
+                    for _ in range(100):
+                        await anyio.lowlevel.checkpoint()
+    assert (info.value.scenario_id, info.value.sample_index) == ("s3", 0)
+    assert isinstance(info.value.__cause__, LookupError)
+    assert "s3" not in seen
+
+
+async def test_a_factory_failure_cancels_a_body_that_never_reads() -> None:
+    with anyio.fail_after(10), pytest.raises(RolloutError):
+        async with open_rollouts(
+            scenarios(3), assistant=seeded_assistant, user=failing_at("s0")
+        ) as rollouts:
+            assert isinstance(rollouts, RolloutStream)
+            await anyio.sleep_forever()
+
+
+async def test_the_bodys_own_exception_comes_out_unwrapped() -> None:
+    with anyio.fail_after(10), pytest.raises(ZeroDivisionError):
+        async with open_rollouts(
+            scenarios(3), assistant=seeded_assistant, user=seeded_user
+        ) as rollouts:
+            async for _ in rollouts:
+                _ = 1 / 0
+
+
+async def test_cancelling_the_caller_cancels_the_run() -> None:
+    running = Gauge()
+
+    def user(scenario: Scenario, seed: int) -> Actor:
+        async def say(view: View) -> str:
+            running.enter()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                running.exit()
+            return "###STOP###"
+
+        return FunctionUser(say)
+
+    with anyio.fail_after(10):
+        with anyio.move_on_after(0.2) as scope:
+            async with open_rollouts(
+                scenarios(4), assistant=seeded_assistant, user=user
+            ) as rollouts:
+                async for _ in rollouts:
+                    pass
+    assert scope.cancelled_caught
+    assert running.now == 0 and running.peak == 4
+
+
+def test_the_sync_wrapper_raises_rollout_error_too() -> None:
+    with pytest.raises(RolloutError):
+        generate_rollouts_sync(scenarios(3), assistant=seeded_assistant, user=failing_at("s1"))

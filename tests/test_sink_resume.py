@@ -28,6 +28,8 @@ from convo_sim.agents import FunctionAssistant
 from convo_sim.scenarios import Scenario
 from convo_sim.users import ScriptedUser
 
+ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
+
 pytestmark = pytest.mark.timeout(60)
 
 SCENARIOS = 20
