@@ -104,4 +104,4 @@ async def rescore(
     value = reward(scores, verdicts) if reward is not None else None
     return rollout.model_copy(
         update={"turn_scores": tuple(scores), "verdicts": tuple(verdicts), "reward": value}
-    ).normalized()
+    ).writable()  # a verifier detail JSON cannot hold is escaped, not fatal

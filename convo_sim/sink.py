@@ -155,7 +155,9 @@ class RolloutSink:
         """
         if self._fd is None:
             raise RuntimeError("the sink is not open; call open() or use it as a context manager")
-        data = memoryview(rollout.model_dump_json().encode() + b"\n")
+        # A record that cannot be written as JSON is written escaped, as an
+        # error of its dialogue, rather than stopping the run.
+        data = memoryview(rollout.to_json_line())
         # One write() almost always takes the whole record; the loop covers a
         # short write, and a kill in between leaves only a torn last line.
         while data:

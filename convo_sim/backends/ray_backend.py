@@ -231,7 +231,7 @@ class RayBackend:
             s for s in (list(items[i :: self.num_workers]) for i in range(self.num_workers)) if s
         ]
         worker_plan = self.worker_plan(plan)
-        remote = ray.remote(num_cpus=self.num_cpus_per_worker)(_ShardWorker)
+        remote: Any = ray.remote(num_cpus=self.num_cpus_per_worker)(_ShardWorker)
         # One thread per shard waits on Ray at a time; a limiter of their own
         # keeps many shards from queueing behind anyio's default of 40.
         threads = anyio.CapacityLimiter(len(shards))
@@ -265,7 +265,7 @@ class RayBackend:
             deaths = 0
             try:
                 while pending:
-                    worker = remote.remote(self.log_level, worker_plan.concurrency)
+                    worker: Any = remote.remote(self.log_level, worker_plan.concurrency)
                     live.add(worker)
                     try:
                         await drain(worker, pending)
