@@ -9,7 +9,11 @@ key holds the list). The format is decided per file, by the first record:
 * native records: `id` + `steps` (see `docs/scenarios.md`).
 
 Every malformed input raises `ScenarioError` with the file, the 1-based line
-and what was expected; nothing else escapes.
+and what was expected; nothing else escapes. What a file may make the
+loader do is bounded (size, nesting, numbers, YAML aliases; see
+`convo_sim.scenarios.bounds`), and every value a run uses (times,
+constraints, durations, ids, text) is checked here, so that a file that
+loads also runs.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from convo_sim.calendar.model import ExpectedState, ExpectedStateError
+from convo_sim.calendar.times import MINUTES_PER_DAY
 from convo_sim.errors import ScenarioError
 from convo_sim.messages import Message, Transcript
+from convo_sim.scenarios import bounds
+from convo_sim.scenarios.bounds import MAX_FILE_BYTES, OutOfBounds
 from convo_sim.scenarios.model import Scenario
 from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
 from convo_sim.users.persona import UnknownPersonaError, get_persona
@@ -97,6 +104,7 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
         raise ScenarioError(
             "no scenarios found; expected one JSON object per line, a JSON array or a YAML list",
             path=path,
+            line=1,
         )
     kind = _detect(records[0], path)
     scenarios: list[Scenario] = []
@@ -107,6 +115,11 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
                 f"expected a JSON object, got {_clip(record.data)}", path=path, line=record.line
             )
         default_id = f"{path.stem}-{index}"
+        bad_text = bounds.first_bad_text(record.data)
+        if bad_text is not None:
+            at, problem = bad_text
+            where = f"field {_dotted(at)!r}: " if at else ""
+            raise ScenarioError(f"{where}{problem}", path=path, line=_line_of(record, at))
         try:
             scenario = _build(kind, record.data, default_id, nemo)
         except _Problem as problem:
@@ -273,6 +286,10 @@ def _seed(record: Mapping[str, Any], default_id: str) -> Scenario:
     elif "input" in record or "responses_create_params" in record:
         source = record.get("responses_create_params", record)
         at: _Path = ("responses_create_params",) if source is not record else ()
+        if not isinstance(source, Mapping):
+            raise _Problem(
+                f"field 'responses_create_params': expected an object, got {_clip(source)}", at
+            )
         raw = _require(source, "input", (list, str), "a list of Responses input items", at=at)
         prefix = _transcript(lambda: Transcript.from_responses_input(raw), (*at, "input")).messages
     script = record.get("user_script", [])
@@ -410,10 +427,28 @@ def _expected_state(
     data: Mapping[str, Any], key: str, read: Callable[[Mapping[str, Any]], ExpectedState]
 ) -> None:
     try:
-        read(data)
+        state = read(data)
     except ExpectedStateError as exc:
         at: _Path = (key, *(p for p in (exc.event_id, exc.field) if p is not None))
         raise _Problem(f"field {key!r}: {exc}", at) from None
+    # What the reader accepts but a run could not use: an event longer than
+    # the day, or a constraint time of 24:00, which no one can say.
+    for event_id, event in state.items():
+        if event.duration > MINUTES_PER_DAY:
+            raise _Problem(
+                f"field {key!r}: event {event_id!r}: duration must be at most "
+                f"{MINUTES_PER_DAY} minutes (a day), got {event.duration!r}",
+                (key, event_id, "duration"),
+            )
+        if event.constraint is not None:
+            try:
+                event.constraint.text  # noqa: B018 - formatting is the check
+            except ValueError:
+                raise _Problem(
+                    f"field {key!r}: event {event_id!r}: constraint times must be before "
+                    "midnight (24:00 is the end of the day, not a time of it)",
+                    (key, event_id, "constraint"),
+                ) from None
 
 
 def _leading_instructions(messages: Sequence[Message]) -> tuple[Message, ...]:
@@ -435,11 +470,15 @@ def _clip(value: object, limit: int = 60) -> str:
 
 def _read(path: Path) -> str:
     try:
-        data = path.read_bytes()
+        data = bounds.read_bounded(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise ScenarioError("no such file", path=path) from None
+    except OutOfBounds as exc:
+        raise ScenarioError(exc.problem, path=path, line=exc.line) from None
     except OSError as exc:
-        raise ScenarioError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
+        raise ScenarioError(
+            f"cannot read the file: {exc.strerror or exc}", path=path, line=1
+        ) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -447,37 +486,48 @@ def _read(path: Path) -> str:
         raise ScenarioError("not UTF-8 text", path=path, line=line) from None
 
 
+def _json_value(text: str, path: Path, line: int) -> Any:
+    """One JSON value within the bounds; errors name `line` plus the lines into `text`."""
+    try:
+        return bounds.json_loads(text)
+    except OutOfBounds as exc:
+        raise ScenarioError(exc.problem, path=path, line=line + exc.line_in(text) - 1) from None
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(
+            f"not valid JSON: {exc.msg} (column {exc.colno}); expected one JSON object per line",
+            path=path,
+            line=line + exc.lineno - 1,
+        ) from None
+
+
 def _json_records(text: str, path: Path) -> list[_Record]:
     if text.lstrip().startswith("["):
         return _json_array_records(text, path)
     records: list[_Record] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(_Record(json.loads(line), number))
-        except json.JSONDecodeError as exc:
-            raise ScenarioError(
-                f"not valid JSON: {exc.msg} (column {exc.colno}); expected one JSON object per line",
-                path=path,
-                line=number,
-            ) from None
+    # Split on newlines only: JSON strings may hold U+2028 and the other
+    # characters `str.splitlines` would also split at.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            records.append(_Record(_json_value(line, path, number), number))
     return records
 
 
 def _json_array_records(text: str, path: Path) -> list[_Record]:
     try:
-        items = json.loads(text)
+        items = bounds.json_loads(text)
+    except OutOfBounds as exc:
+        raise ScenarioError(exc.problem, path=path, line=exc.line_in(text)) from None
     except json.JSONDecodeError as exc:
         raise ScenarioError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
+    if not isinstance(items, list):  # `[1] [2]`-like text fails above; this is defensive
+        raise ScenarioError("expected a JSON array of scenarios", path=path, line=1)
     # Recover each element's line by decoding the array element by element.
-    decoder = json.JSONDecoder()
     records: list[_Record] = []
     position = text.index("[") + 1
     for item in items:
         while text[position] in " \t\r\n,":
             position += 1
-        _, end = decoder.raw_decode(text, position)
+        _, end = bounds.DECODER.raw_decode(text, position)
         records.append(_Record(item, text.count("\n", 0, position) + 1))
         position = end
     return records
@@ -495,14 +545,33 @@ def _yaml() -> Any:
 def _yaml_records(text: str, path: Path) -> list[_Record]:
     yaml = _yaml()
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        bounds.check_yaml_events(yaml, text)  # before the recursive composer runs
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            bounds.check_yaml_tree(yaml, root)
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except OutOfBounds as exc:
+        raise ScenarioError(exc.problem, path=path, line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise ScenarioError(f"not valid YAML: {exc.problem or exc}", path=path, line=line) from None
+        line = mark.line + 1 if mark is not None else 1
+        problem = " ".join(str(exc.problem or exc).split())
+        raise ScenarioError(f"not valid YAML: {problem}", path=path, line=line) from None
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"not valid YAML: {exc}", path=path) from None
+        position = getattr(exc, "position", None)  # a ReaderError: a character YAML forbids
+        if isinstance(position, int):
+            line = text.count("\n", 0, position) + 1
+            problem = f"character {text[position : position + 1]!r} is not allowed in YAML"
+        else:
+            line, problem = 1, " ".join(str(exc).split())
+        raise ScenarioError(f"not valid YAML: {problem}", path=path, line=line) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A scalar whose explicit tag does not fit its text (`!!int x`).
+        problem = " ".join(str(exc).split())
+        raise ScenarioError(f"not valid YAML: {problem}", path=path, line=1) from None
     if data is None:
         return []
     if isinstance(data, Mapping) and "scenarios" in data:
@@ -510,11 +579,15 @@ def _yaml_records(text: str, path: Path) -> list[_Record]:
         data = data["scenarios"]
     elif isinstance(data, Mapping):
         return [_Record(data, root.start_mark.line + 1, root)]
-    if not isinstance(data, list) or root is None or not hasattr(root, "value"):
+    if (
+        not isinstance(data, list)
+        or root is None
+        or not isinstance(getattr(root, "value", None), list)
+    ):
         raise ScenarioError(
             "expected a YAML list of scenarios, or a mapping with a 'scenarios' list",
             path=path,
-            line=1,
+            line=1 if root is None else root.start_mark.line + 1,
         )
     return [
         _Record(item, node.start_mark.line + 1, node)
