@@ -270,6 +270,8 @@ class RayBackend:
                     try:
                         await drain(worker, pending)
                     except ray.exceptions.RayActorError as exc:
+                        if not pending:
+                            break  # every sample is in: how the worker ended does not matter
                         deaths += 1
                         _log.warning(
                             "ray.worker_lost",
