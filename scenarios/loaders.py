@@ -22,7 +22,6 @@ import importlib
 import importlib.resources
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,9 +32,9 @@ from convo_sim.calendar.times import MINUTES_PER_DAY
 from convo_sim.errors import ScenarioError
 from convo_sim.messages import Message, Transcript
 from convo_sim.scenarios import bounds
-from convo_sim.scenarios.bounds import MAX_FILE_BYTES, OutOfBounds
 from convo_sim.scenarios.model import Scenario
 from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.scenarios.reading import Record, line_of, read_records
 from convo_sim.users.persona import UnknownPersonaError, get_persona
 
 __all__ = [
@@ -70,13 +69,6 @@ class _Problem(Exception):
         super().__init__(problem)
 
 
-@dataclass(frozen=True, slots=True)
-class _Record:
-    data: Any
-    line: int
-    node: Any = None  # the YAML node, for the line of a field
-
-
 # ---------------------------------------------------------------- public API
 
 
@@ -95,11 +87,7 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
             `exc.path` and `exc.line` say where.
     """
     path = Path(path)
-    text = _read(path)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        records = _yaml_records(text, path)
-    else:
-        records = _json_records(text, path)
+    records = read_records(path)
     if not records:
         raise ScenarioError(
             "no scenarios found; expected one JSON object per line, a JSON array or a YAML list",
@@ -119,21 +107,21 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
         if bad_text is not None:
             at, problem = bad_text
             where = f"field {_dotted(at)!r}: " if at else ""
-            raise ScenarioError(f"{where}{problem}", path=path, line=_line_of(record, at))
+            raise ScenarioError(f"{where}{problem}", path=path, line=line_of(record, at))
         try:
             scenario = _build(kind, record.data, default_id, nemo)
         except _Problem as problem:
             raise ScenarioError(
                 problem.problem,
                 path=path,
-                line=_line_of(record, problem.at),
+                line=line_of(record, problem.at),
                 scenario_id=problem.scenario_id,
             ) from None
         if scenario.id in first_line:
             raise ScenarioError(
                 f"duplicate scenario id {scenario.id!r} (first used on line {first_line[scenario.id]})",
                 path=path,
-                line=_line_of(record, ("id",)),
+                line=line_of(record, ("id",)),
             )
         first_line[scenario.id] = record.line
         scenarios.append(scenario)
@@ -209,7 +197,7 @@ def _public(build: Callable[[], Scenario]) -> Scenario:
 # ---------------------------------------------------------------- formats
 
 
-def _detect(record: _Record, path: Path) -> Format:
+def _detect(record: Record, path: Path) -> Format:
     data = record.data
     if isinstance(data, Mapping):
         if "responses_create_params" in data or "exp_cal_state" in data:
@@ -463,157 +451,3 @@ def _leading_instructions(messages: Sequence[Message]) -> tuple[Message, ...]:
 def _clip(value: object, limit: int = 60) -> str:
     shown = repr(value)
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------- reading files
-
-
-def _read(path: Path) -> str:
-    try:
-        data = bounds.read_bounded(path, MAX_FILE_BYTES)
-    except FileNotFoundError:
-        raise ScenarioError("no such file", path=path) from None
-    except OutOfBounds as exc:
-        raise ScenarioError(exc.problem, path=path, line=exc.line) from None
-    except OSError as exc:
-        raise ScenarioError(
-            f"cannot read the file: {exc.strerror or exc}", path=path, line=1
-        ) from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ScenarioError("not UTF-8 text", path=path, line=line) from None
-
-
-def _json_value(text: str, path: Path, line: int) -> Any:
-    """One JSON value within the bounds; errors name `line` plus the lines into `text`."""
-    try:
-        return bounds.json_loads(text)
-    except OutOfBounds as exc:
-        raise ScenarioError(exc.problem, path=path, line=line + exc.line_in(text) - 1) from None
-    except json.JSONDecodeError as exc:
-        raise ScenarioError(
-            f"not valid JSON: {exc.msg} (column {exc.colno}); expected one JSON object per line",
-            path=path,
-            line=line + exc.lineno - 1,
-        ) from None
-
-
-def _json_records(text: str, path: Path) -> list[_Record]:
-    if text.lstrip().startswith("["):
-        return _json_array_records(text, path)
-    records: list[_Record] = []
-    # Split on newlines only: JSON strings may hold U+2028 and the other
-    # characters `str.splitlines` would also split at.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if line.strip():
-            records.append(_Record(_json_value(line, path, number), number))
-    return records
-
-
-def _json_array_records(text: str, path: Path) -> list[_Record]:
-    try:
-        items = bounds.json_loads(text)
-    except OutOfBounds as exc:
-        raise ScenarioError(exc.problem, path=path, line=exc.line_in(text)) from None
-    except json.JSONDecodeError as exc:
-        raise ScenarioError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
-    if not isinstance(items, list):  # `[1] [2]`-like text fails above; this is defensive
-        raise ScenarioError("expected a JSON array of scenarios", path=path, line=1)
-    # Recover each element's line by decoding the array element by element.
-    records: list[_Record] = []
-    position = text.index("[") + 1
-    for item in items:
-        while text[position] in " \t\r\n,":
-            position += 1
-        _, end = bounds.DECODER.raw_decode(text, position)
-        records.append(_Record(item, text.count("\n", 0, position) + 1))
-        position = end
-    return records
-
-
-def _yaml() -> Any:
-    try:
-        return importlib.import_module("yaml")
-    except ImportError:
-        raise ScenarioError(
-            "reading YAML needs PyYAML; install it with: pip install 'convo-sim[yaml]'"
-        ) from None
-
-
-def _yaml_records(text: str, path: Path) -> list[_Record]:
-    yaml = _yaml()
-    try:
-        bounds.check_yaml_events(yaml, text)  # before the recursive composer runs
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-            bounds.check_yaml_tree(yaml, root)
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
-    except OutOfBounds as exc:
-        raise ScenarioError(exc.problem, path=path, line=exc.line) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = " ".join(str(exc.problem or exc).split())
-        raise ScenarioError(f"not valid YAML: {problem}", path=path, line=line) from None
-    except yaml.YAMLError as exc:
-        position = getattr(exc, "position", None)  # a ReaderError: a character YAML forbids
-        if isinstance(position, int):
-            line = text.count("\n", 0, position) + 1
-            problem = f"character {text[position : position + 1]!r} is not allowed in YAML"
-        else:
-            line, problem = 1, " ".join(str(exc).split())
-        raise ScenarioError(f"not valid YAML: {problem}", path=path, line=line) from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        # A scalar whose explicit tag does not fit its text (`!!int x`).
-        problem = " ".join(str(exc).split())
-        raise ScenarioError(f"not valid YAML: {problem}", path=path, line=1) from None
-    if data is None:
-        return []
-    if isinstance(data, Mapping) and "scenarios" in data:
-        root = _yaml_child(root, "scenarios")
-        data = data["scenarios"]
-    elif isinstance(data, Mapping):
-        return [_Record(data, root.start_mark.line + 1, root)]
-    if (
-        not isinstance(data, list)
-        or root is None
-        or not isinstance(getattr(root, "value", None), list)
-    ):
-        raise ScenarioError(
-            "expected a YAML list of scenarios, or a mapping with a 'scenarios' list",
-            path=path,
-            line=1 if root is None else root.start_mark.line + 1,
-        )
-    return [
-        _Record(item, node.start_mark.line + 1, node)
-        for item, node in zip(data, root.value, strict=True)
-    ]
-
-
-def _yaml_child(node: Any, key: str | int) -> Any:
-    """The YAML node under `key` of a mapping node, or item `key` of a sequence node."""
-    value = getattr(node, "value", None)
-    if not isinstance(value, list):
-        return None
-    if isinstance(key, int):
-        return value[key] if 0 <= key < len(value) and not isinstance(value[key], tuple) else None
-    for pair in value:
-        if isinstance(pair, tuple) and getattr(pair[0], "value", None) == key:
-            return pair[1]
-    return None
-
-
-def _line_of(record: _Record, at: _Path) -> int:
-    """The line of the field at `at` (YAML), else the record's line."""
-    node, line = record.node, record.line
-    for key in at:
-        node = _yaml_child(node, key) if node is not None else None
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-    return line

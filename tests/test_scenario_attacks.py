@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from convo_sim import InputError, ScenarioError
 from convo_sim.cli import main
-from convo_sim.scenarios import Scenario, load_scenarios, loaders
+from convo_sim.scenarios import Scenario, bounds, load_scenarios
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -226,7 +226,7 @@ def test_a_folder_is_refused(tmp_path: Path) -> None:
 def test_a_file_over_the_size_bound_is_refused_at_the_line_it_crosses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loaders, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(bounds, "MAX_FILE_BYTES", 1000)
     path = tmp_path / "big.jsonl"
     path.write_text(jsonl(*[native(id=f"s{i}") for i in range(20)]))
     line_length = len(json.dumps(native(id="s0"))) + 1
