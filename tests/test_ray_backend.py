@@ -354,3 +354,28 @@ def test_a_local_ray_started_by_the_backend_listens_on_loopback_only(tmp_path: P
         "00000000000000000000000001000000:",
     )
     assert all(address.startswith(loopback) for _, address in sockets), sockets
+
+
+def _refuse_to_load() -> Actor:
+    raise RuntimeError("this factory cannot be rebuilt in a worker")
+
+
+class ShipsBadly:
+    """A factory that pickles in the driver but cannot be unpickled in a worker."""
+
+    def __call__(self, scenario: Scenario, seed: int) -> Actor:
+        return user(scenario, seed)
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse_to_load, ())
+
+
+async def test_a_plan_a_worker_cannot_load_ends_the_run_instead_of_hanging() -> None:
+    with anyio.fail_after(50), pytest.raises(Exception) as info:
+        async with open_rollouts(
+            scenarios(4), assistant=assistant, user=ShipsBadly(), backend=RayBackend(num_workers=1)
+        ) as stream:
+            async for _ in stream:
+                pass
+    assert not isinstance(info.value, TimeoutError)
+    assert "cannot be rebuilt in a worker" in str(info.value)

@@ -106,6 +106,22 @@ def _get(ref: Any) -> Any:
         raise
 
 
+def _take(take: Any, done: Any) -> list[Rollout]:
+    """The batch `take` brings, unless the shard's `run` fails first: then its error.
+
+    A `run` that fails before it opens its stream (its arguments would not
+    unpickle in the worker, say) never closes it, so waiting on `take`
+    alone could wait forever.
+    """
+    import ray
+
+    ready, _ = ray.wait([take, done], num_returns=1)
+    if take not in ready:
+        _get(done)  # raises what ended the shard; if it ended well, `take` answers at once
+    batch: list[Rollout] = _get(take)
+    return batch
+
+
 def _split(limit: int | None, parts: int) -> int | None:
     return None if limit is None else max(1, math.ceil(limit / parts))
 
@@ -238,12 +254,12 @@ class RayBackend:
         live: set[Any] = set()
         failures: list[Exception] = []
 
-        async def fetch(ref: Any) -> Any:
+        async def wait(fn: Any, *refs: Any) -> Any:
             # A blocking wait in a thread keeps this backend independent of
             # the event loop; abandoned on cancel, it ends when the actor is
             # killed below.
             return await anyio.to_thread.run_sync(
-                _get, ref, abandon_on_cancel=True, limiter=threads
+                fn, *refs, abandon_on_cancel=True, limiter=threads
             )
 
         async def drain(worker: Any, pending: dict[RolloutKey, tuple[S, int]]) -> None:
@@ -251,12 +267,12 @@ class RayBackend:
             # key leaves `pending`, so a worker that dies takes only the rest
             # with it.
             done = worker.run.remote(list(pending.values()), worker_plan)
-            while batch := await fetch(worker.take.remote(_TAKE)):
+            while batch := await wait(_take, worker.take.remote(_TAKE), done):
                 for rollout in batch:
                     # A sample is sent once, even if it was somehow run twice.
                     if pending.pop(rollout.key, None) is not None:
                         await send.send(rollout)
-            await fetch(done)  # the shard's own outcome: a RolloutError, or its death
+            await wait(_get, done)  # the shard's own outcome: a RolloutError, or its death
             if pending:
                 raise RuntimeError(f"a Ray worker ended without {len(pending)} of its samples")
 
