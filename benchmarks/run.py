@@ -16,8 +16,8 @@ Suites (see benchmarks/README.md for the targets):
                 whose user plays the persona the scenario names)
 
 HTTP suites compare (a) `baseline`: a bare aiohttp loop, (b) `lean`:
-generate_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
-transport, with generate_rollouts' defaults, and `sdk`: the same over the
+open_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
+transport, with open_rollouts' defaults, and `sdk`: the same over the
 openai SDK, for reference (`lean-untuned`: `lean` with `tune_gc=False`,
 the collector left at its defaults; `lean-direct`: the LLM actors in N
 `run_dialogue` tasks started at once, the orchestrator without the

@@ -117,15 +117,15 @@ def _text(message: dict[str, str]) -> dict[str, str]:
     return {"content": message["content"]}
 
 
-# -- (b) generate_rollouts over HTTP with the LLM actors ---------------------------
+# -- (b) open_rollouts over HTTP with the LLM actors ---------------------------
 
 
 async def rollouts_http(
     url: str, n: int, k: int, c: int, transport: str, *, tune_gc: bool = True
 ) -> Outcome:
-    """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via generate_rollouts.
+    """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via open_rollouts.
 
-    `tune_gc`: generate_rollouts' own argument (default True, what a user
+    `tune_gc`: open_rollouts' own argument (default True, what a user
     gets); False shows what the engine's collector tuning is worth.
     """
     from convo_sim import configure_logging
@@ -198,7 +198,7 @@ async def dialogues_http(url: str, n: int, k: int, transport: str) -> Outcome:
 
 
 async def scripted(n: int, k: int, c: int) -> Outcome:
-    """Scripted assistant and user, no HTTP, via generate_rollouts."""
+    """Scripted assistant and user, no HTTP, via open_rollouts."""
     from convo_sim import configure_logging
     from convo_sim.agents import ScriptedAssistant
     from convo_sim.scenarios import Scenario
@@ -258,7 +258,7 @@ async def _rollouts(
     k: int,
     **options: Any,
 ) -> Outcome:
-    from convo_sim import generate_rollouts
+    from convo_sim import open_rollouts
     from convo_sim.verification import final_only
 
     in_flight = InFlight()
@@ -278,15 +278,15 @@ async def _rollouts(
     async def run(items: list[Any]) -> tuple[int, int, int, float | None]:
         dialogues = turns = failures = 0
         rewards: list[float] = []
-        rollouts = generate_rollouts(
+        async with open_rollouts(
             items, concurrency=c, max_turns=k, assistant=assistant, reward=reward, **options
-        )
-        async for rollout in rollouts:
-            dialogues += 1
-            turns += rollout.turns
-            failures += rollout.error is not None
-            if rollout.reward is not None:
-                rewards.append(rollout.reward)
+        ) as rollouts:
+            async for rollout in rollouts:
+                dialogues += 1
+                turns += rollout.turns
+                failures += rollout.error is not None
+                if rollout.reward is not None:
+                    rewards.append(rollout.reward)
         return dialogues, turns, failures, sum(rewards) / len(rewards) if rewards else None
 
     await run(scenarios(WARMUP_DIALOGUES, "warmup"))

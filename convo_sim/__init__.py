@@ -44,7 +44,13 @@ from convo_sim.results import (
     Verdict,
 )
 from convo_sim.retry import RetryPolicy
-from convo_sim.rollouts import RolloutPlan, generate_rollouts, generate_rollouts_sync, sample_seed
+from convo_sim.rollouts import (
+    RolloutPlan,
+    RolloutStream,
+    generate_rollouts_sync,
+    open_rollouts,
+    sample_seed,
+)
 from convo_sim.sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
 from convo_sim.verification import (
     NO_FINAL_REPLY,
@@ -86,6 +92,7 @@ __all__ = [
     "RolloutError",
     "RolloutPlan",
     "RolloutSink",
+    "RolloutStream",
     "ScenarioError",
     "ScriptExhausted",
     "Stop",
@@ -108,8 +115,8 @@ __all__ = [
     "cumulative",
     "final_only",
     "final_reply",
-    "generate_rollouts",
     "generate_rollouts_sync",
+    "open_rollouts",
     "pass_at_k",
     "pass_hat_k",
     "read_rollouts",

@@ -12,6 +12,10 @@ above the threshold, 1.0 by default):
 Both are averaged over the scenarios that have at least k scored samples.
 Rollouts with no reward (nothing scored them) count towards terminations,
 turns and tokens but not towards reward metrics.
+
+A sample (scenario id and sample index) counts once: a repeat of one
+already seen (a file written by two runs at once, say) is left out and
+counted in `Summary.duplicates`, so it cannot skew pass@k.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from convo_sim.records import Rollout
 from convo_sim.results import Usage
 
-__all__ = ["Summary", "pass_at_k", "pass_hat_k", "summarize"]
+__all__ = ["Summary", "pass_at_k", "pass_hat_k", "summarize", "unique_rollouts"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -73,6 +77,7 @@ class Summary(BaseModel):
         mean_turns: mean assistant turns per dialogue (None if no records).
         usage: token usage summed over all records.
         errors: records that ended with an actor error or timeout.
+        duplicates: records left out as repeats of a sample already counted.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -91,11 +96,16 @@ class Summary(BaseModel):
     mean_turns: float | None = None
     usage: Usage = Field(default_factory=Usage)
     errors: int = 0
+    duplicates: int = 0
 
 
 def summarize(rollouts: Iterable[Rollout], *, threshold: float = 1.0) -> Summary:
-    """Compute the summary of a set of rollouts (any order, any number per scenario)."""
-    records = list(rollouts)
+    """Compute the summary of a set of rollouts (any order, any number per scenario).
+
+    Each `(scenario_id, sample_index)` counts once, the first record of it
+    seen; later ones are counted in `duplicates` only.
+    """
+    records, duplicates = unique_rollouts(rollouts)
     per_scenario: dict[str, list[float]] = defaultdict(list)
     counts: Counter[str] = Counter()
     terminations: Counter[str] = Counter()
@@ -138,4 +148,19 @@ def summarize(rollouts: Iterable[Rollout], *, threshold: float = 1.0) -> Summary
         mean_turns=sum(r.turns for r in records) / len(records) if records else None,
         usage=usage,
         errors=sum(r.error is not None for r in records),
+        duplicates=duplicates,
     )
+
+
+def unique_rollouts(rollouts: Iterable[Rollout]) -> tuple[list[Rollout], int]:
+    """The first record of each sample, in order, and how many repeats were left out."""
+    seen: set[tuple[str, int]] = set()
+    unique: list[Rollout] = []
+    repeats = 0
+    for r in rollouts:
+        if r.key in seen:
+            repeats += 1
+        else:
+            seen.add(r.key)
+            unique.append(r)
+    return unique, repeats

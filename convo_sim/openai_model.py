@@ -14,11 +14,16 @@ Retries live here and only here: the SDK's own are off (`max_retries=0`)
 and every request runs under one `RetryPolicy` (429 with `Retry-After`,
 408, 409, 5xx, timeouts, dropped connections and unreadable bodies are
 retried; other 4xx are not). The API key is kept private: it is never
-logged, never part of `repr()`, and scrubbed from every error message.
+logged, never part of `repr()`, scrubbed from every error message and from
+every reply before the reply is returned (a server or model that echoes
+it cannot get it into a transcript, a rollouts file or a report), and never
+pickled: a pickled model reads its key again, from `api_key_env`, in the
+process that unpickles it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -80,6 +85,9 @@ class OpenAIChatModel:
             skipped on any other) or `sdk` (the `openai` client). The
             Responses API always uses the SDK. Retries, timeout, usage and
             errors behave the same on both.
+        api_key_env: the environment variable the key is read from when
+            `api_key` is not given, and again wherever a pickled copy of
+            this model is unpickled (the key itself is never pickled).
     """
 
     def __init__(
@@ -93,6 +101,7 @@ class OpenAIChatModel:
         retry: RetryPolicy | None = None,
         settings: ModelSettings | None = None,
         transport: Literal["lean", "sdk"] = "lean",
+        api_key_env: str = "OPENAI_API_KEY",
     ) -> None:
         if transport not in ("lean", "sdk"):
             raise ValueError(f"transport must be 'lean' or 'sdk', got {transport!r}")
@@ -106,13 +115,38 @@ class OpenAIChatModel:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.settings = settings or ModelSettings()
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or LOCAL_API_KEY
-        self._client: openai.AsyncOpenAI | None = None
+        self.api_key_env = api_key_env
         self.transport: Literal["lean", "sdk"] = transport
+        self._set_key(api_key or os.environ.get(api_key_env) or LOCAL_API_KEY)
+
+    def _set_key(self, api_key: str) -> None:
+        self._api_key = api_key
+        self._secret = _Secret(api_key)
+        self._client: openai.AsyncOpenAI | None = None
         self._lean: fast_chat.FastChatTransport | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIChatModel({self.model!r}, base_url={self.base_url!r}, api={self.api!r})"
+
+    # A model travels to Ray workers inside the actors and factories that
+    # hold it. Its key stays behind, with the connection pools; the copy
+    # reads the key of the process it lands in.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for private in ("_api_key", "_secret", "_client", "_lean"):
+            state.pop(private, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._set_key(os.environ.get(self.api_key_env) or LOCAL_API_KEY)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OpenAIChatModel:
+        # A copy within this process keeps the key (but not the pools).
+        clone = OpenAIChatModel.__new__(OpenAIChatModel)
+        clone.__dict__.update(copy.deepcopy(self.__getstate__(), memo))
+        clone._set_key(self._api_key)
+        return clone
 
     def _get_client(self) -> openai.AsyncOpenAI:
         # Made lazily so that a model object can be built outside an event
@@ -175,10 +209,12 @@ class OpenAIChatModel:
         # Most requests succeed at once, so the first attempt builds nothing
         # for retrying: no closures or frames are held while it waits.
         try:
-            return await send(request)
+            reply = await send(request)
         except Exception as exc:  # cancellation is a BaseException and passes through
-            failure = exc
-        return await self._retry(send, request, model, failure)
+            reply = await self._retry(send, request, model, exc)
+        # Whatever the transport, nothing the server said reaches the caller
+        # (and so a transcript, a rollouts file, a report) with our key in it.
+        return self._secret.scrub_completion(reply)
 
     async def _retry(
         self,
@@ -368,6 +404,64 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             pass
     return parse_retry_after(headers.get("retry-after"))
+
+
+class _Secret:
+    """Finds the API key, whole or in part, in what a server sends back.
+
+    Any run of 8 characters of the key counts (servers echo keys partly
+    masked, `sk-abc...wxyz`). Scanning a reply for every such run costs
+    about a millisecond for a long key and a long reply, so a reply is
+    first checked for the runs that start at every 4th character of the
+    key, which any leaked run of 11 or more characters contains, and only
+    a reply that has one is scrubbed run by run. The placeholder key of
+    local servers is no secret and costs nothing.
+    """
+
+    __slots__ = ("_probes", "key")
+
+    def __init__(self, key: str) -> None:
+        self.key = key if key and key != LOCAL_API_KEY else ""
+        self._probes = tuple(self.key[i : i + 8] for i in range(0, max(len(self.key) - 7, 0), 4))
+
+    def found_in(self, text: str) -> bool:
+        return bool(self.key) and (self.key in text or any(probe in text for probe in self._probes))
+
+    def scrub(self, text: str) -> str:
+        """`text` with the key and every 8-character run of it replaced by `***`."""
+        if not self.found_in(text):
+            return text
+        text = text.replace(self.key, "***")
+        for i in range(len(self.key) - 7):
+            piece = self.key[i : i + 8]
+            if piece in text:
+                text = text.replace(piece, "***")
+        return text
+
+    def scrub_completion(self, completion: Completion) -> Completion:
+        """The completion with the key scrubbed from its text, tool calls and id."""
+        if not self.key:
+            return completion
+        message = completion.message
+        parts = [message.text, completion.id or ""]
+        parts += [f"{call.id}\x00{call.name}\x00{call.arguments}" for call in message.tool_calls]
+        if not any(self.found_in(part) for part in parts):
+            return completion
+        calls = tuple(
+            call.model_copy(
+                update={
+                    "id": self.scrub(call.id),
+                    "name": self.scrub(call.name),
+                    "arguments": self.scrub(call.arguments),
+                }
+            )
+            for call in message.tool_calls
+        )
+        content = None if message.content is None else self.scrub(message.content)
+        scrubbed = message.model_copy(update={"content": content, "tool_calls": calls})
+        reply_id = None if completion.id is None else self.scrub(completion.id)
+        _log.warning("model.key_echoed", model=message.metadata.get("model"))
+        return completion.model_copy(update={"message": scrubbed, "id": reply_id})
 
 
 def _scrub(text: str, api_key: str) -> str:

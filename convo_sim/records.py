@@ -6,6 +6,11 @@ convo-sim knows besides: which scenario and sample it is, the per-sample
 seed, why the dialogue ended, every turn score and verdict, usage, timings
 and any error. Records survive a JSON round trip unchanged, so
 `read_rollouts` gives back exactly what was written.
+
+A record that cannot be written as JSON (a lone surrogate such as the JSON
+escape `"\udcff"` in a model's reply, or a verifier detail that is no JSON
+value) is never an abort: `Rollout.escaped` turns it into an error record
+of that dialogue, its text escaped, and every other record is unaffected.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from convo_sim.messages import Transcript
 from convo_sim.results import (
@@ -140,8 +146,102 @@ class Rollout(BaseModel):
             dialogue_id=result.dialogue_id,
             metadata=meta,
         )
-        return record.normalized()
+        return record.writable()
 
     def normalized(self) -> Rollout:
-        """This record as it reads back from JSON (an equal copy)."""
+        """This record as it reads back from JSON (an equal copy).
+
+        Raises:
+            pydantic_core.PydanticSerializationError: the record holds text
+                or a value JSON cannot hold (see `writable`).
+        """
         return Rollout.model_validate_json(self.model_dump_json())
+
+    def writable(self) -> Rollout:
+        """`normalized()`, or the `escaped` record when this one cannot be written."""
+        try:
+            return self.normalized()
+        except (PydanticSerializationError, ValueError) as exc:
+            return self.escaped(exc)
+
+    def to_json_line(self) -> bytes:
+        """The record as one line of UTF-8 JSON, newline included; never fails.
+
+        A record that cannot be written is written as its `escaped` form.
+        """
+        try:
+            text = self.model_dump_json()
+        except (PydanticSerializationError, ValueError) as exc:
+            text = self.escaped(exc).model_dump_json()
+        return text.encode() + b"\n"
+
+    def escaped(self, problem: BaseException) -> Rollout:
+        """This record made writable, as an error of its dialogue.
+
+        Every string is escaped where UTF-8 cannot hold it (a lone
+        surrogate `\udcff` becomes the six characters `\udcff`), any value
+        that is no JSON value becomes its `repr`, the reward becomes 0 (the
+        verifiers judged text that is not what is stored) and `error` says
+        why, unless the dialogue had already failed for another reason.
+        """
+        data = _json_safe(self.model_dump(mode="python"))
+        data["reward"] = 0.0
+        if data.get("error") is None:
+            data["error"] = {
+                "source": "record",
+                "type": type(problem).__name__,
+                "message": _escape_text(
+                    f"the record could not be written as JSON and was escaped: {str(problem)[:300]}"
+                ),
+                "turn": 0,
+            }
+        try:
+            return Rollout.model_validate(data).normalized()
+        except (ValidationError, PydanticSerializationError, ValueError):
+            # Only a record built without validation gets here; keep what
+            # identifies it and the error.
+            return Rollout(
+                responses_create_params={"input": []},
+                reward=0.0,
+                scenario_id=_escape_text(str(self.scenario_id)),
+                sample_index=max(0, int(self.sample_index)),
+                seed=int(self.seed),
+                termination=self.termination,
+                terminated_by=_escape_text(str(self.terminated_by)),
+                turns=max(0, int(self.turns)),
+                error=ErrorInfo(
+                    source="record",
+                    type=type(problem).__name__,
+                    message="the record could not be written as JSON",
+                ),
+            )
+
+
+def _escape_text(text: str) -> str:
+    """`text` with what UTF-8 cannot encode (lone surrogates) written as `\\uXXXX` escapes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+_JSON_SCALARS = (bool, int, float, type(None))
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """A JSON-writable copy of `value`: text escaped, anything else its `repr`."""
+    if isinstance(value, str):
+        return _escape_text(value)
+    if isinstance(value, _JSON_SCALARS):
+        return value
+    if depth > 200:  # deeper than any record we write; cut rather than recurse on
+        return "..."
+    if isinstance(value, Mapping):
+        return {
+            _escape_text(k if isinstance(k, str) else repr(k)): _json_safe(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_json_safe(v, depth + 1) for v in value]
+    return _escape_text(repr(value))

@@ -96,4 +96,4 @@ async def rescore(
     verdicts, value = await judge(final, final_verifiers, reward)
     return rollout.model_copy(
         update={"turn_scores": tuple(scores), "verdicts": verdicts, "reward": value}
-    ).normalized()
+    ).writable()  # a verifier detail JSON cannot hold is escaped, not fatal

@@ -93,13 +93,14 @@ class ErrorInfo(_Frozen):
     """What went wrong, recorded as data instead of raised.
 
     Attributes:
-        source: which part failed.
+        source: which part failed; `record` when the finished record could
+            not be written as JSON and was escaped (`Rollout.escaped`).
         type: the exception's class name.
         message: the exception's text (never contains API keys).
         turn: the turn in which it happened.
     """
 
-    source: Literal["assistant", "user", "verifier", "completion"]
+    source: Literal["assistant", "user", "verifier", "completion", "record"]
     type: str
     message: str
     turn: int = 0

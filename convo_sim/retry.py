@@ -83,9 +83,14 @@ class RetryPolicy:
         return base + random.uniform(0.0, self.jitter) if self.jitter else base
 
     def wait_for(self, retry: int, transient: Transient) -> float:
-        """Seconds to wait before the `retry`-th retry of `transient`."""
-        if transient.retry_after is not None:
-            return min(max(transient.retry_after, 0.0), self.max_retry_after)
+        """Seconds to wait before the `retry`-th retry of `transient`.
+
+        A server's wait that is no finite number (`retry-after-ms: nan`) is
+        as unreadable as no wait at all: the usual backoff applies.
+        """
+        after = transient.retry_after
+        if after is not None and math.isfinite(after):
+            return min(max(after, 0.0), self.max_retry_after)
         return self.backoff(retry)
 
     async def call(

@@ -2,14 +2,20 @@
 
 Shape of one run::
 
-    generate_rollouts
-      └─ backend (local by default, or RayBackend)
-           └─ run_plan: one task group
-                └─ `concurrency` workers, started at once; each takes the
-                     next (scenario, sample) not skipped, builds actors and
-                     verifiers from the factories, runs run_dialogue(),
-                     sends the Rollout to the results stream (buffer =
-                     concurrency), and takes the next, until none is left
+    async with open_rollouts(...) as rollouts:     one task group, owned here
+      ├─ producer task: backend.run(items, plan, send)
+      │    └─ run_plan (local by default, or on Ray workers): one task group
+      │         └─ `concurrency` workers, started at once; each takes the
+      │              next (scenario, sample) not skipped, builds actors and
+      │              verifiers from the factories, runs run_dialogue(),
+      │              sends the Rollout to the results stream (buffer =
+      │              concurrency), and takes the next, until none is left
+      └─ the caller's body: `async for rollout in rollouts`
+
+The caller's body runs inside the context manager's task group, never
+inside an async generator's: a failing factory cancels the body and leaves
+the `async with` as one `RolloutError`, whatever the body was awaiting, and
+leaving the body early cancels the dialogues still running.
 
 Three limits apply: `concurrency` dialogues at once, and optionally
 `assistant_concurrency` / `user_concurrency` model calls at once (each actor
@@ -19,7 +25,7 @@ so it counts against `turn_timeout`.
 
 While a run is in progress the garbage collector's young generation is
 sized for the dialogues in flight (`tune_gc`, on by default; see
-`generate_rollouts`).
+`open_rollouts` and `convo_sim.gc_tuning`).
 
 Every sample gets its own seed, derived from `(seed, scenario.id,
 sample_index)` by a stable hash, so a sample's actors are the same whatever
@@ -33,27 +39,20 @@ inside the factory, never in the object that is shipped.
 
 from __future__ import annotations
 
-import gc
 import hashlib
-import threading
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Callable,
-    Iterable,
-    Iterator,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import aclosing, contextmanager, nullcontext
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeAlias, TypeVar
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from convo_sim.actors import Actor, View
 from convo_sim.completion import Detector
 from convo_sim.errors import InputError, RolloutError
+from convo_sim.gc_tuning import collector_sized_for
 from convo_sim.logging import get_logger
 from convo_sim.messages import Message
 from convo_sim.orchestrator import run_dialogue
@@ -66,9 +65,11 @@ __all__ = [
     "Backend",
     "CompletionFactory",
     "RolloutPlan",
+    "RolloutStream",
     "VerifierFactory",
-    "generate_rollouts",
     "generate_rollouts_sync",
+    "open_plan",
+    "open_rollouts",
     "plan_items",
     "run_plan",
     "sample_seed",
@@ -103,7 +104,7 @@ class RolloutPlan(Generic[S]):
     """Everything a backend needs to run rollouts, apart from the work items.
 
     Picklable (by cloudpickle) when its factories and reward are, so that a
-    backend can ship it to worker processes. `tune_gc`: see `generate_rollouts`.
+    backend can ship it to worker processes. `tune_gc`: see `open_rollouts`.
     """
 
     assistant: ActorFactory[S]
@@ -129,12 +130,21 @@ class RolloutPlan(Generic[S]):
 
 
 class Backend(Protocol[S]):
-    """Runs work items of a plan somewhere and streams their rollouts back."""
+    """Runs the work items of a plan somewhere and sends their rollouts back."""
 
-    def run(
-        self, items: Sequence[tuple[S, int]], plan: RolloutPlan[S]
-    ) -> AsyncGenerator[Rollout, None]:
-        """Yield one `Rollout` per item, in any order."""
+    async def run(
+        self,
+        items: Sequence[tuple[S, int]],
+        plan: RolloutPlan[S],
+        send: MemoryObjectSendStream[Rollout],
+    ) -> None:
+        """Send one `Rollout` per item to `send`, in any order; return when all are sent.
+
+        The caller owns `send` and closes it after this returns.
+
+        Raises:
+            RolloutError: a factory raised for some sample.
+        """
         ...
 
 
@@ -211,72 +221,15 @@ async def _run_one(
     return Rollout.from_result(scenario, index, seed, result)
 
 
-# -- the collector during a run ---------------------------------------------------
-#
-# CPython collects its young generation after every 700 (3.13: 2000) net
-# new container objects. A dialogue waiting for a model keeps ~200 of them
-# alive (tasks, cancel scopes, streams, the await chain, its transcript), so
-# with hundreds of dialogues in flight nearly everything a young collection
-# examines is still alive: it is promoted, examined again, and every ~100
-# young collections a full collection re-scans the whole heap. Measured at
-# 50 ms per model call: 20-30% of the client's CPU at 256 dialogues, 60% at
-# 10,000 (benchmarks/README.md). While a run is in progress its young
-# generation is therefore sized for the dialogues in flight, and the
-# thresholds are restored when the last overlapping run ends.
-
-GC_OBJECTS_PER_DIALOGUE = 200
-"""Young-generation room per dialogue slot while a run tunes the collector.
-
-About what one dialogue over an LLM keeps alive while it waits for a model
-(measured: 190-260 GC-tracked objects)."""
-GC_MAX_THRESHOLD = 1_000_000
-"""The largest young-generation threshold a run sets (bounds one collection's pause)."""
-
-_gc_lock = threading.Lock()
-_gc_runs = 0
-_gc_saved: tuple[int, int, int] | None = None
-_gc_ours: tuple[int, int, int] | None = None
-
-
-@contextmanager
-def _collector_sized_for(concurrency: int) -> Iterator[None]:
-    """Raise the young-generation threshold for `concurrency` dialogues while inside.
-
-    Runs may nest or overlap (two `generate_rollouts` in one event loop, or
-    in two threads): the first to start saves the thresholds, each raises
-    them to what it needs, and the last to end restores them, unless the
-    program changed them in between (then the program's setting stays).
-    """
-    global _gc_runs, _gc_saved, _gc_ours
-    want = min(GC_OBJECTS_PER_DIALOGUE * concurrency, GC_MAX_THRESHOLD)
-    with _gc_lock:
-        current = gc.get_threshold()
-        if _gc_runs == 0:
-            _gc_saved = _gc_ours = current
-        if current == _gc_ours and want > current[0]:
-            gc.set_threshold(want, current[1], current[2])
-            _gc_ours = gc.get_threshold()
-        _gc_runs += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_runs -= 1
-            if _gc_runs == 0:
-                if _gc_saved is not None and gc.get_threshold() == _gc_ours:
-                    gc.set_threshold(*_gc_saved)
-                _gc_saved = _gc_ours = None
-
-
 async def run_plan(
-    items: Sequence[tuple[S, int]], plan: RolloutPlan[S]
-) -> AsyncGenerator[Rollout, None]:
-    """Run the items in this process and yield rollouts as they finish.
+    items: Sequence[tuple[S, int]], plan: RolloutPlan[S], send: MemoryObjectSendStream[Rollout]
+) -> None:
+    """Run the items in this process and send each rollout to `send` as it finishes.
 
     This is the local backend's loop, and what every Ray worker runs on its
-    shard. Close the iterator (`contextlib.aclosing`) if you stop early.
-    While it runs, the collector is tuned as `plan.tune_gc` says (see
-    `generate_rollouts`).
+    shard. It returns when every item's rollout is sent, or early when the
+    receiving end is closed. `send` is not closed. While it runs, the
+    collector is tuned as `plan.tune_gc` says (see `open_rollouts`).
 
     Raises:
         RolloutError: a factory raised, or `run_dialogue` rejected its
@@ -286,9 +239,6 @@ async def run_plan(
         anyio.CapacityLimiter(plan.assistant_concurrency) if plan.assistant_concurrency else None
     )
     user_limit = anyio.CapacityLimiter(plan.user_concurrency) if plan.user_concurrency else None
-    # A buffer as deep as the dialogue limit: a finished dialogue rarely waits
-    # for a slow consumer, and at most `concurrency` results are ever held.
-    send, recv = anyio.create_memory_object_stream[Rollout](plan.concurrency)
     failures: list[RolloutError] = []
     # One worker per dialogue slot, all started before any of them runs: a
     # spawner that waits for a free slot before each start (a semaphore)
@@ -314,46 +264,120 @@ async def run_plan(
                     send.send_nowait(rollout)  # the buffer has room: no loop turn needed
                 except anyio.WouldBlock:
                     await send.send(rollout)
-            except anyio.BrokenResourceError:
-                return  # the consumer closed the iterator; the group is being cancelled
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                cancel.cancel()  # nobody reads any more: stop every dialogue
+                return
 
-    async def spawn(cancel: anyio.CancelScope) -> None:
-        # The spawner owns the send end for the whole run: its task group
-        # outlives every worker, so closing it here ends the consumer's
-        # loop exactly when the last result is in.
-        async with send, anyio.create_task_group() as workers:
+    with collector_sized_for(plan.concurrency) if plan.tune_gc else nullcontext():
+        async with anyio.create_task_group() as workers:
             for _ in range(min(plan.concurrency, len(items))):
-                workers.start_soon(worker, cancel)
-
-    with _collector_sized_for(plan.concurrency) if plan.tune_gc else nullcontext():
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(spawn, tg.cancel_scope)
-            async with recv:
-                try:
-                    while True:
-                        # Take what is buffered without a loop turn per rollout
-                        # (receive() yields to the loop first): when many
-                        # dialogues end together the consumer keeps up.
-                        try:
-                            rollout = recv.receive_nowait()
-                        except anyio.WouldBlock:
-                            try:
-                                rollout = await recv.receive()
-                            except anyio.EndOfStream:
-                                break
-                        except anyio.EndOfStream:
-                            break
-                        yield rollout
-                except GeneratorExit:
-                    # The caller closed the iterator: stop the dialogues and end
-                    # quietly (a task group would wrap GeneratorExit in a group).
-                    tg.cancel_scope.cancel()
-                    return
+                workers.start_soon(worker, workers.cancel_scope)
     if failures:
         raise failures[0]
 
 
-async def generate_rollouts(
+class RolloutStream:
+    """The rollouts of a run in completion order: `async for rollout in rollouts`.
+
+    What `open_rollouts` hands to its body; it ends when every sample's
+    rollout has been received.
+    """
+
+    __slots__ = ("_receive",)
+
+    def __init__(self, receive: MemoryObjectReceiveStream[Rollout]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> RolloutStream:
+        return self
+
+    async def __anext__(self) -> Rollout:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> Rollout:
+        """The next rollout to finish.
+
+        Raises:
+            anyio.EndOfStream: every rollout has been received.
+        """
+        # Take what is buffered without a loop turn per rollout (receive()
+        # yields to the loop first): when many dialogues end together the
+        # consumer keeps up. The buffer is bounded, so this never starves
+        # the loop for long.
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            return await self._receive.receive()
+
+
+@asynccontextmanager
+async def open_plan(
+    items: Sequence[tuple[S, int]], plan: RolloutPlan[S], *, backend: Backend[S] | None = None
+) -> AsyncIterator[RolloutStream]:
+    """Run the items of a plan for the body of an `async with`; stream their rollouts.
+
+    `open_rollouts` with the work items already chosen (`plan_items`), for
+    callers that hold a `RolloutPlan`, such as `write_rollouts`.
+
+    Raises:
+        RolloutError: a factory raised for some sample (the body is cancelled).
+    """
+    send, receive = anyio.create_memory_object_stream[Rollout](plan.concurrency)
+    failures: list[Exception] = []
+
+    async def produce(cancel: anyio.CancelScope) -> None:
+        async with send:  # closing it ends the body's `async for`
+            try:
+                if backend is None:
+                    await run_plan(items, plan, send)
+                else:
+                    await backend.run(items, plan, send)
+            except Exception as exc:  # cancellation is a BaseException and passes through
+                # Kept, not raised: a task's error would reach the caller
+                # wrapped in an ExceptionGroup, next to the body's own.
+                failures.append(exc)
+                cancel.cancel()
+
+    body_error: BaseException | None = None
+    try:
+        async with receive, anyio.create_task_group() as tg:
+            tg.start_soon(produce, tg.cancel_scope)
+            try:
+                yield RolloutStream(receive)
+            finally:
+                # The body is done, or left early: stop what still runs.
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Only the body's own exception can be in here (the producer keeps
+        # its failure): give it back as the body raised it.
+        body_error = _sole_exception(group)
+        if body_error is None:
+            raise
+    if body_error is not None:
+        raise body_error
+    if failures:
+        raise failures[0]
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception in a (nested) group besides cancellations, or None."""
+    cancelled = anyio.get_cancelled_exc_class()
+    found: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, cancelled):
+            found.append(exc)
+    return found[0] if len(found) == 1 else None
+
+
+@asynccontextmanager
+async def open_rollouts(
     scenarios: Iterable[S],
     *,
     assistant: ActorFactory[S],
@@ -371,12 +395,21 @@ async def generate_rollouts(
     skip: AbstractSet[RolloutKey] = frozenset(),
     backend: Backend[S] | None = None,
     tune_gc: bool = True,
-) -> AsyncIterator[Rollout]:
-    """Run `samples_per_scenario` dialogues per scenario; yield each as it finishes.
+) -> AsyncIterator[RolloutStream]:
+    """Run `samples_per_scenario` dialogues per scenario for the body of an `async with`.
 
-    Results come in completion order, not input order. If you stop iterating
-    early, close the iterator (`async with contextlib.aclosing(...)`) so the
-    running dialogues are cancelled in the task that started them.
+    ::
+
+        async with open_rollouts(scenarios, assistant=..., user=...) as rollouts:
+            async for rollout in rollouts:
+                ...
+
+    Results come in completion order, not input order. The dialogues run in
+    a task group this context manager owns; leaving the body early (a
+    `break`, an exception) cancels the ones still running. A failing
+    factory cancels the body, whatever it is awaiting, and the `async with`
+    raises `RolloutError`; an exception of the body's own comes out as it
+    was raised.
 
     Args:
         scenarios: the scenarios (ids must be unique).
@@ -410,7 +443,7 @@ async def generate_rollouts(
             False to leave them alone.
 
     Yields:
-        One `Rollout` per sample not skipped.
+        A `RolloutStream` of one `Rollout` per sample not skipped.
 
     Raises:
         InputError: two scenarios share an id.
@@ -433,10 +466,8 @@ async def generate_rollouts(
     )
     items = plan_items(scenarios, samples_per_scenario, skip)
     _log.info("rollouts.started", items=len(items), skipped=len(skip), concurrency=concurrency)
-    stream = run_plan(items, plan) if backend is None else backend.run(items, plan)
-    async with aclosing(stream):
-        async for rollout in stream:
-            yield rollout
+    async with open_plan(items, plan, backend=backend) as rollouts:
+        yield rollouts
 
 
 def generate_rollouts_sync(
@@ -458,7 +489,7 @@ def generate_rollouts_sync(
     backend: Backend[S] | None = None,
     tune_gc: bool = True,
 ) -> list[Rollout]:
-    """`generate_rollouts` for code without an event loop: all rollouts, in completion order.
+    """`open_rollouts` for code without an event loop: all rollouts, in completion order.
 
     Raises:
         InputError: two scenarios share an id.
@@ -469,7 +500,7 @@ def generate_rollouts_sync(
     scenario_list = list(scenarios)
 
     async def collect() -> list[Rollout]:
-        stream = generate_rollouts(
+        async with open_rollouts(
             scenario_list,
             assistant=assistant,
             user=user,
@@ -486,7 +517,7 @@ def generate_rollouts_sync(
             skip=skip,
             backend=backend,
             tune_gc=tune_gc,
-        )
-        return [rollout async for rollout in stream]
+        ) as rollouts:
+            return [rollout async for rollout in rollouts]
 
     return anyio.run(collect)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,10 +22,15 @@ from typing import TYPE_CHECKING
 import anyio
 import pydantic
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from convo_sim.errors import InputError
 from convo_sim.logging import get_logger
 from convo_sim.records import Rollout, RolloutKey, ScenarioLike
-from convo_sim.rollouts import Backend, RolloutPlan, S, plan_items, run_plan, sample_seed
+from convo_sim.rollouts import Backend, RolloutPlan, S, open_plan, plan_items, sample_seed
 
 if TYPE_CHECKING:
     from convo_sim.progress import Progress
@@ -58,8 +62,23 @@ def _parse(path: Path, number: int, line: bytes) -> Rollout:
         ) from None
 
 
-def _scan(path: Path) -> tuple[list[Rollout], int | None]:
-    """Every record of the file, and the offset to cut a torn last line at (or None).
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """What a rollouts file holds, and how to repair its end before appending.
+
+    Attributes:
+        records: every record, in file order.
+        cut: the offset to cut a torn last line at, if there is one.
+        unterminated: the last line is a whole record without its newline.
+    """
+
+    records: list[Rollout]
+    cut: int | None = None
+    unterminated: bool = False
+
+
+def _scan(path: Path) -> _Scan:
+    """Read every record of the file and see how its last line ends.
 
     Raises:
         InputError: a complete line is not a rollout record.
@@ -70,17 +89,18 @@ def _scan(path: Path) -> tuple[list[Rollout], int | None]:
             continue
         if is_last and not line.endswith(b"\n"):
             # Our writer always ends a record with its newline in the same
-            # write, so a last line without one was cut short.
+            # write, so a last line without one was cut short; or only its
+            # newline went missing (`truncate -s -1`), and the record stays.
             try:
                 records.append(Rollout.model_validate_json(line))
             except pydantic.ValidationError:
-                return records, offset
-            continue
+                return _Scan(records, cut=offset)
+            return _Scan(records, unterminated=True)
         # A complete line (newline and all) that is not a record is not a
         # torn write: it is damage or a wrong file, and resuming over it
         # would hide that.
         records.append(_parse(path, number, line))
-    return records, None
+    return _Scan(records)
 
 
 def read_rollouts(path: str | Path) -> list[Rollout]:
@@ -95,8 +115,30 @@ def read_rollouts(path: str | Path) -> list[Rollout]:
     path = Path(path)
     if not path.is_file():
         raise InputError("no such rollouts file", path=path)
-    records, _ = _scan(path)
-    return records
+    return _scan(path).records
+
+
+def _lock(fd: int, path: Path) -> None:
+    """Take the file's exclusive writer lock, or say who holds it.
+
+    An advisory `flock` on the open file: every `RolloutSink` takes it, so
+    two `convo-sim run` on one `--out` cannot interleave (and duplicate)
+    records; readers (`report`, `read_rollouts`) need no lock. The lock
+    goes with the descriptor, so a killed writer never leaves it behind.
+
+    Raises:
+        InputError: another process, or another sink in this one, holds it.
+    """
+    if fcntl is None:  # pragma: no cover - not on POSIX: no advisory locks to take
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(
+            "another process is writing this file (a second convo-sim run?); "
+            "wait for it to finish or choose another output file",
+            path=path,
+        ) from None
 
 
 class RolloutSink:
@@ -124,27 +166,43 @@ class RolloutSink:
         self._fd: int | None = None
 
     def open(self) -> set[RolloutKey]:
-        """Scan the existing file, cut a torn last line, and get ready to append.
+        """Lock the file, scan it, repair its last line, and get ready to append.
+
+        A torn last line is cut off; a whole last record that lost its
+        newline gets it back, so the next record starts a line of its own.
 
         Returns:
             The keys of the records already in the file.
 
         Raises:
-            InputError: a complete line is not a rollout record.
+            InputError: another process (or another sink) is writing the
+                file, or a complete line is not a rollout record.
             OSError: the file or its folder cannot be created or opened.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        cut: int | None = None
-        if self.resume and self.path.is_file():
-            records, cut = _scan(self.path)
-            self.done = {r.key: r.seed for r in records}
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-        if not self.resume:
-            flags |= os.O_TRUNC
-        self._fd = os.open(self.path, flags, 0o644)
-        if cut is not None:
-            os.ftruncate(self._fd, cut)
-            _log.warning("sink.torn_line_removed", path=str(self.path), offset=cut)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _lock(fd, self.path)
+            if not self.resume:
+                os.ftruncate(fd, 0)
+            scan = _scan(self.path) if self.resume else _Scan([])
+            if scan.cut is not None:
+                os.ftruncate(fd, scan.cut)
+                _log.warning("sink.torn_line_removed", path=str(self.path), offset=scan.cut)
+            elif scan.unterminated:
+                os.write(fd, b"\n")
+                _log.warning("sink.newline_restored", path=str(self.path))
+        except BaseException:
+            os.close(fd)  # also releases the lock
+            raise
+        self.done = {r.key: r.seed for r in scan.records}
+        if len(self.done) < len(scan.records):
+            _log.warning(
+                "sink.duplicates",
+                path=str(self.path),
+                duplicates=len(scan.records) - len(self.done),
+            )
+        self._fd = fd
         return set(self.done)
 
     def write(self, rollout: Rollout) -> None:
@@ -156,7 +214,9 @@ class RolloutSink:
         """
         if self._fd is None:
             raise RuntimeError("the sink is not open; call open() or use it as a context manager")
-        data = memoryview(rollout.model_dump_json().encode() + b"\n")
+        # A record that cannot be written as JSON is written escaped, as an
+        # error of its dialogue, rather than stopping the run.
+        data = memoryview(rollout.to_json_line())
         # One write() almost always takes the whole record; the loop covers a
         # short write, and a kill in between leaves only a torn last line.
         while data:
@@ -167,7 +227,7 @@ class RolloutSink:
         self.done[rollout.key] = rollout.seed
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
+        """Close the file and release its lock (idempotent)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -232,7 +292,7 @@ async def write_rollouts(
     Args:
         path: the rollouts file.
         scenarios: the scenarios (ids must be unique).
-        plan: factories, limits and seed (see `generate_rollouts`).
+        plan: factories, limits and seed (see `open_rollouts`).
         samples_per_scenario: dialogues per scenario.
         resume: keep and skip what the file holds; False starts it over.
         fsync: fsync after every record.
@@ -261,9 +321,8 @@ async def write_rollouts(
         _log.info("rollouts.resumed", path=str(sink.path), total=total, resumed=resumed)
         if progress is not None:
             progress.start(total, already_done=resumed)
-        stream = run_plan(items, plan) if backend is None else backend.run(items, plan)
-        async with aclosing(stream):
-            async for rollout in stream:
+        async with open_plan(items, plan, backend=backend) as rollouts:
+            async for rollout in rollouts:
                 # A write is one small syscall; a thread hop per record would
                 # cost more than it saves.
                 sink.write(rollout)

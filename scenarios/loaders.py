@@ -9,7 +9,11 @@ key holds the list). The format is decided per file, by the first record:
 * native records: `id` + `steps` (see `docs/scenarios.md`).
 
 Every malformed input raises `ScenarioError` with the file, the 1-based line
-and what was expected; nothing else escapes.
+and what was expected; nothing else escapes. What a file may make the
+loader do is bounded (size, nesting, numbers, YAML aliases; see
+`convo_sim.scenarios.bounds`), and every value a run uses (times,
+constraints, durations, ids, text) is checked here, so that a file that
+loads also runs.
 """
 
 from __future__ import annotations
@@ -18,17 +22,19 @@ import importlib
 import importlib.resources
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from convo_sim.calendar.model import ExpectedState, ExpectedStateError
+from convo_sim.calendar.times import MINUTES_PER_DAY
 from convo_sim.errors import ScenarioError
 from convo_sim.messages import Message, Transcript
-from convo_sim.scenarios.model import Scenario
+from convo_sim.scenarios import bounds
+from convo_sim.scenarios.model import Scenario, _within_day
 from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.scenarios.reading import Record, line_of, read_records
 from convo_sim.users.persona import UnknownPersonaError, get_persona
 
 __all__ = [
@@ -63,13 +69,6 @@ class _Problem(Exception):
         super().__init__(problem)
 
 
-@dataclass(frozen=True, slots=True)
-class _Record:
-    data: Any
-    line: int
-    node: Any = None  # the YAML node, for the line of a field
-
-
 # ---------------------------------------------------------------- public API
 
 
@@ -88,15 +87,12 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
             `exc.path` and `exc.line` say where.
     """
     path = Path(path)
-    text = _read(path)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        records = _yaml_records(text, path)
-    else:
-        records = _json_records(text, path)
+    records = read_records(path)
     if not records:
         raise ScenarioError(
             "no scenarios found; expected one JSON object per line, a JSON array or a YAML list",
             path=path,
+            line=1,
         )
     kind = _detect(records[0], path)
     scenarios: list[Scenario] = []
@@ -107,20 +103,25 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
                 f"expected a JSON object, got {_clip(record.data)}", path=path, line=record.line
             )
         default_id = f"{path.stem}-{index}"
+        bad_text = bounds.first_bad_text(record.data)
+        if bad_text is not None:
+            at, problem = bad_text
+            where = f"field {_dotted(at)!r}: " if at else ""
+            raise ScenarioError(f"{where}{problem}", path=path, line=line_of(record, at))
         try:
             scenario = _build(kind, record.data, default_id, nemo)
         except _Problem as problem:
             raise ScenarioError(
                 problem.problem,
                 path=path,
-                line=_line_of(record, problem.at),
+                line=line_of(record, problem.at),
                 scenario_id=problem.scenario_id,
             ) from None
         if scenario.id in first_line:
             raise ScenarioError(
                 f"duplicate scenario id {scenario.id!r} (first used on line {first_line[scenario.id]})",
                 path=path,
-                line=_line_of(record, ("id",)),
+                line=line_of(record, ("id",)),
             )
         first_line[scenario.id] = record.line
         scenarios.append(scenario)
@@ -196,7 +197,7 @@ def _public(build: Callable[[], Scenario]) -> Scenario:
 # ---------------------------------------------------------------- formats
 
 
-def _detect(record: _Record, path: Path) -> Format:
+def _detect(record: Record, path: Path) -> Format:
     data = record.data
     if isinstance(data, Mapping):
         if "responses_create_params" in data or "exp_cal_state" in data:
@@ -273,6 +274,10 @@ def _seed(record: Mapping[str, Any], default_id: str) -> Scenario:
     elif "input" in record or "responses_create_params" in record:
         source = record.get("responses_create_params", record)
         at: _Path = ("responses_create_params",) if source is not record else ()
+        if not isinstance(source, Mapping):
+            raise _Problem(
+                f"field 'responses_create_params': expected an object, got {_clip(source)}", at
+            )
         raw = _require(source, "input", (list, str), "a list of Responses input items", at=at)
         prefix = _transcript(lambda: Transcript.from_responses_input(raw), (*at, "input")).messages
     script = record.get("user_script", [])
@@ -410,10 +415,25 @@ def _expected_state(
     data: Mapping[str, Any], key: str, read: Callable[[Mapping[str, Any]], ExpectedState]
 ) -> None:
     try:
-        read(data)
+        state = read(data)
     except ExpectedStateError as exc:
         at: _Path = (key, *(p for p in (exc.event_id, exc.field) if p is not None))
         raise _Problem(f"field {key!r}: {exc}", at) from None
+    # What the reader accepts but a run could not use: an event longer than
+    # the day, or a constraint time of 24:00, which no one can say.
+    for event_id, event in state.items():
+        if event.duration > MINUTES_PER_DAY:
+            raise _Problem(
+                f"field {key!r}: event {event_id!r}: duration must be at most "
+                f"{MINUTES_PER_DAY} minutes (a day), got {event.duration!r}",
+                (key, event_id, "duration"),
+            )
+        if event.constraint is not None and not _within_day(event.constraint):
+            raise _Problem(
+                f"field {key!r}: event {event_id!r}: constraint times must be before "
+                "midnight (24:00 is the end of the day, not a time of it)",
+                (key, event_id, "constraint"),
+            )
 
 
 def _leading_instructions(messages: Sequence[Message]) -> tuple[Message, ...]:
@@ -428,119 +448,3 @@ def _leading_instructions(messages: Sequence[Message]) -> tuple[Message, ...]:
 def _clip(value: object, limit: int = 60) -> str:
     shown = repr(value)
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------- reading files
-
-
-def _read(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ScenarioError("no such file", path=path) from None
-    except OSError as exc:
-        raise ScenarioError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ScenarioError("not UTF-8 text", path=path, line=line) from None
-
-
-def _json_records(text: str, path: Path) -> list[_Record]:
-    if text.lstrip().startswith("["):
-        return _json_array_records(text, path)
-    records: list[_Record] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(_Record(json.loads(line), number))
-        except json.JSONDecodeError as exc:
-            raise ScenarioError(
-                f"not valid JSON: {exc.msg} (column {exc.colno}); expected one JSON object per line",
-                path=path,
-                line=number,
-            ) from None
-    return records
-
-
-def _json_array_records(text: str, path: Path) -> list[_Record]:
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ScenarioError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
-    # Recover each element's line by decoding the array element by element.
-    decoder = json.JSONDecoder()
-    records: list[_Record] = []
-    position = text.index("[") + 1
-    for item in items:
-        while text[position] in " \t\r\n,":
-            position += 1
-        _, end = decoder.raw_decode(text, position)
-        records.append(_Record(item, text.count("\n", 0, position) + 1))
-        position = end
-    return records
-
-
-def _yaml() -> Any:
-    try:
-        return importlib.import_module("yaml")
-    except ImportError:
-        raise ScenarioError(
-            "reading YAML needs PyYAML; install it with: pip install 'convo-sim[yaml]'"
-        ) from None
-
-
-def _yaml_records(text: str, path: Path) -> list[_Record]:
-    yaml = _yaml()
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise ScenarioError(f"not valid YAML: {exc.problem or exc}", path=path, line=line) from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"not valid YAML: {exc}", path=path) from None
-    if data is None:
-        return []
-    if isinstance(data, Mapping) and "scenarios" in data:
-        root = _yaml_child(root, "scenarios")
-        data = data["scenarios"]
-    elif isinstance(data, Mapping):
-        return [_Record(data, root.start_mark.line + 1, root)]
-    if not isinstance(data, list) or root is None or not hasattr(root, "value"):
-        raise ScenarioError(
-            "expected a YAML list of scenarios, or a mapping with a 'scenarios' list",
-            path=path,
-            line=1,
-        )
-    return [
-        _Record(item, node.start_mark.line + 1, node)
-        for item, node in zip(data, root.value, strict=True)
-    ]
-
-
-def _yaml_child(node: Any, key: str | int) -> Any:
-    """The YAML node under `key` of a mapping node, or item `key` of a sequence node."""
-    value = getattr(node, "value", None)
-    if not isinstance(value, list):
-        return None
-    if isinstance(key, int):
-        return value[key] if 0 <= key < len(value) and not isinstance(value[key], tuple) else None
-    for pair in value:
-        if isinstance(pair, tuple) and getattr(pair[0], "value", None) == key:
-            return pair[1]
-    return None
-
-
-def _line_of(record: _Record, at: _Path) -> int:
-    """The line of the field at `at` (YAML), else the record's line."""
-    node, line = record.node, record.line
-    for key in at:
-        node = _yaml_child(node, key) if node is not None else None
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-    return line

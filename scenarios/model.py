@@ -7,8 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from convo_sim.calendar.model import parse_constraint
+from convo_sim.calendar.model import Constraint, parse_constraint
+from convo_sim.calendar.times import MINUTES_PER_DAY, parse_time
 from convo_sim.messages import Message, Transcript
+
+MAX_ID_LENGTH = 200
+"""The longest scenario id: ids name records, log events and report rows."""
 
 __all__ = ["CalendarGoal", "GoalStep", "Scenario"]
 
@@ -25,16 +29,16 @@ class GoalStep(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     action: Literal["add", "constrain"]
-    event_id: int = Field(ge=0)
+    event_id: int = Field(ge=0, lt=2**31)
     name: str | None = None
-    duration: int | None = Field(default=None, gt=0)
+    duration: int | None = Field(default=None, gt=0, le=MINUTES_PER_DAY)
     constraint: str | None = None
 
     @field_validator("constraint")
     @classmethod
     def _known_constraint(cls, value: str | None) -> str | None:
         # Raises ConstraintFormatError (a ValueError) naming the expected forms.
-        parse_constraint(value)
+        _speakable(parse_constraint(value), value)
         return value
 
     @model_validator(mode="after")
@@ -46,6 +50,29 @@ class GoalStep(BaseModel):
         return self
 
 
+def _speakable(constraint: Constraint | None, text: str | None) -> None:
+    """Raise unless the simulated user can say the constraint (its 12-hour text).
+
+    `parse_time` reads `24:00` as the end of the day, which 12-hour text
+    cannot name: `at 24:00` would be accepted here and crash the user when
+    it first speaks.
+    """
+    if constraint is None:
+        return
+    if not _within_day(constraint):
+        raise ValueError(
+            f"not a constraint the user can say: {text!r}; its times must be before "
+            "midnight (24:00 is the end of the day, not a time of it)"
+        )
+
+
+def _within_day(constraint: Constraint) -> bool:
+    """Every time of the constraint is a time of the day (what 12-hour text can say)."""
+    return constraint.time < MINUTES_PER_DAY and (
+        constraint.until is None or constraint.until < MINUTES_PER_DAY
+    )
+
+
 class CalendarGoal(BaseModel):
     """The user's calendar goal: the steps it reveals, turn by turn."""
 
@@ -55,8 +82,20 @@ class CalendarGoal(BaseModel):
     min_time: str = "10:00"
     max_time: str = "16:00"
 
+    @field_validator("min_time", "max_time")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        # Raises TimeFormatError (a ValueError) naming the accepted forms.
+        parse_time(value)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> CalendarGoal:
+        if parse_time(self.min_time) >= parse_time(self.max_time):
+            raise ValueError(
+                f"the working window is empty: min_time {self.min_time!r} is not before "
+                f"max_time {self.max_time!r}"
+            )
         added: set[int] = set()
         for index, step in enumerate(self.steps):
             if step.action == "add":
@@ -112,7 +151,7 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     system_prompt: str | None = None
     prefix: tuple[Message, ...] = ()
     user_script: tuple[str, ...] = ()
@@ -120,8 +159,26 @@ class Scenario(BaseModel):
     persona: str | None = None
     expected_state: Mapping[str, Mapping[str, Any]] | None = None
     max_turns: int | None = Field(default=None, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=-(2**63), lt=2**63)
     metadata: Mapping[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _printable_id(cls, value: str) -> str:
+        # An id names a record, a log event and a line of a report: a blank
+        # one, or one with a line break or a lone surrogate, would garble them.
+        if not value.strip():
+            raise ValueError(f"a scenario id must not be blank, got {value!r}")
+        if not value.isprintable():
+            raise ValueError(
+                f"a scenario id must be printable text (no line breaks or control "
+                f"characters), got {value!r}"
+            )
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"a scenario id must be valid Unicode text, got {value!r}") from None
+        return value
 
     def expected(self) -> Mapping[str, Mapping[str, Any]] | None:
         """The expected final calendar: `expected_state`, else the goal's, else None."""

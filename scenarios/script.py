@@ -49,7 +49,7 @@ from convo_sim.agents.calendar import CalendarSolverAssistant
 from convo_sim.errors import ScenarioError
 from convo_sim.records import Rollout
 from convo_sim.results import DialogueResult
-from convo_sim.rollouts import generate_rollouts
+from convo_sim.rollouts import open_rollouts
 from convo_sim.scenarios.model import Scenario
 from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
 from convo_sim.scenarios.run import default_user
@@ -329,21 +329,19 @@ async def run_script(
     """
     if script.main is not None:
         return _main_records(script, await script.main())
-    records = [
-        rollout
-        async for rollout in generate_rollouts(
-            script.scenarios,
-            assistant=script.assistant or _solver,
-            user=script.user or script_user,
-            verifiers=script.verifiers or calendar_verifiers,
-            samples_per_scenario=script.samples,
-            concurrency=concurrency,
-            seed=seed,
-            max_turns=max_turns or 20,
-            turn_timeout=turn_timeout,
-            reward=script.reward,
-        )
-    ]
+    async with open_rollouts(
+        script.scenarios,
+        assistant=script.assistant or _solver,
+        user=script.user or script_user,
+        verifiers=script.verifiers or calendar_verifiers,
+        samples_per_scenario=script.samples,
+        concurrency=concurrency,
+        seed=seed,
+        max_turns=max_turns or 20,
+        turn_timeout=turn_timeout,
+        reward=script.reward,
+    ) as rollouts:
+        records = [rollout async for rollout in rollouts]
     by_id = {s.id: s for s in script.scenarios}
     # User-fidelity metrics where there is a goal to measure against.
     measured = [

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -7,16 +8,28 @@ import structlog
 from hypothesis import HealthCheck, settings
 
 # A shared 2-core CI machine makes wall-clock deadlines flaky; the examples
-# themselves are what the tests are about.
+# themselves are what the tests are about. CONVO_SIM_EXAMPLES=5000 hunts longer.
 settings.register_profile(
-    "convo_sim", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
+    "convo_sim",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=int(os.environ.get("CONVO_SIM_EXAMPLES", "100")),
 )
 settings.load_profile("convo_sim")
 
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """The event loop of async tests: asyncio, unless the module says otherwise."""
     return "asyncio"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A module that sets `ANYIO_BACKENDS = ("asyncio", "trio")` runs each of
+    # its async tests once per event loop, as anyio's own suite does.
+    backends = getattr(metafunc.module, "ANYIO_BACKENDS", None)
+    if backends and "anyio_backend" in metafunc.fixturenames:
+        metafunc.parametrize("anyio_backend", backends)
 
 
 @pytest.fixture(autouse=True)

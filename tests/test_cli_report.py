@@ -177,3 +177,39 @@ def test_run_refuses_a_file_of_another_seed(
     assert main(["run", "--out", str(out), "--seed", "9", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "another seed" in err
+
+
+def test_report_flags_duplicates_instead_of_counting_them(
+    calendar_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = calendar_file.read_text().splitlines(keepends=True)
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_text("".join(lines + lines[:3]))
+    assert main(["report", str(calendar_file)]) == 0
+    clean = capsys.readouterr().out
+    assert main(["report", str(doubled)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("rollouts     8 (4 scenarios x 2 samples)\n")
+    assert "duplicates   3 (repeated samples, counted once; was the file written twice?)" in out
+    assert [line for line in out.splitlines() if not line.startswith("duplicates")] == (
+        clean.splitlines()
+    )
+    assert main(["report", str(doubled), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["duplicates"] == 3 and data["rollouts"] == 8
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_report_into_a_closed_pipe_exits_quietly(calendar_file: Path, as_json: bool) -> None:
+    # `convo-sim report FILE | head -1`: the reader is gone before we write.
+    import subprocess
+    import sys
+
+    code = "import sys; from convo_sim.cli import main; sys.exit(main())"
+    args = [sys.executable, "-c", code, "report", str(calendar_file), *(["--json"] * as_json)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+    assert proc.returncode == 141

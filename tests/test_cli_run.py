@@ -142,3 +142,19 @@ def test_missing_scenario_file_and_bad_flags(tmp_path: Path) -> None:
     assert done.stderr.strip() == "convo-sim: error: nope.jsonl: no such file"
     done = convo_sim("run", "--concurrency", "0", cwd=tmp_path)
     assert done.returncode == 2 and "positive integer" in done.stderr
+
+
+def test_a_failing_actor_factory_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    script = tmp_path / "broken.py"
+    script.write_text(
+        "from convo_sim.scenarios import generate_calendar_scenarios\n"
+        "SCENARIOS = generate_calendar_scenarios(3, seed=1)\n\n"
+        "def assistant(scenario, seed):\n"
+        "    raise LookupError('no model configured\\nfor this scenario')\n"
+    )
+    done = convo_sim("run", "--script", str(script), "--no-progress", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("convo-sim: error:")]
+    assert len(errors) == 1
+    assert "failed: LookupError: no model configured\\nfor this scenario" in errors[0]

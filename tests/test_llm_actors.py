@@ -33,6 +33,8 @@ from convo_sim.served_models import EchoModel
 from convo_sim.server import ServerThread, serve_models
 from convo_sim.users import LLMUser, ScriptedUser
 
+ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
+
 
 class FakeModel:
     """A ChatModel that replies from a list and records what it was sent."""

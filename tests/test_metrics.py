@@ -171,3 +171,14 @@ def test_progress_writes_plain_periodic_lines_elsewhere() -> None:
     assert lines[0] == "rollouts 0/3 (0%) | 0.0/s | ETA --"
     assert len(lines) == 3  # start, one after 12 s, close
     assert lines[-1] == "rollouts 3/3 (100%) | 0.2/s | mean reward 1.000 | elapsed 0:00:18"
+
+
+def test_duplicate_records_are_flagged_and_counted_once() -> None:
+    # Two writers on one file left the same sample twice: the repeat would
+    # skew pass@k (here: a failing sample counted twice makes k=2 look bad).
+    first = [record("a", 0, 1.0), record("a", 1, 0.0), record("b", 0, 1.0)]
+    repeats = [record("a", 1, 0.0), record("a", 1, 1.0), record("b", 0, 0.0)]
+    clean, summary = summarize(first), summarize(first + repeats)
+    assert summary.duplicates == 3 and clean.duplicates == 0
+    assert summary.model_dump(exclude={"duplicates"}) == clean.model_dump(exclude={"duplicates"})
+    assert summary.rollouts == 3 and summary.samples_max == 2

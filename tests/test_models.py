@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -27,6 +28,8 @@ from convo_sim.openai_model import LOCAL_API_KEY, OpenAIChatModel
 from convo_sim.retry import Transient, parse_retry_after
 from convo_sim.served_models import EchoModel
 from convo_sim.server import serve_models
+
+ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
 
 FAST = RetryPolicy(attempts=4, initial=0.001, max_wait=0.01, jitter=0.001, max_retry_after=0.02)
 HELLO = [Message(role="user", content="hello there")]
@@ -325,3 +328,92 @@ async def test_a_long_retry_after_is_capped() -> None:
             with capture_logs() as logs:
                 await model.complete(HELLO, ModelSettings())
     assert [e["wait_s"] for e in logs if e["event"] == "model.retry"] == [0.05]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400", "NaN"])
+def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(value: str) -> None:
+    policy = RetryPolicy(initial=1.0, max_retry_after=3.0, jitter=0)
+    # Unreadable, like a `Retry-After` of "soon": the usual backoff applies.
+    assert policy.wait_for(1, Transient(status=429, retry_after=float(value))) == 1.0
+
+
+class _Throttling:
+    """A raw HTTP server: the first request gets 429 with `retry-after-ms: nan`, then 200."""
+
+    def __init__(self, header: str) -> None:
+        self.header = header
+        self.requests = 0
+
+    async def handle(self, client: anyio.abc.SocketStream) -> None:
+        from anyio.streams.buffered import BufferedByteReceiveStream
+
+        async with client:
+            buffered = BufferedByteReceiveStream(client)
+            try:
+                while True:
+                    head = await buffered.receive_until(b"\r\n\r\n", 65536)
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    await buffered.receive_exactly(length)
+                    self.requests += 1
+                    if self.requests == 1:
+                        status, extra = b"429 Too Many Requests", self.header.encode()
+                        body = b'{"error": {"message": "slow down", "type": "rate_limit"}}'
+                    else:
+                        status, extra = b"200 OK", b""
+                        body = json.dumps(
+                            {
+                                "id": "c1",
+                                "object": "chat.completion",
+                                "created": 0,
+                                "model": "m",
+                                "choices": [
+                                    {
+                                        "index": 0,
+                                        "message": {"role": "assistant", "content": "ok"},
+                                        "finish_reason": "stop",
+                                    }
+                                ],
+                            }
+                        ).encode()
+                    await client.send(
+                        b"HTTP/1.1 "
+                        + status
+                        + b"\r\ncontent-type: application/json\r\n"
+                        + extra
+                        + b"content-length: "
+                        + str(len(body)).encode()
+                        + b"\r\n\r\n"
+                        + body
+                    )
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
+                return
+
+
+@pytest.mark.parametrize("transport", ["lean", "sdk"])
+@pytest.mark.parametrize("header", ["retry-after-ms: nan\r\n", "retry-after: nan\r\n"])
+async def test_a_429_with_retry_after_ms_nan_is_retried_after_the_usual_backoff(
+    transport: str, header: str, anyio_backend: str
+) -> None:
+    server = _Throttling(header)
+    fast = RetryPolicy(attempts=3, initial=0.01, max_wait=0.05, jitter=0.0)
+    with anyio.fail_after(15):
+        async with (
+            await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(listener.serve, server.handle)
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            async with OpenAIChatModel(
+                "m",
+                base_url=f"http://127.0.0.1:{port}/v1",
+                retry=fast,
+                transport=transport,  # type: ignore[arg-type]
+            ) as model:
+                reply = await model.complete([Message(role="user", content="hi")])
+            tg.cancel_scope.cancel()
+    assert reply.message.text == "ok"
+    assert server.requests == 2

@@ -29,6 +29,8 @@ from convo_sim import (
 from convo_sim.agents import FunctionAssistant, ScriptedAssistant
 from convo_sim.users import FunctionUser, ScriptedUser
 
+ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
+
 pytestmark = pytest.mark.timeout(30)
 
 

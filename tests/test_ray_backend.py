@@ -23,7 +23,7 @@ from convo_sim import (
     TurnContext,
     TurnScore,
     Verdict,
-    generate_rollouts,
+    open_rollouts,
     read_rollouts,
     write_rollouts,
 )
@@ -39,7 +39,9 @@ def ray_cluster() -> Iterator[None]:
     # The factories below live in this test module, which Ray workers cannot
     # import; ship them by value instead.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a new Ray of our own, even when another `ray start`
+    # cluster runs on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
@@ -77,7 +79,7 @@ def comparable(rollout: Rollout) -> dict[str, object]:
 
 async def run(backend: RayBackend | None, **kwargs: object) -> list[Rollout]:
     with anyio.fail_after(45):
-        stream = generate_rollouts(
+        async with open_rollouts(
             scenarios(8),
             assistant=assistant,
             user=user,
@@ -86,8 +88,8 @@ async def run(backend: RayBackend | None, **kwargs: object) -> list[Rollout]:
             seed=21,
             backend=backend,
             **kwargs,  # type: ignore[arg-type]
-        )
-        return [r async for r in stream]
+        ) as stream:
+            return [r async for r in stream]
 
 
 async def test_ray_records_equal_the_local_backends() -> None:
@@ -127,13 +129,14 @@ def failing_user(scenario: Scenario, seed: int) -> Actor:
 async def test_a_worker_failure_reaches_the_driver_as_rollout_error() -> None:
     with pytest.raises(RolloutError) as info:
         with anyio.fail_after(45):
-            async for _ in generate_rollouts(
+            async with open_rollouts(
                 scenarios(6),
                 assistant=assistant,
                 user=failing_user,
                 backend=RayBackend(num_workers=2),
-            ):
-                pass
+            ) as stream:
+                async for _ in stream:
+                    pass
     assert (info.value.scenario_id, info.value.sample_index) == ("r3", 0)
     assert "LookupError" in info.value.problem
 
@@ -163,12 +166,10 @@ async def test_work_is_sharded_over_worker_processes() -> None:
     import os
 
     with anyio.fail_after(45):
-        rollouts = [
-            r
-            async for r in generate_rollouts(
-                scenarios(10), assistant=pid_assistant, user=user, backend=RayBackend(num_workers=2)
-            )
-        ]
+        async with open_rollouts(
+            scenarios(10), assistant=pid_assistant, user=user, backend=RayBackend(num_workers=2)
+        ) as stream:
+            rollouts = [r async for r in stream]
     pids = {r.transcript.by_role("assistant")[0].text for r in rollouts}
     assert len(rollouts) == 10
     assert len(pids) == 2 and f"pid {os.getpid()}" not in pids
@@ -180,7 +181,7 @@ async def test_calendar_actors_on_ray_give_the_local_dialogues() -> None:
 
     async def records(backend: RayBackend | None) -> dict[tuple[str, int], dict[str, object]]:
         with anyio.fail_after(45):
-            stream = generate_rollouts(
+            async with open_rollouts(
                 bundled_scenarios(),
                 assistant=calendar_assistant,
                 user=calendar_user,
@@ -189,8 +190,8 @@ async def test_calendar_actors_on_ray_give_the_local_dialogues() -> None:
                 seed=8,
                 max_turns=20,
                 backend=backend,
-            )
-            return {r.key: comparable(r) async for r in stream}
+            ) as stream:
+                return {r.key: comparable(r) async for r in stream}
 
     local = await records(None)
     assert len(local) == 20
@@ -210,3 +211,171 @@ def test_cli_run_backend_ray_writes_the_local_records(
     assert printed.count("rollouts     20 (10 scenarios x 2 samples)") == 2
     by_key = {r.key: comparable(r) for r in read_rollouts(local)}
     assert {r.key: comparable(r) for r in read_rollouts(remote)} == by_key
+
+
+# -- a worker that dies, and where a local Ray listens ----------------------------
+
+
+def killing_user(marker: Path, deaths: int, scenario: Scenario, seed: int) -> Actor:
+    """Kills its own worker process (SIGKILL) when it builds r5's user, `deaths` times."""
+    import os
+    import signal
+
+    if scenario.id == "r5":
+        done = len(list(marker.parent.glob(f"{marker.name}.*")))
+        if done < deaths:
+            (marker.parent / f"{marker.name}.{done}").touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return user(scenario, seed)
+
+
+def deaths_in(folder: Path) -> int:
+    return len(list(folder.glob("killed.*")))
+
+
+async def test_a_killed_worker_s_samples_are_rescheduled_exactly_once(tmp_path: Path) -> None:
+    import functools
+
+    marker = tmp_path / "killed"
+    path = tmp_path / "out.jsonl"
+    plan = RolloutPlan(
+        assistant=assistant,
+        user=functools.partial(killing_user, marker, 1),
+        verifiers=verifiers,
+        seed=21,
+        concurrency=2,
+    )
+    with anyio.fail_after(50):
+        stats = await write_rollouts(
+            path, scenarios(8), plan, samples_per_scenario=3, backend=RayBackend(num_workers=2)
+        )
+    assert deaths_in(tmp_path) == 1  # the worker really died
+    assert (stats.total, stats.written) == (24, 24)
+    records = read_rollouts(path)
+    assert sorted(r.key for r in records) == sorted(
+        (f"r{i}", k) for i in range(8) for k in range(3)
+    )
+    local = {r.key: comparable(r) for r in await run(None)}
+    assert {r.key: comparable(r) for r in records} == local
+
+
+async def test_a_shard_whose_workers_keep_dying_ends_the_run(tmp_path: Path) -> None:
+    import functools
+
+    marker = tmp_path / "killed"
+    with anyio.fail_after(50), pytest.raises(ray.exceptions.RayActorError):
+        async with open_rollouts(
+            scenarios(6),
+            assistant=assistant,
+            user=functools.partial(killing_user, marker, 99),
+            backend=RayBackend(num_workers=2, max_worker_restarts=1),
+        ) as stream:
+            async for _ in stream:
+                pass
+    assert deaths_in(tmp_path) == 2  # the first death and the one restart
+
+
+LISTENING = r'''
+import json, os, sys
+import anyio
+from convo_sim import open_rollouts, RayBackend
+from convo_sim.agents import FunctionAssistant
+from convo_sim.scenarios import Scenario
+from convo_sim.users import ScriptedUser
+
+def listening(root):
+    """Listening TCP addresses of `root` and every process below it, from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    inodes = {}
+    for name in ("tcp", "tcp6"):
+        with open(f"/proc/net/{name}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    inodes[fields[9]] = (name, fields[1])
+    found = set()
+    for pid in tree:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inode = target[8:-1]
+                    if inode in inodes:
+                        found.add(inodes[inode])
+        except OSError:
+            pass
+    return sorted(found)
+
+async def main():
+    seen = []
+    scenarios = [Scenario(id=f"s{i}") for i in range(4)]
+    async with open_rollouts(
+        scenarios,
+        assistant=lambda s, seed: FunctionAssistant(lambda view: "ok"),
+        user=lambda s, seed: ScriptedUser(["hi"]),
+        backend=RayBackend(num_workers=1, num_cpus_per_worker=0.5),
+    ) as rollouts:
+        async for _ in rollouts:
+            if not seen:
+                seen.extend(listening(os.getpid()))
+    print(json.dumps(seen))
+
+anyio.run(main)
+'''
+
+
+def test_a_local_ray_started_by_the_backend_listens_on_loopback_only(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    script = tmp_path / "listening.py"
+    script.write_text(LISTENING)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sockets = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(sockets) >= 3  # the GCS, the raylet, a worker: Ray really ran
+    # /proc/net shows addresses in hex: 0100007F is 127.0.0.1; in tcp6, the
+    # IPv4-mapped ::ffff:127.0.0.1 ends in 0100007F and ::1 is 0...01000000.
+    loopback = (
+        "0100007F:",
+        "0000000000000000FFFF00000100007F:",
+        "00000000000000000000000001000000:",
+    )
+    assert all(address.startswith(loopback) for _, address in sockets), sockets
+
+
+def _refuse_to_load() -> Actor:
+    raise RuntimeError("this factory cannot be rebuilt in a worker")
+
+
+class ShipsBadly:
+    """A factory that pickles in the driver but cannot be unpickled in a worker."""
+
+    def __call__(self, scenario: Scenario, seed: int) -> Actor:
+        return user(scenario, seed)
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse_to_load, ())
+
+
+async def test_a_plan_a_worker_cannot_load_ends_the_run_instead_of_hanging() -> None:
+    with anyio.fail_after(50), pytest.raises(Exception) as info:
+        async with open_rollouts(
+            scenarios(4), assistant=assistant, user=ShipsBadly(), backend=RayBackend(num_workers=1)
+        ) as stream:
+            async for _ in stream:
+                pass
+    assert not isinstance(info.value, TimeoutError)
+    assert "cannot be rebuilt in a worker" in str(info.value)

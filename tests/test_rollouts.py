@@ -1,14 +1,14 @@
-"""generate_rollouts through the public API: seeds, limits, streaming, records."""
+"""open_rollouts through the public API: seeds, limits, streaming, records."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import aclosing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -23,19 +23,22 @@ from convo_sim import (
     Rollout,
     RolloutError,
     RolloutSink,
+    RolloutStream,
     TerminationReason,
     TurnContext,
     TurnScore,
     Verdict,
     View,
-    generate_rollouts,
     generate_rollouts_sync,
+    open_rollouts,
     read_rollouts,
     sample_seed,
 )
 from convo_sim.agents import FunctionAssistant
 from convo_sim.scenarios import Scenario
 from convo_sim.users import FunctionUser, ScriptedUser
+
+ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -76,7 +79,8 @@ def verifiers(scenario: Scenario) -> tuple[list[object], list[object]]:
 
 async def collect(**kwargs: object) -> list[Rollout]:
     with anyio.fail_after(20):
-        return [r async for r in generate_rollouts(**kwargs)]  # type: ignore[arg-type]
+        async with open_rollouts(**kwargs) as rollouts:  # type: ignore[arg-type]
+            return [r async for r in rollouts]
 
 
 async def test_one_record_per_scenario_sample_with_its_seed() -> None:
@@ -303,9 +307,8 @@ async def test_stopping_early_cancels_the_running_dialogues() -> None:
         return FunctionUser(say)
 
     with anyio.fail_after(5):
-        stream = generate_rollouts(scenarios(5), assistant=seeded_assistant, user=user)
-        async with aclosing(stream):
-            first = await anext(stream)
+        async with open_rollouts(scenarios(5), assistant=seeded_assistant, user=user) as rollouts:
+            first = await anext(rollouts)
     assert first.scenario_id == "s0"
     assert running.now == 0
 
@@ -383,15 +386,13 @@ async def test_every_slot_is_filled_when_the_actors_block() -> None:
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(look_then_release)
-            rollouts = [
-                r
-                async for r in generate_rollouts(
-                    scenarios(concurrency + 50),
-                    assistant=seeded_assistant,
-                    user=user,
-                    concurrency=concurrency,
-                )
-            ]
+            async with open_rollouts(
+                scenarios(concurrency + 50),
+                assistant=seeded_assistant,
+                user=user,
+                concurrency=concurrency,
+            ) as stream:
+                rollouts = [r async for r in stream]
     assert seen == [concurrency]
     assert len(rollouts) == concurrency + 50
     assert inside.peak == concurrency
@@ -504,24 +505,19 @@ async def test_the_collector_is_restored_after_a_cancelled_or_abandoned_run(
         # The caller cancels the run from outside.
         async with anyio.create_task_group() as tg:
             tg.start_soon(
-                collect_all,
-                generate_rollouts(scenarios(3)[1:], assistant=seeded_assistant, user=user),
+                functools.partial(
+                    collect, scenarios=scenarios(3)[1:], assistant=seeded_assistant, user=user
+                )
             )
             await started.wait()
             assert gc.get_threshold()[0] == 200 * 32
             tg.cancel_scope.cancel()
         assert gc.get_threshold() == thresholds
         # The caller stops iterating after the first rollout.
-        stream = generate_rollouts(scenarios(3), assistant=seeded_assistant, user=user)
-        async with aclosing(stream):
+        async with open_rollouts(scenarios(3), assistant=seeded_assistant, user=user) as stream:
             await anext(stream)
             assert gc.get_threshold()[0] == 200 * 32
     assert gc.get_threshold() == thresholds
-
-
-async def collect_all(stream: AsyncIterator[Rollout]) -> None:
-    async for _ in stream:
-        pass
 
 
 async def test_overlapping_runs_restore_the_collector_when_the_last_ends(
@@ -542,13 +538,12 @@ async def test_overlapping_runs_restore_the_collector_when_the_last_ends(
         return make
 
     async def run(name: str, concurrency: int) -> None:
-        stream = generate_rollouts(
-            scenarios(concurrency),
+        await collect(
+            scenarios=scenarios(concurrency),
             assistant=seeded_assistant,
             user=user(name),
             concurrency=concurrency,
         )
-        await collect_all(stream)
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -577,3 +572,90 @@ async def test_a_threshold_the_program_sets_during_a_run_is_kept(
 
     await collect(scenarios=scenarios(2), assistant=seeded_assistant, user=user)
     assert gc.get_threshold() == (5000, 20, 20)
+
+
+# -- the context manager owns the task group: failures reach the caller whole ------
+
+
+def failing_at(failing_id: str) -> Callable[[Scenario, int], Actor]:
+    def user(scenario: Scenario, seed: int) -> Actor:
+        if scenario.id == failing_id:
+            raise LookupError(f"no persona for {failing_id}")
+        return ScriptedUser(["hi"])
+
+    return user
+
+
+@pytest.mark.parametrize("waiting_on", ["sleep", "event", "checkpoints"])
+async def test_a_factory_failure_is_a_rollout_error_whatever_the_body_awaits(
+    waiting_on: str,
+) -> None:
+    # The body awaits something of its own inside `async for`; with a
+    # generator that yields inside a task group that await was cancelled
+    # and the program died with a bare Cancelled instead of RolloutError.
+    never = anyio.Event()
+    seen: list[str] = []
+    with anyio.fail_after(10), pytest.raises(RolloutError) as info:
+        async with open_rollouts(
+            scenarios(6), assistant=seeded_assistant, user=failing_at("s3"), concurrency=2
+        ) as rollouts:
+            async for rollout in rollouts:
+                seen.append(rollout.scenario_id)
+                if waiting_on == "sleep":
+                    await anyio.sleep(0.05)
+                elif waiting_on == "event":
+                    await never.wait()
+                else:
+                    for _ in range(100):
+                        await anyio.lowlevel.checkpoint()
+    assert (info.value.scenario_id, info.value.sample_index) == ("s3", 0)
+    assert isinstance(info.value.__cause__, LookupError)
+    assert "s3" not in seen
+
+
+async def test_a_factory_failure_cancels_a_body_that_never_reads() -> None:
+    with anyio.fail_after(10), pytest.raises(RolloutError):
+        async with open_rollouts(
+            scenarios(3), assistant=seeded_assistant, user=failing_at("s0")
+        ) as rollouts:
+            assert isinstance(rollouts, RolloutStream)
+            await anyio.sleep_forever()
+
+
+async def test_the_bodys_own_exception_comes_out_unwrapped() -> None:
+    with anyio.fail_after(10), pytest.raises(ZeroDivisionError):
+        async with open_rollouts(
+            scenarios(3), assistant=seeded_assistant, user=seeded_user
+        ) as rollouts:
+            async for _ in rollouts:
+                _ = 1 / 0
+
+
+async def test_cancelling_the_caller_cancels_the_run() -> None:
+    running = Gauge()
+
+    def user(scenario: Scenario, seed: int) -> Actor:
+        async def say(view: View) -> str:
+            running.enter()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                running.exit()
+            return "###STOP###"
+
+        return FunctionUser(say)
+
+    with anyio.fail_after(10):
+        with anyio.move_on_after(0.2) as scope:
+            async with open_rollouts(
+                scenarios(4), assistant=seeded_assistant, user=user
+            ) as rollouts:
+                async for _ in rollouts:
+                    pass
+    assert scope.cancelled_caught
+    assert running.now == 0 and running.peak == 4
+
+
+def test_the_sync_wrapper_raises_rollout_error_too() -> None:
+    with pytest.raises(RolloutError):
+        generate_rollouts_sync(scenarios(3), assistant=seeded_assistant, user=failing_at("s1"))

@@ -240,7 +240,7 @@ def test_duplicate_ids_and_unrecognised_records(tmp_path: Path) -> None:
 
 
 def test_empty_missing_and_binary_files(tmp_path: Path) -> None:
-    assert load_error(write(tmp_path, "empty.jsonl", "\n\n")).line is None
+    assert load_error(write(tmp_path, "empty.jsonl", "\n\n")).line == 1
     missing = tmp_path / "nope.jsonl"
     assert "no such file" in load_error(missing).problem
     binary = tmp_path / "bin.jsonl"

@@ -23,7 +23,7 @@ from convo_sim import (
 from convo_sim.agents import LLMAssistant
 from convo_sim.cli import main
 from convo_sim.faults import Fault, FaultPlan
-from convo_sim.openai_model import OpenAIChatModel
+from convo_sim.openai_model import LOCAL_API_KEY, OpenAIChatModel
 from convo_sim.served_models import EchoModel
 from convo_sim.server import ServerThread, serve_models
 from convo_sim.users import ScriptedUser
@@ -154,3 +154,101 @@ def test_the_cli_keeps_the_key_out_of_its_output_file_and_streams(
     assert_no_key("stdout", captured.out)
     assert_no_key("stderr", captured.err)
     assert "model.failed" in captured.err  # the logs were written, and checked
+
+
+# -- a reply that echoes the key, and pickles -------------------------------------
+
+
+class EchoesTheKey:
+    """A served model whose 200 reply quotes the caller's key, whole and in part."""
+
+    async def reply(self, messages: Sequence[Message], body: Mapping[str, Any]) -> Message:
+        return Message(
+            role="assistant",
+            content=f"Your key is {KEY}; I saw {KEY[3:17]}... in the header.",
+        )
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("api", "transport"), [("chat", "lean"), ("chat", "sdk"), ("responses", "sdk")]
+)
+async def test_a_reply_that_echoes_the_key_is_scrubbed_before_it_is_recorded(
+    api: str, transport: str, tmp_path: Path
+) -> None:
+    from convo_sim import RolloutSink, read_rollouts
+    from convo_sim.records import Rollout
+    from convo_sim.report_html import write_html
+    from convo_sim.scenarios import Scenario
+
+    with anyio.fail_after(20):
+        async with (
+            serve_models({"echoes": EchoesTheKey()}) as server,
+            OpenAIChatModel(
+                "echoes",
+                base_url=server.base_url,
+                api_key=KEY,
+                api=api,  # type: ignore[arg-type]
+                transport=transport,  # type: ignore[arg-type]
+                retry=FAST,
+            ) as model,
+        ):
+            reply = await model.complete([Message(role="user", content="x")])
+            result = await run_dialogue(
+                LLMAssistant(model), ScriptedUser(["hello", "###STOP###"]), max_turns=3
+            )
+    assert "Your key is ***" in reply.message.text
+    assert_no_key("reply", reply.model_dump_json())
+    assert result.error is None and result.turns == 1
+    assert_no_key("transcript", result.transcript.model_dump_json())
+    record = Rollout.from_result(Scenario(id="s"), 0, 0, result)
+    out = tmp_path / "rollouts.jsonl"
+    with RolloutSink(out) as sink:
+        sink.write(record)
+    assert_no_key("rollouts file", out.read_text())
+    html = tmp_path / "report.html"
+    write_html(read_rollouts(out), html)
+    page = html.read_text()
+    assert "Your key is ***" in page
+    # The page names convo-sim itself, which this test key happens to contain.
+    assert_no_key("html report", page.replace("convo-sim", ""))
+
+
+def test_a_pickled_model_never_holds_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from ray import cloudpickle  # what Ray ships factories with
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    from_env = OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1")
+    explicit = OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", api_key=KEY)
+    holder = LLMAssistant(explicit, system_prompt="Keep my calendar.")
+    for name, obj in (("env", from_env), ("argument", explicit), ("assistant", holder)):
+        for dumps in (pickle.dumps, cloudpickle.dumps):
+            data = dumps(obj)
+            assert_no_key(f"{name} {dumps.__module__}", data.decode("latin-1"))
+    # Unpickled where it is used, the model reads its key again from the environment.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-worker-s-own-key-0123456789")
+    copy = pickle.loads(pickle.dumps(explicit))
+    assert copy._api_key == "sk-the-worker-s-own-key-0123456789"
+    assert (copy.model, copy.base_url, copy.api, copy.timeout) == (
+        "m",
+        explicit.base_url,
+        "chat",
+        60.0,
+    )
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert pickle.loads(pickle.dumps(from_env))._api_key == LOCAL_API_KEY
+
+
+def test_a_model_names_the_variable_its_pickles_read_the_key_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pickle
+
+    monkeypatch.setenv("MY_PROVIDER_KEY", KEY)
+    model = OpenAIChatModel("m", api_key_env="MY_PROVIDER_KEY")
+    assert model._api_key == KEY
+    data = pickle.dumps(model)
+    assert_no_key("pickle", data.decode("latin-1"))
+    assert pickle.loads(data)._api_key == KEY

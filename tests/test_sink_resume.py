@@ -20,13 +20,15 @@ from convo_sim import (
     Progress,
     RolloutPlan,
     RolloutSink,
-    generate_rollouts,
+    open_rollouts,
     read_rollouts,
     write_rollouts,
 )
 from convo_sim.agents import FunctionAssistant
 from convo_sim.scenarios import Scenario
 from convo_sim.users import ScriptedUser
+
+ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -174,8 +176,11 @@ def scenario_list(n: int) -> list[Scenario]:
 
 async def first_records(path: Path, n: int) -> None:
     with anyio.fail_after(10), RolloutSink(path) as sink:
-        async for r in generate_rollouts(scenario_list(n), assistant=assistant, user=user, seed=1):
-            sink.write(r)
+        async with open_rollouts(
+            scenario_list(n), assistant=assistant, user=user, seed=1
+        ) as rollouts:
+            async for r in rollouts:
+                sink.write(r)
 
 
 @pytest.mark.parametrize(
@@ -290,10 +295,83 @@ def test_sink_write_needs_an_open_sink(tmp_path: Path) -> None:
 
     async def one() -> None:
         nonlocal record
-        async for r in generate_rollouts(scenario_list(1), assistant=assistant, user=user):
-            record = r
+        async with open_rollouts(scenario_list(1), assistant=assistant, user=user) as rollouts:
+            async for r in rollouts:
+                record = r
 
     anyio.run(one)
     assert record is not None
     with pytest.raises(RuntimeError):
         sink.write(record)
+
+
+# -- a last record without its newline, a second writer, duplicates ----------------
+
+
+async def test_a_last_record_without_its_newline_is_completed_not_glued(tmp_path: Path) -> None:
+    # `truncate -s -1` on a finished file: the last record is whole but its
+    # newline is gone; the next record used to be appended on the same line.
+    path = tmp_path / "out.jsonl"
+    await first_records(path, 3)
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size - 1)
+    plan = RolloutPlan(assistant=assistant, user=user, seed=1)
+    with anyio.fail_after(10):
+        stats = await write_rollouts(path, scenario_list(5), plan)
+    assert (stats.total, stats.resumed, stats.written) == (5, 3, 2)
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n") and len(raw.splitlines()) == 5
+    assert all(json.loads(line) for line in raw.splitlines())
+    assert sorted(r.key for r in read_rollouts(path)) == [(f"s{i}", 0) for i in range(5)]
+    with anyio.fail_after(10):
+        again = await write_rollouts(path, scenario_list(5), plan)
+    assert (again.resumed, again.written) == (5, 0)
+
+
+def test_a_second_writer_is_refused_with_the_file_named(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    with RolloutSink(path):
+        with pytest.raises(InputError) as info:
+            RolloutSink(path).open()
+        assert info.value.path == str(path)
+        assert "another process" in info.value.problem
+        with pytest.raises(InputError):
+            RolloutSink(path, resume=False).open()
+    # Released on close: the next writer gets in.
+    with RolloutSink(path) as sink:
+        assert sink.done == {}
+
+
+CLI = "import sys; from convo_sim.cli import main; sys.exit(main())"
+
+
+def test_a_second_convo_sim_run_on_the_same_file_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from convo_sim import RolloutSink\n"
+            "with RolloutSink(sys.argv[1]):\n"
+            "    print('locked', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        second = subprocess.run(
+            [sys.executable, "-c", CLI, "run", "--no-progress", "--out", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert second.returncode == 2
+    assert second.stderr.startswith(f"convo-sim: error: {path}: ")
+    assert "another process" in second.stderr and "Traceback" not in second.stderr
+    assert len(second.stderr.splitlines()) == 1
+    assert path.read_bytes() == b""

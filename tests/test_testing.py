@@ -11,6 +11,8 @@ from convo_sim.agents import LLMAssistant
 from convo_sim.testing import FunctionModel, ScriptedModel
 from convo_sim.users import LLMUser
 
+ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
+
 pytestmark = pytest.mark.timeout(10)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from anyio.streams.memory import MemoryObjectSendStream
 
 from convo_sim.records import Rollout
 from convo_sim.rollouts import RolloutPlan, S, run_plan
@@ -13,14 +15,17 @@ __all__ = ["LocalBackend"]
 
 @dataclass(frozen=True, slots=True)
 class LocalBackend:
-    """Runs the plan in this process (what `generate_rollouts` does with no backend)."""
+    """Runs the plan in this process (what `open_rollouts` does with no backend)."""
 
-    def run(
-        self, items: Sequence[tuple[S, int]], plan: RolloutPlan[S]
-    ) -> AsyncGenerator[Rollout, None]:
-        """Yield one `Rollout` per item, in completion order.
+    async def run(
+        self,
+        items: Sequence[tuple[S, int]],
+        plan: RolloutPlan[S],
+        send: MemoryObjectSendStream[Rollout],
+    ) -> None:
+        """Send one `Rollout` per item to `send`, in completion order.
 
         Raises:
             RolloutError: a factory raised for some sample.
         """
-        return run_plan(items, plan)
+        await run_plan(items, plan, send)

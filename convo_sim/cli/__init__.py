@@ -2,17 +2,22 @@
 
 Each sub-command lives in its own module with two functions:
 `add_parser(subparsers)` and `run(args) -> int`. Bad input (`InputError`)
-becomes one line on standard error and exit code 2, never a traceback.
+becomes one line on standard error and exit code 2, never a traceback; any
+other error convo-sim raises on purpose (`ConvoSimError`: a factory that
+failed, say) one line and exit code 1. A reader that goes away
+(`convo-sim report FILE | head -1`) ends the command quietly with 141, as
+a shell's SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from convo_sim.errors import InputError
+from convo_sim.errors import ConvoSimError, InputError
 from convo_sim.logging import configure_logging
 
 __all__ = ["main"]
@@ -58,13 +63,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, json=args.log_json)
     try:
         code: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except InputError as exc:
-        print(f"convo-sim: error: {exc}", file=sys.stderr)
+        print(f"convo-sim: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except ConvoSimError as exc:
+        print(f"convo-sim: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("convo-sim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _drop_stdout()
+        return 141
     return code
+
+
+def _one_line(exc: BaseException) -> str:
+    # A message quoting file content could hold a newline or a character
+    # the terminal cannot show; the error stays one readable line.
+    text = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null, so the exit-time flush finds no closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real descriptor behind sys.stdout (captured, say)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

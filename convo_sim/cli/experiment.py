@@ -39,7 +39,7 @@ from convo_sim.logging import get_logger
 from convo_sim.models import ChatModel
 from convo_sim.records import Rollout
 from convo_sim.report_html import write_html
-from convo_sim.rollouts import generate_rollouts, sample_seed
+from convo_sim.rollouts import open_rollouts, sample_seed
 from convo_sim.scenarios import Scenario, load_scenarios
 from convo_sim.scenarios.generate import generate_calendar_scenarios
 from convo_sim.sink import RolloutSink
@@ -173,7 +173,7 @@ async def run_experiment(
                     )
             skip = frozenset(sink.done)
             _log.info("experiment.started", cells=len(grid), seeds=seeds, skipped=len(skip))
-            async for rollout in generate_rollouts(
+            async with open_rollouts(
                 grid,
                 assistant=functools.partial(_assistant, models),
                 user=_user,
@@ -183,8 +183,9 @@ async def run_experiment(
                 max_turns=max_turns,
                 concurrency=concurrency,
                 skip=skip,
-            ):
-                sink.write(with_fidelity(rollout, by_id[rollout.scenario_id]))
+            ) as rollouts:
+                async for rollout in rollouts:
+                    sink.write(with_fidelity(rollout, by_id[rollout.scenario_id]))
     finally:
         for model in models.values():
             await model.aclose()

@@ -8,7 +8,7 @@ from typing import Any
 
 from convo_sim.cli.summary import format_summary
 from convo_sim.errors import InputError
-from convo_sim.metrics import summarize
+from convo_sim.metrics import summarize, unique_rollouts
 from convo_sim.sink import read_rollouts
 
 __all__ = ["add_parser", "run"]
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """
     records = read_rollouts(args.file)
     summary = summarize(records, threshold=args.threshold)
+    records, _ = unique_rollouts(records)  # the page shows each sample once, as counted
     print(summary.model_dump_json(indent=2) if args.json else format_summary(summary))
     if args.html is not None:
         from convo_sim.report_html import write_html

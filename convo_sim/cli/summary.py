@@ -26,6 +26,11 @@ def format_summary(summary: Summary) -> str:
     else:
         per = f"{summary.samples_min}-{summary.samples_max}"
     lines = [f"rollouts     {summary.rollouts} ({summary.scenarios} scenarios x {per} samples)"]
+    if summary.duplicates:
+        lines.append(
+            f"duplicates   {summary.duplicates} (repeated samples, counted once; "
+            "was the file written twice?)"
+        )
     if summary.mean_reward is None:
         lines.append("mean reward  n/a (no rollout was scored)")
     else:
