@@ -468,7 +468,8 @@ async def test_chunked_replies_split_across_segments() -> None:
 @pytest.mark.timeout(20)
 async def test_a_reply_without_length_is_read_to_eof_and_not_reused() -> None:
     async def until_eof(stream: ByteStream, reader: BufferedByteReceiveStream) -> bool:
-        await stream.send(b"HTTP/1.0 100 Continue\r\n\r\n")  # an interim reply first
+        # An interim reply first (HTTP/1.1: an HTTP/1.0 one would close the exchange).
+        await stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         await stream.send(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
         await stream.send(_body("eof"))
         return False  # closing the connection ends the body
