@@ -59,11 +59,13 @@ async def post_raw(port: int, body: bytes) -> tuple[int, dict[str, Any]]:
 @pytest.mark.timeout(20)
 async def test_an_idle_connection_is_closed_after_the_idle_timeout() -> None:
     with anyio.fail_after(15):
-        async with serve_models({"echo": EchoModel()}, limits=TIGHT) as server:
-            async with await anyio.connect_tcp("127.0.0.1", server.port) as idle:
-                started = anyio.current_time()
-                closed_with = await read_reply(idle)
-                waited = anyio.current_time() - started
+        async with (
+            serve_models({"echo": EchoModel()}, limits=TIGHT) as server,
+            await anyio.connect_tcp("127.0.0.1", server.port) as idle,
+        ):
+            started = anyio.current_time()
+            closed_with = await read_reply(idle)
+            waited = anyio.current_time() - started
     assert closed_with == b""  # closed, without a word
     assert TIGHT.idle_timeout <= waited + 0.05 and waited < 5.0
 
@@ -95,13 +97,15 @@ async def test_a_head_sent_one_byte_at_a_time_is_cut_off() -> None:
 @pytest.mark.timeout(20)
 async def test_a_slow_body_gets_408_and_the_connection_closes() -> None:
     with anyio.fail_after(15):
-        async with serve_models({"echo": EchoModel()}, limits=TIGHT) as server:
-            async with await anyio.connect_tcp("127.0.0.1", server.port) as slow:
-                await slow.send(
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                    b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model"'
-                )
-                reply = await read_reply(slow)
+        async with (
+            serve_models({"echo": EchoModel()}, limits=TIGHT) as server,
+            await anyio.connect_tcp("127.0.0.1", server.port) as slow,
+        ):
+            await slow.send(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model"'
+            )
+            reply = await read_reply(slow)
     assert status_of(reply) == 408
     assert b"Connection: close" in reply
 
@@ -112,13 +116,15 @@ async def test_a_slow_body_gets_408_and_the_connection_closes() -> None:
 @pytest.mark.timeout(20)
 async def test_an_oversized_content_length_gets_413_before_any_body_is_read() -> None:
     with anyio.fail_after(15):
-        async with serve_models({"echo": EchoModel()}, limits=TIGHT) as server:
-            async with await anyio.connect_tcp("127.0.0.1", server.port) as client:
-                await client.send(
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                    b"Content-Length: 30000000000\r\n\r\n"
-                )
-                reply = await read_reply(client)
+        async with (
+            serve_models({"echo": EchoModel()}, limits=TIGHT) as server,
+            await anyio.connect_tcp("127.0.0.1", server.port) as client,
+        ):
+            await client.send(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 30000000000\r\n\r\n"
+            )
+            reply = await read_reply(client)
     assert status_of(reply) == 413
     assert server.requests == 0  # refused at the door, never handed to a model
 
@@ -127,33 +133,35 @@ async def test_an_oversized_content_length_gets_413_before_any_body_is_read() ->
 async def test_an_endless_chunked_body_gets_413_at_the_cap() -> None:
     sent = 0
     with anyio.fail_after(15):
-        async with serve_models({"echo": EchoModel()}, limits=TIGHT) as server:
-            async with await anyio.connect_tcp("127.0.0.1", server.port) as client:
-                await client.send(
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n"
-                )
-                reader = BufferedByteReceiveStream(client)
-                piece = b"x" * 4096
-                reply = b""
-                async with anyio.create_task_group() as tg:
+        async with (
+            serve_models({"echo": EchoModel()}, limits=TIGHT) as server,
+            await anyio.connect_tcp("127.0.0.1", server.port) as client,
+        ):
+            await client.send(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            reader = BufferedByteReceiveStream(client)
+            piece = b"x" * 4096
+            reply = b""
+            async with anyio.create_task_group() as tg:
 
-                    async def flood() -> None:
-                        nonlocal sent
-                        try:
-                            while True:
-                                await client.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-                                sent += len(piece)
-                        except (
-                            anyio.BrokenResourceError,
-                            ConnectionError,
-                            anyio.ClosedResourceError,
-                        ):
-                            pass
+                async def flood() -> None:
+                    nonlocal sent
+                    try:
+                        while True:
+                            await client.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                            sent += len(piece)
+                    except (
+                        anyio.BrokenResourceError,
+                        ConnectionError,
+                        anyio.ClosedResourceError,
+                    ):
+                        pass
 
-                    tg.start_soon(flood)
-                    reply = await reader.receive_until(b"\r\n", 1024)
-                    tg.cancel_scope.cancel()
+                tg.start_soon(flood)
+                reply = await reader.receive_until(b"\r\n", 1024)
+                tg.cancel_scope.cancel()
     assert status_of(reply + b" ") == 413
     # Flow control: the server stopped reading near the cap; the kernel holds the rest.
     assert sent < TIGHT.max_body + 16 * 1024 * 1024
@@ -278,17 +286,19 @@ async def test_serve_keeps_serving_past_its_file_descriptor_limit() -> None:
             url = line.decode().split()[2]
             port = int(url.rsplit(":", 1)[1].split("/")[0])
             async with anyio.create_task_group() as tg:
+                out_of_fds = anyio.Event()
 
                 async def drain() -> None:
                     async for chunk in process.stderr:  # type: ignore[union-attr]
                         stderr.append(chunk)
+                        if b"server.out_of_file_descriptors" in b"".join(stderr):
+                            out_of_fds.set()
 
                 tg.start_soon(drain)
                 # Far more idle connections than the server has descriptors.
                 for _ in range(150):
                     idle.append(await anyio.connect_tcp("127.0.0.1", port))
-                while b"server.out_of_file_descriptors" not in b"".join(stderr):
-                    await anyio.sleep(0.05)
+                await out_of_fds.wait()
                 # The idle ones are still open on our side; the server closes
                 # its ends after the idle timeout and gets to this request.
                 async with openai.AsyncOpenAI(
