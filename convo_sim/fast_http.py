@@ -566,9 +566,7 @@ class FastHTTPClient:
             if not 200 <= status < 300:
                 raise TransportError(f"the proxy refused the tunnel: HTTP {status}")
             assert conn.transport is not None and self._ssl is not None
-            tls = await loop.start_tls(
-                conn.transport, conn, self._ssl, server_hostname=self.host
-            )
+            tls = await loop.start_tls(conn.transport, conn, self._ssl, server_hostname=self.host)
         except BaseException:
             conn.abort()
             raise
