@@ -13,7 +13,9 @@ request the same way:
   `*.example.com` its subdomains only, `localhost` itself, an IPv4 or IPv6
   address (bracketed or not) itself, `192.168.0.0/16` or `fd00::/8` a
   network, and `scheme://host[:port]` exactly that; an entry with a port
-  exempts that port only. Entries it cannot read are ignored.
+  exempts that port only, and never a URL that leaves its scheme's default
+  port implicit or spells it out (httpx drops default ports before
+  comparing). Entries it cannot read are ignored.
 
 Loopback is not exempt unless `NO_PROXY` says so, as in the SDK.
 """
@@ -45,7 +47,8 @@ def proxy_from_environment(url: str, proxies: Mapping[str, str] | None = None) -
     if not proxy:
         return None
     host = (target.hostname or "").lower()
-    port = target.port or _DEFAULT_PORTS.get(scheme)
+    # httpx compares ports with the scheme's default dropped.
+    port = None if target.port == _DEFAULT_PORTS.get(scheme) else target.port
     for entry in (part.strip() for part in found.get("no", "").split(",")):
         if entry == "*":
             return None
