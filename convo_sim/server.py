@@ -43,6 +43,7 @@ from convo_sim.logging import get_logger
 from convo_sim.messages import Message, Transcript
 from convo_sim.served_models import ServedModel, default_models
 from convo_sim.server_http import (
+    HTTP_LOGGER,
     Reply,
     ServerLimits,
     WorkerLoop,
@@ -147,6 +148,7 @@ class ModelServer:
             lingering_time=min(2.0, limits.body_timeout),
             auto_decompress=False,  # no request is compressed; a zip bomb stays a bad body
             access_log=None,
+            logger=HTTP_LOGGER,
         )
         runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE)
         await runner.setup()

@@ -16,10 +16,13 @@ client from hurting the others:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import json
+import logging
+import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,7 +33,14 @@ from aiohttp import web
 
 from convo_sim.logging import get_logger
 
-__all__ = ["Reply", "ServerLimits", "WorkerLoop", "accept_errors_logged", "json_depth_exceeds"]
+__all__ = [
+    "HTTP_LOGGER",
+    "Reply",
+    "ServerLimits",
+    "WorkerLoop",
+    "accept_errors_logged",
+    "json_depth_exceeds",
+]
 
 _log = get_logger("convo_sim.server")
 
@@ -41,6 +51,30 @@ _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 # pass through the event loop between batches: a long streamed reply never
 # keeps the loop from the other connections.
 _STREAM_BATCH = 16 * 1024
+
+
+class _QuietLogger(logging.Logger):
+    """aiohttp's per-connection logger, without the request in it.
+
+    aiohttp logs a malformed request with a traceback whose message quotes
+    the offending bytes (a header line, say, with its API key). This
+    logger turns each into one `server.bad_request` event naming the error
+    type only.
+    """
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        _log.info("server.bad_request", error=type(error).__name__ if error else None)
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        _log.info("server.bad_request", error=None)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        pass  # aiohttp's debug notes quote requests too
+
+
+HTTP_LOGGER: logging.Logger = _QuietLogger("convo_sim.server.http")
+"""The logger the server hands aiohttp for its connections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +206,7 @@ class WorkerLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run `fn(*args)` on the worker loop and return its result.
 
         Raises:
@@ -183,7 +217,9 @@ class WorkerLoop:
             if self._loop is None:
                 self._start()
             assert self._loop is not None
-            future = asyncio.run_coroutine_threadsafe(fn(*args), self._loop)
+            future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
+                fn(*args), self._loop
+            )
             # Cancelling this await cancels the concurrent future, which
             # cancels the task on the worker loop (without blocking here).
             return await asyncio.wrap_future(future)

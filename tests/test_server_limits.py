@@ -339,3 +339,25 @@ async def test_accept_errors_other_than_running_out_reach_the_previous_handler()
         loop.set_exception_handler(previous)
     assert [e["event"] for e in logs] == ["server.out_of_file_descriptors"]
     assert seen == ["something else", "after"]
+
+
+@pytest.mark.timeout(20)
+async def test_a_malformed_request_is_logged_without_its_bytes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = b"sk-secret-abcdefghijklmnop"
+    with anyio.fail_after(15), capture_logs() as logs:
+        async with (
+            serve_models({"echo": EchoModel()}) as server,
+            await anyio.connect_tcp("127.0.0.1", server.port) as client,
+        ):
+            await client.send(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + secret + b"\x01\r\n\r\n"
+            )
+            reply = await read_reply(client)
+    assert status_of(reply) == 400
+    assert [e["event"] for e in logs if e["event"].startswith("server.bad")] == [
+        "server.bad_request"
+    ]
+    assert secret.decode() not in repr(logs) + caplog.text
