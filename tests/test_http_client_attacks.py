@@ -88,7 +88,9 @@ def completion(text: str) -> bytes:
     )
 
 
-CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
 
 
 async def negative_chunk(stream: ByteStream, sent: Sent) -> None:
@@ -190,12 +192,12 @@ async def test_hostile_replies_are_transport_errors_and_reading_stops_at_the_cap
 async def test_the_adapter_turns_hostile_replies_into_model_errors(reply: Reply) -> None:
     # The default cap (64 MiB), through OpenAIChatModel as a user runs it.
     with anyio.fail_after(25):
-        async with hostile(reply) as (url, sent):
-            async with OpenAIChatModel(
-                "m", base_url=url, api_key=KEY, retry=ONCE, timeout=10.0
-            ) as model:
-                with pytest.raises(ModelError) as caught:
-                    await model.complete([Message(role="user", content="hi")])
+        async with (
+            hostile(reply) as (url, sent),
+            OpenAIChatModel("m", base_url=url, api_key=KEY, retry=ONCE, timeout=10.0) as model,
+        ):
+            with pytest.raises(ModelError) as caught:
+                await model.complete([Message(role="user", content="hi")])
     assert caught.value.attempts == ONCE.attempts
     assert caught.value.status_code is None
     assert "TransportError" in str(caught.value)
