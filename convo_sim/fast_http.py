@@ -151,7 +151,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
+        self._body: bytes | bytearray | None = None
         self._size = 0  # body bytes so far
         self._wire = 0  # bytes received for this reply
         self._head_done = False
@@ -229,7 +229,13 @@ class _Connection(asyncio.Protocol):
         self._size += len(body)
         if self._size > self.max_body:
             raise _Stop(f"the reply is larger than {self.max_body} bytes")
-        self._body.append(body)
+        held = self._body
+        if held is None:
+            self._body = body  # the common case: the whole body in one piece, kept as is
+        elif isinstance(held, bytearray):
+            held += body  # one buffer, however small the chunks (a list would cost ~40x)
+        else:
+            self._body = bytearray(held) + body
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -273,9 +279,8 @@ class _Connection(asyncio.Protocol):
         waiter, self.waiter = self.waiter, None
         if waiter is None or waiter.done():
             return
-        body = self._body
-        data = body[0] if len(body) == 1 else b"".join(body)
-        self._body = []
+        body, self._body = self._body, None
+        data = b"" if body is None else body if isinstance(body, bytes) else bytes(body)
         waiter.set_result(HTTPResponse(self._status, self._headers, data))
 
     def _fail(self, exc: TransportError) -> None:
@@ -285,7 +290,7 @@ class _Connection(asyncio.Protocol):
         tunnel, self._tunnel = self._tunnel, None
         if tunnel is not None and not tunnel.done():
             tunnel.set_exception(exc)
-        self._body = []
+        self._body = None
         if not self.closed:
             self.abort()
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -33,6 +34,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.to_thread
 from aiohttp import web
 from anyio.abc import TaskStatus
 
@@ -58,6 +60,9 @@ _log = get_logger("convo_sim.server")
 _COMPLETIONS = {"/v1/chat/completions": False, "/v1/responses": True}
 # In-flight requests get this long to finish when the server stops.
 _SHUTDOWN_GRACE = 1.0
+# Connections waiting to be accepted (while the process is out of file
+# descriptors, say) queue here rather than being refused.
+_BACKLOG = 1024
 
 
 class _HTTPError(Exception):
@@ -154,9 +159,19 @@ class ModelServer:
         await runner.setup()
         try:
             with accept_errors_logged(loop):
-                site = web.TCPSite(runner, self.host, self.port, backlog=1024)
-                await site.start()
-                self.port = runner.addresses[0][1]
+                # One socket, bound here: a host name with several addresses
+                # would otherwise get a different free port on each.
+                family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+                sock = await anyio.to_thread.run_sync(
+                    lambda: socket.create_server((self.host, self.port), family=family)
+                )
+                site = web.SockSite(runner, sock, backlog=_BACKLOG)
+                try:
+                    await site.start()
+                except BaseException:
+                    sock.close()
+                    raise
+                self.port = sock.getsockname()[1]
                 _log.info(
                     "server.started", host=self.host, port=self.port, models=sorted(self.models)
                 )
