@@ -361,3 +361,23 @@ async def test_a_malformed_request_is_logged_without_its_bytes(
         "server.bad_request"
     ]
     assert secret.decode() not in repr(logs) + caplog.text
+
+
+@pytest.mark.timeout(20)
+async def test_a_header_line_over_the_limit_is_a_400() -> None:
+    with anyio.fail_after(15):
+        async with (
+            serve_models({"echo": EchoModel()}, limits=TIGHT) as server,
+            await anyio.connect_tcp("127.0.0.1", server.port) as client,
+        ):
+            await client.send(
+                b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: "
+                + b"a" * (TIGHT.max_line + 10)
+                + b"\r\n\r\n"
+            )
+            reply = await read_reply(client)
+            status, _ = await post_raw(
+                server.port, json.dumps({"model": "echo", "messages": CHAT}).encode()
+            )
+    assert status_of(reply) == 400
+    assert status == 200
