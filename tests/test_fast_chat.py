@@ -21,6 +21,7 @@ import pytest
 from anyio.abc import ByteStream, Listener, SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSListener
+from certificates import make_certificate
 from structlog.testing import capture_logs
 
 from convo_sim import Message, ModelError, ModelSettings, RetryPolicy, ToolCall
@@ -522,20 +523,8 @@ async def test_a_garbled_reply_is_retried_on_a_new_connection() -> None:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throw-away self-signed certificate for 127.0.0.1 (made with the openssl CLI)."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
+    """A throw-away self-signed certificate for 127.0.0.1."""
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.mark.timeout(20)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import pytest
 from anyio.abc import ByteStream, Listener, SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSListener
+from certificates import make_certificate
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -223,20 +223,8 @@ async def tls_origin(stream: ByteStream) -> None:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throw-away self-signed certificate for 127.0.0.1 (made with the openssl CLI)."""
-    folder = tmp_path_factory.mktemp("proxy-tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
+    """A throw-away self-signed certificate for 127.0.0.1."""
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 async def ask(url: str, transport: Transport) -> str | None:

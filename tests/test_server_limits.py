@@ -46,6 +46,20 @@ def status_of(reply: bytes) -> int:
     return int(reply.split(b" ", 2)[1])
 
 
+async def exchange(data: bytes, limits: ServerLimits = TIGHT) -> tuple[bytes, int, int]:
+    """Send raw bytes on a fresh connection; returns the server's whole answer,
+    the requests it handed to a model, and the status of a clean request after."""
+    async with serve_models({"echo": EchoModel()}, limits=limits) as server:
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as client:
+            await client.send(data)
+            reply = await read_reply(client)
+        requests = server.requests
+        after, _ = await post_raw(
+            server.port, json.dumps({"model": "echo", "messages": CHAT}).encode()
+        )
+    return reply, requests, after
+
+
 async def post_raw(port: int, body: bytes) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -97,17 +111,13 @@ async def test_a_head_sent_one_byte_at_a_time_is_cut_off() -> None:
 @pytest.mark.timeout(20)
 async def test_a_slow_body_gets_408_and_the_connection_closes() -> None:
     with anyio.fail_after(15):
-        async with (
-            serve_models({"echo": EchoModel()}, limits=TIGHT) as server,
-            await anyio.connect_tcp("127.0.0.1", server.port) as slow,
-        ):
-            await slow.send(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model"'
-            )
-            reply = await read_reply(slow)
+        reply, _, after = await exchange(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model"'
+        )
     assert status_of(reply) == 408
     assert b"Connection: close" in reply
+    assert after == 200
 
 
 # -- sizes ----------------------------------------------------------------------------
@@ -116,17 +126,12 @@ async def test_a_slow_body_gets_408_and_the_connection_closes() -> None:
 @pytest.mark.timeout(20)
 async def test_an_oversized_content_length_gets_413_before_any_body_is_read() -> None:
     with anyio.fail_after(15):
-        async with (
-            serve_models({"echo": EchoModel()}, limits=TIGHT) as server,
-            await anyio.connect_tcp("127.0.0.1", server.port) as client,
-        ):
-            await client.send(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Length: 30000000000\r\n\r\n"
-            )
-            reply = await read_reply(client)
+        reply, requests, after = await exchange(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 30000000000\r\n\r\n"
+        )
     assert status_of(reply) == 413
-    assert server.requests == 0  # refused at the door, never handed to a model
+    assert requests == 0  # refused at the door, never handed to a model
+    assert after == 200
 
 
 @pytest.mark.timeout(20)
@@ -347,15 +352,10 @@ async def test_a_malformed_request_is_logged_without_its_bytes(
 ) -> None:
     secret = b"sk-secret-abcdefghijklmnop"
     with anyio.fail_after(15), capture_logs() as logs:
-        async with (
-            serve_models({"echo": EchoModel()}) as server,
-            await anyio.connect_tcp("127.0.0.1", server.port) as client,
-        ):
-            await client.send(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                b"Authorization: Bearer " + secret + b"\x01\r\n\r\n"
-            )
-            reply = await read_reply(client)
+        reply, _, _ = await exchange(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + secret + b"\x01\r\n\r\n"
+        )
     assert status_of(reply) == 400
     assert [e["event"] for e in logs if e["event"].startswith("server.bad")] == [
         "server.bad_request"
@@ -366,18 +366,10 @@ async def test_a_malformed_request_is_logged_without_its_bytes(
 @pytest.mark.timeout(20)
 async def test_a_header_line_over_the_limit_is_a_400() -> None:
     with anyio.fail_after(15):
-        async with (
-            serve_models({"echo": EchoModel()}, limits=TIGHT) as server,
-            await anyio.connect_tcp("127.0.0.1", server.port) as client,
-        ):
-            await client.send(
-                b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: "
-                + b"a" * (TIGHT.max_line + 10)
-                + b"\r\n\r\n"
-            )
-            reply = await read_reply(client)
-            status, _ = await post_raw(
-                server.port, json.dumps({"model": "echo", "messages": CHAT}).encode()
-            )
+        reply, _, after = await exchange(
+            b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: "
+            + b"a" * (TIGHT.max_line + 10)
+            + b"\r\n\r\n"
+        )
     assert status_of(reply) == 400
-    assert status == 200
+    assert after == 200
