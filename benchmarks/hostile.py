@@ -86,16 +86,19 @@ async def negative_chunk(writer: asyncio.StreamWriter) -> None:
     await writer.drain()
 
 
-async def client_side() -> list[str]:
+CASES = {
+    "one-byte": ("2 MB reply in 1-byte chunks", one_byte_chunks),
+    "endless": ("endless chunked reply", endless_chunks),
+    "negative": ("chunk size -6", negative_chunk),
+}
+
+
+async def client_side(cases: list[str]) -> list[str]:
     from convo_sim.fast_chat import FastChatTransport
 
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     lines = []
-    for name, reply in (
-        ("2 MB reply in 1-byte chunks", one_byte_chunks),
-        ("endless chunked reply", endless_chunks),
-        ("chunk size -6", negative_chunk),
-    ):
+    for name, reply in (CASES[case] for case in cases):
         server = await raw_server(reply)
         port = server.sockets[0].getsockname()[1]
         transport = FastChatTransport(
@@ -209,11 +212,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--server-python", default=sys.executable)
     parser.add_argument("--only", choices=["client", "server"])
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help="client cases, comma-separated (default: all; the hand-written parser "
+        "this replaced never returned from `endless` or `negative`)",
+    )
     args = parser.parse_args()
     if args.only != "server":
         print("| client: reply | until its end | outcome | client peak RSS |")
         print("|---|---:|---|---:|")
-        print("\n".join(asyncio.run(asyncio.wait_for(client_side(), 4 * STEP_LIMIT))))
+        print(
+            "\n".join(
+                asyncio.run(asyncio.wait_for(client_side(args.cases.split(",")), 4 * STEP_LIMIT))
+            )
+        )
     if args.only != "client":
         print(f"\nserver: {args.server_python}\n")
         print("| server: request | answer | the others |")
