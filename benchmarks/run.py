@@ -1,6 +1,5 @@
 """convo-sim benchmarks: the HTTP path against a bare aiohttp loop, and in-process throughput.
 
-    .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/run.py                      # every suite, one table
     .venv/bin/python benchmarks/run.py --only http-0ms,scripted --repeat 1
 
@@ -18,11 +17,11 @@ Suites (see benchmarks/README.md for the targets):
 HTTP suites compare (a) `baseline`: a bare aiohttp loop, (b) `lean`:
 generate_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
 transport, with generate_rollouts' defaults, and `sdk`: the same over the
-openai SDK, for reference (`lean-untuned`: `lean` with `tune_gc=False`,
-the collector left at its defaults; `lean-direct`: the LLM actors in N
-`run_dialogue` tasks started at once, the orchestrator without the
-engine). The
-server runs in its own process; every measurement runs in a fresh process,
+openai SDK, for reference (`lean-aiohttp`: `lean` with aiohttp's client
+in place of its keep-alive pool, the other candidate for the transport;
+`lean-untuned`: `lean` with `tune_gc=False`, the collector left at its
+defaults; `lean-direct`: the LLM actors in N `run_dialogue` tasks started
+at once, the orchestrator without the engine). The server runs in its own process; every measurement runs in a fresh process,
 so peak RSS (`ru_maxrss`) is that measurement's alone. With `--repeat R`
 each measurement runs R times and the best (least wall time) is kept:
 noise from other processes only ever adds time.
