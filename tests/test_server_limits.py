@@ -373,3 +373,24 @@ async def test_a_header_line_over_the_limit_is_a_400() -> None:
         )
     assert status_of(reply) == 400
     assert after == 200
+
+
+@pytest.mark.timeout(20)
+async def test_expect_100_continue_gets_the_interim_reply_before_the_body() -> None:
+    body = json.dumps({"model": "echo", "messages": CHAT}).encode()
+    with anyio.fail_after(15):
+        async with (
+            serve_models({"echo": EchoModel()}) as server,
+            await anyio.connect_tcp("127.0.0.1", server.port) as client,
+        ):
+            await client.send(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+            )
+            reader = BufferedByteReceiveStream(client)
+            interim = await reader.receive_until(b"\r\n\r\n", 1024)
+            await client.send(body)
+            final = bytes(reader.buffer) + await read_reply(client)
+    assert interim == b"HTTP/1.1 100 Continue"
+    assert status_of(final) == 200
+    assert final.endswith(b"}") and b'"one two three"' in final
