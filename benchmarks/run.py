@@ -1,6 +1,5 @@
 """convo-sim benchmarks: the HTTP path against a bare aiohttp loop, and in-process throughput.
 
-    .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/run.py                      # every suite, one table
     .venv/bin/python benchmarks/run.py --only http-0ms,scripted --repeat 1
 
@@ -18,11 +17,11 @@ Suites (see benchmarks/README.md for the targets):
 HTTP suites compare (a) `baseline`: a bare aiohttp loop, (b) `lean`:
 open_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
 transport, with open_rollouts' defaults, and `sdk`: the same over the
-openai SDK, for reference (`lean-untuned`: `lean` with `tune_gc=False`,
-the collector left at its defaults; `lean-direct`: the LLM actors in N
-`run_dialogue` tasks started at once, the orchestrator without the
-engine). The
-server runs in its own process; every measurement runs in a fresh process,
+openai SDK, for reference (`lean-aiohttp`: `lean` with aiohttp's client
+in place of its keep-alive pool, the other candidate for the transport;
+`lean-untuned`: `lean` with `tune_gc=False`, the collector left at its
+defaults; `lean-direct`: the LLM actors in N `run_dialogue` tasks started
+at once, the orchestrator without the engine). The server runs in its own process; every measurement runs in a fresh process,
 so peak RSS (`ru_maxrss`) is that measurement's alone. With `--repeat R`
 each measurement runs R times and the best (least wall time) is kept:
 noise from other processes only ever adds time.
@@ -65,7 +64,15 @@ class Suite:
 
 
 SUITES = [
-    Suite("http-0ms", "HTTP, no latency", 0.0, 200, 5, 64, ("baseline", "lean", "sdk")),
+    Suite(
+        "http-0ms",
+        "HTTP, no latency",
+        0.0,
+        200,
+        5,
+        64,
+        ("baseline", "lean", "lean-aiohttp", "sdk"),
+    ),
     Suite(
         "http-50ms",
         "HTTP, 50 ms latency",
@@ -73,7 +80,7 @@ SUITES = [
         500,
         5,
         256,
-        ("baseline", "lean", "lean-untuned", "sdk"),
+        ("baseline", "lean", "lean-aiohttp", "lean-untuned", "sdk"),
     ),
     Suite(
         "scale-10k",
@@ -136,7 +143,7 @@ def worker(spec: dict[str, Any]) -> None:
     kind = spec["variant"]
     if kind == "baseline":
         run = lambda: workloads.baseline(spec["url"], spec["n"], spec["k"], spec["c"])  # noqa: E731
-    elif kind in ("lean", "sdk", "lean-untuned"):
+    elif kind in ("lean", "sdk", "lean-untuned", "lean-aiohttp"):
         run = lambda: workloads.rollouts_http(  # noqa: E731
             spec["url"],
             spec["n"],
@@ -287,14 +294,19 @@ def targets(results: dict[str, list[Result]]) -> list[str]:
         return found[0] if found else None
 
     checks: list[tuple[str, bool | None, str]] = []
-    base, lean = get("http-0ms", "baseline"), get("http-0ms", "lean")
-    if base and lean:
-        ratio = lean.turns_per_s / base.turns_per_s
-        checks.append(("HTTP 0 ms: lean >= 0.6 x baseline turns/s", ratio >= 0.6, f"{ratio:.2f}"))
-    base, lean = get("http-50ms", "baseline"), get("http-50ms", "lean")
-    if base and lean:
-        ratio = lean.data["wall_s"] / base.data["wall_s"]
-        checks.append(("HTTP 50 ms: lean wall <= 1.1 x baseline", ratio <= 1.1, f"{ratio:.2f}"))
+    # The transport the adapter uses (`lean`) must meet the bounds; the other
+    # candidate (`lean-aiohttp`) is measured against the same ones.
+    for variant in ("lean", "lean-aiohttp"):
+        base, lean = get("http-0ms", "baseline"), get("http-0ms", variant)
+        if base and lean:
+            ratio = lean.turns_per_s / base.turns_per_s
+            name = f"HTTP 0 ms: {variant} >= 0.9 x baseline turns/s"
+            checks.append((name, ratio >= 0.9, f"{ratio:.2f}"))
+        base, lean = get("http-50ms", "baseline"), get("http-50ms", variant)
+        if base and lean:
+            ratio = lean.data["wall_s"] / base.data["wall_s"]
+            name = f"HTTP 50 ms: {variant} wall <= 1.1 x baseline"
+            checks.append((name, ratio <= 1.1, f"{ratio:.2f}"))
     scripted = get("scripted", "scripted")
     if scripted:
         rate = scripted.turns_per_s

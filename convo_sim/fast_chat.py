@@ -53,6 +53,13 @@ class FastChatTransport:
         max_connections: the most connections open at once; a run with
             more dialogues in flight than this queues for a connection.
         ssl_context: TLS settings for an `https` URL (default: the system's).
+        max_body: the largest reply accepted, in bytes, however it is framed.
+        proxy: the proxy URL; default the one the environment names for
+            `base_url`, as the `openai` SDK reads it; `""` for none.
+
+    Raises:
+        ValueError: `base_url` or the proxy is not an `http(s)://` URL, or the
+            API key holds CR, LF or NUL (it would forge headers).
     """
 
     def __init__(
@@ -63,6 +70,8 @@ class FastChatTransport:
         timeout: float = 60.0,
         max_connections: int = 1000,
         ssl_context: ssl.SSLContext | None = None,
+        max_body: int = 64 * 1024 * 1024,
+        proxy: str | None = None,
     ) -> None:
         self.http = FastHTTPClient(
             base_url,
@@ -70,6 +79,8 @@ class FastChatTransport:
             timeout=timeout,
             max_connections=max_connections,
             ssl_context=ssl_context,
+            max_body=max_body,
+            proxy=proxy,
         )
 
     def __repr__(self) -> str:
@@ -91,7 +102,7 @@ class FastChatTransport:
         response = await self.http.post("/chat/completions", _dumps(request).encode())
         try:
             data = json.loads(response.body)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        except (ValueError, RecursionError) as exc:  # undecodable, or nested too deep
             raise MalformedReply(f"the reply is not JSON: {exc}") from None
         return parse_chat_completion(data, str(request.get("model", "")))
 

@@ -7,23 +7,29 @@ per request on machinery that path does not need (see `benchmarks/`).
 
 What it does: one origin (`http` or `https`), persistent connections in a
 pool (at most `max_connections`, idle ones reused newest first and dropped
-after `keepalive_expiry` seconds), `Content-Length` and chunked replies,
-replies read to EOF when they have neither, a per-request timeout that
-covers waiting for a connection, connecting, sending and reading.
+after `keepalive_expiry` seconds), replies framed by `Content-Length`,
+chunked or read to the end of the connection, each capped at `max_body`
+bytes, a per-request timeout that covers waiting for a connection,
+connecting, sending and reading, and the proxies the environment names
+(`HTTP(S)_PROXY`, `ALL_PROXY`, `NO_PROXY`, read as the `openai` SDK reads
+them; see `convo_sim.http_proxy`), `http://` and `https://` ones, with
+`CONNECT` tunnels to `https` origins.
 
-What it does not do: redirects, proxies, compression, HTTP/2, streaming,
-retries. It never retries (the caller's `RetryPolicy` is the one retry
-layer) and never logs; headers (the API key) never appear in its errors.
+What it does not do: redirects, compression, HTTP/2, streaming, retries.
+It never retries (the caller's `RetryPolicy` is the one retry layer) and
+never logs; headers (the API key) never appear in its errors.
 
-Each connection is an `asyncio.Protocol`: a reply that arrives in one
-segment is parsed in `data_received` and wakes the waiting request once,
-with no stream layer in between. It therefore needs an asyncio event loop
-(anyio's default backend); `FastHTTPClient.supported()` says whether the
-running loop is one.
+Replies are parsed by llhttp (Node.js's HTTP parser, through `httptools`),
+which rejects malformed framing (a negative or overflowing chunk size,
+conflicting lengths, bare CR or LF in a header). Each connection is an
+`asyncio.Protocol` that feeds llhttp what arrives and wakes the waiting
+request once its reply is complete, with no stream layer in between, so
+the client needs an asyncio event loop (anyio's default backend);
+`FastHTTPClient.supported()` says whether the running loop is one.
 
 Errors::
 
-    TransportError          no complete reply: refused, reset, closed early, garbled
+    TransportError          no complete reply: refused, reset, closed early, garbled, too large
     ├── RequestTimeout      no complete reply within the timeout
     HTTPStatusError         a complete reply with status >= 400 (status_code, headers, body)
 """
@@ -31,13 +37,18 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import contextvars
+import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+
+import httptools
+
+from convo_sim.http_proxy import proxy_from_environment
 
 __all__ = [
     "FastHTTPClient",
@@ -49,14 +60,19 @@ __all__ = [
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
+# Chunk-size lines and extensions cost wire bytes but no body bytes: the
+# wire is capped too, so a stream of empty extensions cannot run forever.
+_WIRE_SLACK = 2
 # The timers' callbacks read no context variables: run them in one shared
 # empty context instead of a copy of the caller's per request (a timer and
 # its context stay in the loop's heap after cancel() until they are purged).
 _TIMER_CONTEXT = contextvars.Context()
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
 class TransportError(Exception):
-    """The request got no complete reply (connection refused, reset, closed, garbled)."""
+    """The request got no complete reply (refused, reset, closed, garbled, too large)."""
 
 
 class RequestTimeout(TransportError):
@@ -80,37 +96,67 @@ class HTTPStatusError(Exception):
         super().__init__(f"HTTP {status_code}: {text}")
 
 
-@dataclass(frozen=True, slots=True)
 class HTTPResponse:
     """A complete reply.
 
     Attributes:
         status: the HTTP status.
-        headers: the headers, names in lower case (repeated ones joined by ", ").
         body: the body, de-chunked.
     """
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
+    __slots__ = ("_headers", "_raw", "body", "status")
+
+    def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.body = body
+        self._raw = raw_headers
+        self._headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers, names in lower case (repeated ones joined by ", ")."""
+        # Built on first use: the hot path (a 200) never reads them.
+        if self._headers is None:
+            headers: dict[str, str] = {}
+            for raw_name, raw_value in self._raw:
+                name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+            self._headers = headers
+        return self._headers
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop llhttp (a reply past its cap, say)."""
 
 
 class _Connection(asyncio.Protocol):
-    """One persistent connection: sends a request, parses the reply as it arrives."""
+    """One persistent connection: sends a request, feeds the reply to llhttp.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    It is also llhttp's callback object (`on_header`, `on_body`, ...), so a
+    reply costs one Python call per parser event and nothing in between.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_body: int) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[HTTPResponse] | None = None
         self.closed = False
         self.reusable = True
         self.idle_since = 0.0
-        self._buf: bytes | bytearray = b""
+        self.max_body = max_body
+        self._parser = httptools.HttpResponseParser(self)
+        self._tunnel: asyncio.Future[int] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
         self._status = 0
-        self._headers: dict[str, str] | None = None
-        self._length = -1  # -1: chunked or until EOF (see _until_eof)
-        self._until_eof = False
-        self._chunks: list[bytes | bytearray] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: bytes | bytearray | None = None
+        self._size = 0  # body bytes so far
+        self._wire = 0  # bytes received for this reply
+        self._head_done = False
+        self._interim = False  # a 1xx reply: the real one follows
+        self._complete = False
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -119,35 +165,38 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel_data(data)
+            return
         waiter = self.waiter
         if waiter is None or waiter.done():
             # Bytes nobody asked for: the connection's state is unknown now.
             self.reusable = False
             self.abort()
             return
-        if self._buf:
-            # Rare (a reply split over segments); a bytearray keeps it linear.
-            if not isinstance(self._buf, bytearray):
-                self._buf = bytearray(self._buf)
-            self._buf += data
-        else:
-            self._buf = data
-        try:
-            response = self._parse()
-        except (ValueError, UnicodeError) as exc:
-            self._fail(TransportError(f"unreadable HTTP reply: {exc}"))
+        self._wire += len(data)
+        if self._wire > _WIRE_SLACK * self.max_body + _MAX_HEAD:
+            self._fail(TransportError(f"the reply is larger than {self.max_body} bytes"))
             return
-        if response is not None:
-            self.waiter = None
-            waiter.set_result(response)
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self._complete:
+                # The reply was whole; what followed it is not ours to read.
+                self.reusable = False
+                self.abort()
+                return
+            cause = exc.__context__ if isinstance(exc.__context__, _Stop) else exc
+            self._fail(TransportError(f"unreadable HTTP reply: {cause}"))
+            return
+        if not self._head_done and self._wire > _MAX_HEAD:
+            self._fail(TransportError(f"the reply's head is larger than {_MAX_HEAD} bytes"))
 
     def eof_received(self) -> bool:
         self.closed = True
         self.reusable = False
-        if self._until_eof and self._headers is not None and self.waiter is not None:
-            waiter, self.waiter = self.waiter, None
-            if not waiter.done():
-                waiter.set_result(self._finish(self._buf))
+        if self._head_done and not self._complete and self._until_eof():
+            self._finish()  # a reply framed by the end of the connection
         else:
             self._fail(TransportError("the server closed the connection before replying"))
         return False  # let the transport close itself
@@ -158,6 +207,44 @@ class _Connection(asyncio.Protocol):
         reason = f": {type(exc).__name__}: {exc}" if exc is not None else ""
         self._fail(TransportError(f"the connection was lost{reason}"))
 
+    # -- llhttp callbacks --------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise _Stop("a second reply to one request")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            self._interim = True  # 100 Continue and friends: the real reply follows
+            self._headers = []
+            return
+        self._status = status
+        self._head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self.max_body:
+            raise _Stop(f"the reply is larger than {self.max_body} bytes")
+        held = self._body
+        if held is None:
+            self._body = body  # the common case: the whole body in one piece, kept as is
+        elif isinstance(held, bytearray):
+            held += body  # one buffer, however small the chunks (a list would cost ~40x)
+        else:
+            self._body = bytearray(held) + body
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if not self._parser.should_keep_alive():
+            self.reusable = False
+        self._finish()
+
     # -- requests --------------------------------------------------------------
 
     def start(self, data: bytes) -> asyncio.Future[HTTPResponse]:
@@ -165,11 +252,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         waiter: asyncio.Future[HTTPResponse] = self.loop.create_future()
         self.waiter = waiter
-        self._buf = b""
-        self._headers = None
-        self._length = -1
-        self._until_eof = False
-        self._chunks = []
+        self._reset()
         self.transport.write(data)
         return waiter
 
@@ -182,96 +265,74 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def _until_eof(self) -> bool:
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length" or (
+                lowered == b"transfer-encoding" and b"chunked" in value.lower()
+            ):
+                return False
+        return True
+
+    def _finish(self) -> None:
+        self._complete = True
+        waiter, self.waiter = self.waiter, None
+        if waiter is None or waiter.done():
+            return
+        body, self._body = self._body, None
+        data = b"" if body is None else body if isinstance(body, bytes) else bytes(body)
+        waiter.set_result(HTTPResponse(self._status, self._headers, data))
+
     def _fail(self, exc: TransportError) -> None:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None and not tunnel.done():
+            tunnel.set_exception(exc)
+        self._body = None
         if not self.closed:
             self.abort()
 
-    # -- parsing -----------------------------------------------------------------
+    # -- CONNECT tunnels through a proxy -------------------------------------------
 
-    def _parse(self) -> HTTPResponse | None:
-        while self._headers is None:
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buf) > _MAX_HEAD:
-                    raise ValueError("reply head too large")
-                return None
-            head, self._buf = self._buf[:end], self._buf[end + 4 :]
-            self._read_head(head)
-        if self._length >= 0:
-            if len(self._buf) < self._length:
-                return None
-            body = self._buf[: self._length]
-            if len(self._buf) > self._length:
-                self.reusable = False  # nothing may follow an answered request
-            return self._finish(body)
-        if self._until_eof:
-            if len(self._buf) > _MAX_BODY:
-                raise ValueError("reply body too large")
-            return None
-        return self._parse_chunks()
+    def open_tunnel(self, request: bytes) -> asyncio.Future[int]:
+        """Send a CONNECT request; the future resolves with the proxy's status."""
+        assert self.transport is not None
+        tunnel: asyncio.Future[int] = self.loop.create_future()
+        self._tunnel = tunnel
+        self._reset()
+        self._tunnel_parser = httptools.HttpResponseParser(_ProxyReply(self))
+        self.transport.write(request)
+        return tunnel
 
-    def _read_head(self, head: bytes | bytearray) -> None:
-        lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        if not version.startswith("HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x status line: {lines[0][:40]!r}")
-        status = int(rest[:3])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise ValueError(f"malformed header line {line[:40]!r}")
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        if 100 <= status < 200:
-            return  # an interim reply (100 Continue): the real one follows
-        self._status = status
-        self._headers = headers
-        connection = headers.get("connection", "").lower()
-        if "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection):
-            self.reusable = False
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self._length = -1
-        elif "content-length" in headers:
-            self._length = int(headers["content-length"])
-            if not 0 <= self._length <= _MAX_BODY:
-                raise ValueError(f"bad Content-Length {self._length}")
-        else:
-            self._until_eof = True
-            self.reusable = False
+    def _tunnel_data(self, data: bytes) -> None:
+        self._wire += len(data)
+        try:
+            self._tunnel_parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self._head_done:
+                self._fail(TransportError(f"unreadable reply from the proxy: {exc}"))
+                return
+        if self._head_done:
+            tunnel, self._tunnel = self._tunnel, None
+            if tunnel is not None and not tunnel.done():
+                tunnel.set_result(self._tunnel_parser.get_status_code())
+            self._reset()
+        elif self._wire > _MAX_HEAD:
+            self._fail(TransportError("the proxy's reply head is too large"))
 
-    def _parse_chunks(self) -> HTTPResponse | None:
-        buf = self._buf
-        while True:
-            line_end = buf.find(b"\r\n")
-            if line_end < 0:
-                self._buf = buf
-                return None
-            size = int(buf[:line_end].split(b";", 1)[0].strip() or b"x", 16)
-            if size == 0:
-                # The last chunk, then optional trailers, then a blank line.
-                end = buf.find(b"\r\n\r\n", line_end)
-                if end < 0:
-                    self._buf = buf
-                    return None
-                if len(buf) > end + 4:
-                    self.reusable = False
-                return self._finish(b"".join(self._chunks))
-            start = line_end + 2
-            if len(buf) < start + size + 2:
-                self._buf = buf
-                return None
-            self._chunks.append(buf[start : start + size])
-            buf = buf[start + size + 2 :]
 
-    def _finish(self, body: bytes | bytearray) -> HTTPResponse:
-        assert self._headers is not None
-        self._buf = b""
-        return HTTPResponse(self._status, self._headers, bytes(body))
+class _ProxyReply:
+    """llhttp callbacks for a proxy's answer to CONNECT: only its head matters."""
+
+    def __init__(self, conn: _Connection) -> None:
+        self.conn = conn
+
+    def on_headers_complete(self) -> None:
+        self.conn._head_done = True
+        # Stop here: after a 2xx the bytes that follow are the tunnel's.
+        raise _Stop("end of the proxy's head")
 
 
 class FastHTTPClient:
@@ -293,10 +354,16 @@ class FastHTTPClient:
         ssl_context: for `https`, the TLS settings; default
             `ssl.create_default_context()` (the system's trust store, which
             `SSL_CERT_FILE` can point elsewhere).
+        max_body: the largest reply body accepted, in bytes, whatever its
+            framing; a larger one is a `TransportError`.
+        proxy: the proxy URL (`http://` or `https://`, with optional
+            `user:password@`); default: the one the environment names for
+            `base_url` (see `convo_sim.http_proxy`); `""` for none.
 
     Raises:
-        ValueError: the URL is not `http(s)://host[:port][/path]`, or a
-            number is out of range.
+        ValueError: the URL is not `http(s)://host[:port][/path]`, a header
+            name is not a token or a value holds CR, LF or NUL, the proxy's
+            scheme is not `http` or `https`, or a number is out of range.
     """
 
     def __init__(
@@ -308,14 +375,24 @@ class FastHTTPClient:
         max_connections: int = 1000,
         keepalive_expiry: float = 4.0,
         ssl_context: ssl.SSLContext | None = None,
+        max_body: int = _MAX_BODY,
+        proxy: str | None = None,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"base_url must be http(s)://host[:port][/path], got {base_url!r}")
-        if timeout <= 0 or max_connections < 1 or keepalive_expiry < 0:
+        if timeout <= 0 or max_connections < 1 or keepalive_expiry < 0 or max_body < 0:
             raise ValueError(
-                "timeout must be positive, max_connections at least 1 and keepalive_expiry >= 0"
+                "timeout must be positive, max_connections at least 1, "
+                "keepalive_expiry and max_body >= 0"
             )
+        extra = dict(headers or {})
+        for name, value in extra.items():
+            # A CR or LF in a value would let it write headers of its own.
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not an HTTP token")
+            if _BAD_VALUE.search(value):
+                raise ValueError(f"the value of header {name!r} holds CR, LF or NUL")
         self.host = url.hostname
         self.port = url.port or (443 if url.scheme == "https" else 80)
         self.tls = url.scheme == "https"
@@ -323,9 +400,20 @@ class FastHTTPClient:
         self.timeout = timeout
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
+        self.max_body = max_body
         authority = url.netloc.rpartition("@")[2]
         lines = [f"Host: {authority}", "Accept: application/json", "User-Agent: convo-sim"]
-        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self._proxy = _Proxy.parse(
+            proxy_from_environment(base_url) if proxy is None else proxy or None
+        )
+        # Plain HTTP through a proxy: the full URL in the request line. HTTPS
+        # goes through a CONNECT tunnel, and the proxy never sees the request.
+        self._target = ""
+        if self._proxy is not None and not self.tls:
+            self._target = f"http://{authority}"
+            if self._proxy.authorization:
+                lines.append(f"Proxy-Authorization: {self._proxy.authorization}")
+        lines += [f"{name}: {value}" for name, value in extra.items()]
         self._common = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: list[_Connection] = []
@@ -355,7 +443,7 @@ class FastHTTPClient:
         Raises:
             HTTPStatusError: the server answered with status 400 or more.
             RequestTimeout: no complete reply within `timeout`.
-            TransportError: no complete reply (refused, reset, closed, garbled).
+            TransportError: no complete reply (refused, reset, closed, garbled, too large).
         """
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
@@ -364,7 +452,7 @@ class FastHTTPClient:
         head = self._heads.get(path)
         if head is None:
             head = self._heads[path] = (
-                f"POST {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1")
+                f"POST {self._target}{self.prefix}{path} HTTP/1.1\r\n".encode("latin-1")
                 + self._common
                 + b"Content-Type: application/json\r\nContent-Length: "
             )
@@ -446,25 +534,54 @@ class FastHTTPClient:
     async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
         if self.tls and self._ssl is None:
             self._ssl = ssl.create_default_context()
+        proxy = self._proxy
+        host, port = (proxy.host, proxy.port) if proxy is not None else (self.host, self.port)
+        where = "the proxy" if proxy is not None else f"{self.host}:{self.port}"
+        # TLS to the first hop: the origin, or an https:// proxy.
+        first_tls = proxy.tls if proxy is not None else self.tls
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(loop),
-                    self.host,
-                    self.port,
-                    ssl=self._ssl if self.tls else None,
-                    server_hostname=self.host if self.tls else None,
-                ),
-                max(deadline - loop.time(), 0.0),
-            )
+            async with asyncio.timeout_at(deadline):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, self.max_body),
+                    host,
+                    port,
+                    ssl=(self._proxy_ssl() if proxy is not None else self._ssl)
+                    if first_tls
+                    else None,
+                    server_hostname=host if first_tls else None,
+                )
+                if proxy is not None and self.tls:
+                    await self._tunnel(loop, conn, proxy)
         except TimeoutError:
-            raise RequestTimeout(f"could not connect to {self.host}:{self.port} in time") from None
+            raise RequestTimeout(f"could not connect to {where} in time") from None
         except OSError as exc:
-            raise TransportError(
-                f"could not connect to {self.host}:{self.port}: {exc.strerror or exc}"
-            ) from None
+            raise TransportError(f"could not connect to {where}: {exc.strerror or exc}") from None
         self.connections_opened += 1
         return conn
+
+    async def _tunnel(
+        self, loop: asyncio.AbstractEventLoop, conn: _Connection, proxy: _Proxy
+    ) -> None:
+        authority = f"{self.host}:{self.port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        if proxy.authorization:
+            lines.append(f"Proxy-Authorization: {proxy.authorization}")
+        try:
+            status = await conn.open_tunnel(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            if not 200 <= status < 300:
+                raise TransportError(f"the proxy refused the tunnel: HTTP {status}")
+            assert conn.transport is not None and self._ssl is not None
+            tls = await loop.start_tls(conn.transport, conn, self._ssl, server_hostname=self.host)
+        except BaseException:
+            conn.abort()
+            raise
+        if tls is None:  # the transport closed during the handshake
+            raise TransportError("the tunnel closed during the TLS handshake")
+        conn.transport = tls
+
+    def _proxy_ssl(self) -> ssl.SSLContext:
+        # An https:// proxy is verified like the origin would be.
+        return self._ssl or ssl.create_default_context()
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         # Connections belong to the loop that opened them; a new loop (a
@@ -484,6 +601,34 @@ class FastHTTPClient:
             with contextlib.suppress(RuntimeError):
                 conn.abort()
         self._loop = None
+
+
+class _Proxy:
+    """A proxy's address, whether to speak TLS to it, and its credentials."""
+
+    def __init__(self, host: str, port: int, tls: bool, authorization: str) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.authorization = authorization
+
+    @classmethod
+    def parse(cls, url: str | None) -> _Proxy | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            # Never the URL itself: it may hold a password.
+            raise ValueError(
+                f"the proxy must be an http:// or https:// URL with a host, got scheme {scheme!r}"
+            )
+        authorization = ""
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            authorization = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        default = 443 if scheme == "https" else 80
+        return cls(parts.hostname, parts.port or default, scheme == "https", authorization)
 
 
 def _expire(slot: asyncio.Future[None]) -> None:

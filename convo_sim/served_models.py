@@ -42,7 +42,14 @@ ActorFactory = Callable[[Mapping[str, Any] | None], tuple[Actor, object | None]]
 
 
 class ServedModel(Protocol):
-    """One model of the bundled server."""
+    """One model of the bundled server.
+
+    The server answers a request whose body is over
+    `ServerLimits.offload_above` bytes on its worker event loop, a thread of
+    its own (so that a big request never stalls the others): a model must
+    not hold state tied to one event loop, such as an `anyio.Event` made on
+    another.
+    """
 
     async def reply(self, messages: Sequence[Message], body: Mapping[str, Any]) -> Message:
         """Return the assistant message answering `messages`.

@@ -10,28 +10,33 @@ Endpoints (under `/v1`): `GET /models`, `POST /chat/completions` and
 the wire format the `openai` client parses). The models are `ServedModel`s
 (see `convo_sim.served_models`); a `FaultPlan` injects failures.
 
-The HTTP/1.1 layer is written on anyio sockets with only the standard
-library: keep-alive, `Content-Length` and chunked request bodies, chunked
-streaming replies. Every connection is its own task, so many dialogues can
-share one server. It binds 127.0.0.1 unless told otherwise and never logs
-request headers (they carry the API key) or content.
+HTTP is aiohttp's server (llhttp parses the requests), which needs an
+asyncio event loop (anyio's default backend). `ServerLimits` bounds what
+one client can cost the others: request and header sizes, idle and body
+timeouts, JSON nesting; requests with a body over `offload_above` bytes are
+parsed and answered on a worker event loop in a thread of its own, so a
+served model must not depend on which loop runs it. When the process runs
+out of file descriptors it keeps serving (accepting pauses for a second)
+and logs `server.out_of_file_descriptors`. It binds 127.0.0.1 unless told
+otherwise and never logs request headers (they carry the API key) or
+content.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+import socket
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.from_thread
-from anyio.abc import ByteStream, SocketAttribute, TaskStatus
-from anyio.streams.buffered import BufferedByteReceiveStream
+import anyio.to_thread
+from aiohttp import web
+from anyio.abc import TaskStatus
 
 from convo_sim import server_wire as wire
 from convo_sim.errors import InputError
@@ -39,46 +44,53 @@ from convo_sim.faults import Fault, FaultPlan
 from convo_sim.logging import get_logger
 from convo_sim.messages import Message, Transcript
 from convo_sim.served_models import ServedModel, default_models
+from convo_sim.server_http import (
+    HTTP_LOGGER,
+    Reply,
+    ServerLimits,
+    WorkerLoop,
+    accept_errors_logged,
+    json_depth_exceeds,
+)
 
-__all__ = ["ModelServer", "ServerThread", "serve_models"]
+__all__ = ["ModelServer", "ServerLimits", "ServerThread", "serve_models"]
 
 _log = get_logger("convo_sim.server")
 
-_MAX_HEAD = 64 * 1024
-_MAX_BODY = 32 * 1024 * 1024
-_CLOSED = (
-    anyio.EndOfStream,
-    anyio.IncompleteRead,
-    anyio.ClosedResourceError,
-    anyio.BrokenResourceError,
-    ConnectionError,
-)
+_COMPLETIONS = {"/v1/chat/completions": False, "/v1/responses": True}
+# In-flight requests get this long to finish when the server stops.
+_SHUTDOWN_GRACE = 1.0
+# Connections waiting to be accepted (while the process is out of file
+# descriptors, say) queue here rather than being refused.
+_BACKLOG = 1024
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        *,
+        close: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
+        self.close = close
 
 
-@dataclass(slots=True)
-class _Reply:
-    status: int = 200
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    stream: Iterable[bytes] | None = None  # server-sent events, sent chunked
-    drop: bool = False  # close the connection without answering
+class _Server(web.Server):
+    """aiohttp's low-level server, counting the connections it accepts."""
 
-    @classmethod
-    def json(cls, status: int, data: Mapping[str, Any], **kw: Any) -> _Reply:
-        return cls(status, json.dumps(data, separators=(",", ":")).encode(), **kw)
+    def __init__(self, owner: ModelServer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.owner = owner
 
-    @classmethod
-    def error(cls, status: int, message: str) -> _Reply:
-        return cls.json(status, wire.error_body(message, kind="invalid_request_error"))
+    def connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
+        self.owner.connections += 1
+        super().connection_made(handler, transport)
 
 
 class ModelServer:
@@ -89,6 +101,7 @@ class ModelServer:
         faults: failures to inject; default none. May be edited while serving.
         host: the address to bind; loopback by default.
         port: the port; 0 picks a free one (read `port` once started).
+        limits: request size and time limits; default `ServerLimits()`.
     """
 
     def __init__(
@@ -98,6 +111,7 @@ class ModelServer:
         faults: FaultPlan | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.models: dict[str, ServedModel] = (
             dict(models) if models is not None else default_models()
@@ -105,6 +119,7 @@ class ModelServer:
         self.faults = faults if faults is not None else FaultPlan()
         self.host = host
         self.port = port
+        self.limits = limits or ServerLimits()
         self.connections = 0
         """Connections accepted so far (a pooled client reuses one)."""
         self.requests = 0
@@ -120,83 +135,120 @@ class ModelServer:
 
         Raises:
             OSError: the address cannot be bound.
+            RuntimeError: the event loop is not asyncio's.
         """
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-        async with listener:
-            self.port = listener.extra(SocketAttribute.local_port)
-            _log.info("server.started", host=self.host, port=self.port, models=sorted(self.models))
-            task_status.started(self.port)
-            await listener.serve(self._connection)
-
-    # -- HTTP/1.1 ------------------------------------------------------------
-
-    async def _connection(self, stream: ByteStream) -> None:
-        self.connections += 1
-        async with stream:
-            reader = BufferedByteReceiveStream(stream)
-            try:
-                while await self._exchange(stream, reader):
-                    pass
-            except _CLOSED:
-                pass  # the client went away; nothing to answer
-            except (anyio.DelimiterNotFound, ValueError, UnicodeError) as exc:
-                # Garbage on the wire ends this connection, never the server.
-                _log.info("server.bad_request", error=type(exc).__name__)
-                with contextlib.suppress(*_CLOSED):
-                    await _send(
-                        stream, _Reply.error(400, "malformed HTTP request"), keep_alive=False
-                    )
-
-    async def _exchange(self, stream: ByteStream, reader: BufferedByteReceiveStream) -> bool:
-        """Serve one request; False when the connection should close."""
-        head = await reader.receive_until(b"\r\n\r\n", _MAX_HEAD)
-        lines = head.decode("latin-1").split("\r\n")
+        limits = self.limits
+        loop = asyncio.get_running_loop()
+        worker = WorkerLoop(limits.offload_concurrency)
+        server = _Server(
+            self,
+            handler=lambda request: self._handle(request, worker),
+            request_factory=self._request_factory(loop),
+            # A client that goes away cancels its request (a hung fault, say).
+            handler_cancellation=True,
+            keepalive_timeout=limits.idle_timeout,
+            max_line_size=limits.max_line,
+            max_field_size=limits.max_line,
+            max_headers=limits.max_headers,
+            lingering_time=min(2.0, limits.body_timeout),
+            auto_decompress=False,  # no request is compressed; a zip bomb stays a bad body
+            access_log=None,
+            logger=HTTP_LOGGER,
+        )
+        runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_GRACE)
+        await runner.setup()
         try:
-            method, target, version = lines[0].split(" ", 2)
-        except ValueError:
-            await _send(stream, _Reply.error(400, "bad request line"), keep_alive=False)
-            return False
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        connection = headers.get("connection", "").lower()
-        keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-        if headers.get("expect", "").lower() == "100-continue":
-            await stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = await _read_body(reader, headers)
-        if body is None:
-            await _send(stream, _Reply.error(413, "request body too large"), keep_alive=False)
-            return False
-        reply = await self._dispatch(method, target.split("?", 1)[0], headers, body)
-        if reply.drop:
-            return False
-        await _send(stream, reply, keep_alive=keep_alive)
-        return keep_alive
+            with accept_errors_logged(loop):
+                # One socket, bound here: a host name with several addresses
+                # would otherwise get a different free port on each.
+                family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+                sock = await anyio.to_thread.run_sync(
+                    lambda: socket.create_server((self.host, self.port), family=family)
+                )
+                site = web.SockSite(runner, sock, backlog=_BACKLOG)
+                try:
+                    await site.start()
+                except BaseException:
+                    sock.close()
+                    raise
+                self.port = sock.getsockname()[1]
+                _log.info(
+                    "server.started", host=self.host, port=self.port, models=sorted(self.models)
+                )
+                task_status.started(self.port)
+                await anyio.sleep_forever()
+        finally:
+            with anyio.move_on_after(_SHUTDOWN_GRACE + 10, shield=True):
+                await runner.cleanup()
+                await worker.aclose()
 
-    # -- routing -------------------------------------------------------------
+    def _request_factory(self, loop: asyncio.AbstractEventLoop) -> Any:
+        max_body = self.limits.max_body
 
-    async def _dispatch(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> _Reply:
-        self.requests += 1
+        def make(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+            # aiohttp enforces client_max_size as the body is read, whatever its framing.
+            return web.BaseRequest(
+                message, payload, protocol, writer, task, loop, client_max_size=max_body
+            )
+
+        return make
+
+    # -- requests ------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest, worker: WorkerLoop) -> web.StreamResponse:
+        path, method = request.path, request.method
         try:
-            if path in ("/v1/models", "/models") and method == "GET":
-                return _Reply.json(200, self._model_list())
-            if path in ("/v1/chat/completions", "/v1/responses"):
-                if method != "POST":
-                    raise _HTTPError(405, f"use POST for {path}")
-                return await self._complete(path.endswith("/responses"), headers, body)
-            if path in ("/health", "/v1/health"):
-                return _Reply.json(200, {"status": "ok"})
-            raise _HTTPError(404, f"no route {method} {path}", "not_found_error")
+            responses = _COMPLETIONS.get(path)
+            if responses is None:
+                self.requests += 1
+                reply = self._route(method, path)
+            elif method != "POST":
+                self.requests += 1
+                raise _HTTPError(405, f"use POST for {path}")
+            else:
+                raw = await self._read_body(request)
+                self.requests += 1
+                authorization = request.headers.get("Authorization", "")
+                if len(raw) > self.limits.offload_above:
+                    reply = await worker.run(self._complete, responses, authorization, raw, True)
+                else:
+                    reply = await self._complete(responses, authorization, raw, False)
         except _HTTPError as exc:
-            return _Reply.json(exc.status, wire.error_body(exc.message, kind=exc.kind))
+            error = wire.error_body(exc.message, kind=exc.kind)
+            reply = Reply.json(exc.status, error, close=exc.close)
         except Exception as exc:  # cancellation is a BaseException and passes through
             # A crashing model must not take the server (or other dialogues) down.
             _log.warning("server.model_error", path=path, error=type(exc).__name__)
             message = f"{type(exc).__name__}: {exc}"
-            return _Reply.json(500, wire.error_body(message, kind="server_error"))
+            reply = Reply.json(500, wire.error_body(message, kind="server_error"))
+        return await reply.send(request)
+
+    def _route(self, method: str, path: str) -> Reply:
+        if path in ("/v1/models", "/models") and method == "GET":
+            return Reply.json(200, self._model_list())
+        if path in ("/health", "/v1/health"):
+            return Reply.json(200, {"status": "ok"})
+        raise _HTTPError(404, f"no route {method} {path}", "not_found_error")
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        limits = self.limits
+        length = request.content_length
+        if length is not None and length > limits.max_body:
+            raise _HTTPError(413, f"the request body is over {limits.max_body} bytes", close=True)
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            # Serialising our own interim reply, as aiohttp's router does.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            with anyio.fail_after(limits.body_timeout):
+                return await request.read()
+        except TimeoutError:
+            raise _HTTPError(
+                408, f"the request body took over {limits.body_timeout} s", close=True
+            ) from None
+        except web.HTTPRequestEntityTooLarge:
+            raise _HTTPError(
+                413, f"the request body is over {limits.max_body} bytes", close=True
+            ) from None
 
     def _model_list(self) -> dict[str, Any]:
         data = [
@@ -205,13 +257,15 @@ class ModelServer:
         ]
         return {"object": "list", "data": data}
 
-    async def _complete(self, responses: bool, headers: Mapping[str, str], raw: bytes) -> _Reply:
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise _HTTPError(400, "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise _HTTPError(400, "the request body must be a JSON object")
+    async def _complete(
+        self, responses: bool, authorization: str, raw: bytes, materialize: bool
+    ) -> Reply:
+        """The reply to one completion request.
+
+        `materialize`: build every byte of the reply here (on the worker
+        loop), so the server's loop only writes it.
+        """
+        body = _decode(raw, self.limits.max_json_depth)
         name = body.get("model")
         model = self.models.get(name) if isinstance(name, str) else None
         if model is None or not isinstance(name, str):
@@ -220,7 +274,7 @@ class ModelServer:
         fault = self.faults.take(name, body)
         if fault is not None:
             _log.info("server.fault", model=name, fault=fault.kind, status=fault.status)
-            early = await _fault_reply(fault, headers)
+            early = await _fault_reply(fault, authorization)
             if early is not None:
                 return early
         try:
@@ -239,12 +293,26 @@ class ModelServer:
                 options = body.get("stream_options") or {}
                 include = bool(options.get("include_usage")) if isinstance(options, dict) else False
                 events = wire.chat_chunks(reply, model=name, usage=usage, include_usage=include)
-            return _Reply(stream=events, content_type="text/event-stream")
+            return Reply(
+                stream=list(events) if materialize else events, content_type="text/event-stream"
+            )
         if responses:
             data = wire.response_object(reply, model=name, usage=usage, request=body)
         else:
             data = wire.chat_completion(reply, model=name, usage=usage)
-        return _Reply.json(200, data)
+        return Reply.json(200, data)
+
+
+def _decode(raw: bytes, max_depth: int) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # undecodable, or nested past the C stack's guard
+        raise _HTTPError(400, "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _HTTPError(400, "the request body must be a JSON object")
+    if json_depth_exceeds(raw, body, max_depth):
+        raise _HTTPError(400, f"the request body nests deeper than {max_depth} levels")
+    return body
 
 
 def _request_messages(body: Mapping[str, Any], responses: bool) -> list[Message]:
@@ -266,67 +334,25 @@ def _request_messages(body: Mapping[str, Any], responses: bool) -> list[Message]
         raise _HTTPError(400, f"unreadable messages: {exc}") from None
 
 
-async def _fault_reply(fault: Fault, headers: Mapping[str, str]) -> _Reply | None:
+async def _fault_reply(fault: Fault, authorization: str) -> Reply | None:
     """The reply a fault replaces the real one with; None to answer normally."""
     if fault.kind == "status":
         extra = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
         kind = "rate_limit_exceeded" if fault.status == 429 else "server_error"
         body = wire.error_body(f"injected fault: HTTP {fault.status}", kind=kind, code=kind)
-        return _Reply.json(fault.status, body, headers=extra)
+        return Reply.json(fault.status, body, headers=extra)
     if fault.kind == "unauthorized":
-        token = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        token = authorization.removeprefix("Bearer ").strip()
         message = f"Incorrect API key provided: {token}. Check the key and try again."
         body = wire.error_body(message, kind="invalid_request_error", code="invalid_api_key")
-        return _Reply.json(401, body)
+        return Reply.json(401, body)
     if fault.kind == "malformed":
-        return _Reply(200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{')
+        return Reply(200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{')
     if fault.kind == "disconnect":
-        return _Reply(drop=True)
+        return Reply(drop=True)
     if fault.kind == "hang":
         await anyio.sleep(fault.seconds)
     return None  # hang (after waiting) and empty answer normally
-
-
-async def _read_body(reader: BufferedByteReceiveStream, headers: Mapping[str, str]) -> bytes | None:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            size_line = await reader.receive_until(b"\r\n", 1024)
-            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                await reader.receive_until(b"\r\n", _MAX_HEAD)  # trailers end with a blank line
-                return b"".join(parts)
-            total += size
-            if total > _MAX_BODY:
-                return None
-            parts.append(await reader.receive_exactly(size))
-            await reader.receive_exactly(2)
-    length = int(headers.get("content-length", "0") or 0)
-    if length > _MAX_BODY:
-        return None
-    return await reader.receive_exactly(length) if length else b""
-
-
-async def _send(stream: ByteStream, reply: _Reply, *, keep_alive: bool) -> None:
-    phrase = (
-        HTTPStatus(reply.status).phrase if reply.status in HTTPStatus._value2member_map_ else ""
-    )
-    head = [
-        f"HTTP/1.1 {reply.status} {phrase}",
-        f"Content-Type: {reply.content_type}",
-        f"Connection: {'keep-alive' if keep_alive else 'close'}",
-    ]
-    head.extend(f"{name}: {value}" for name, value in reply.headers)
-    if reply.stream is None:
-        head.append(f"Content-Length: {len(reply.body)}")
-        await stream.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body)
-        return
-    head += ["Cache-Control: no-cache", "Transfer-Encoding: chunked"]
-    await stream.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-    for event in reply.stream:
-        await stream.send(b"%x\r\n%s\r\n" % (len(event), event))
-    await stream.send(b"0\r\n\r\n")
 
 
 @asynccontextmanager
@@ -336,19 +362,41 @@ async def serve_models(
     faults: FaultPlan | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    limits: ServerLimits | None = None,
 ) -> AsyncIterator[ModelServer]:
-    """Run a `ModelServer` in the current event loop for the body of an `async with`.
+    """Run a `ModelServer` for the body of an `async with`.
+
+    On asyncio the server runs in the current event loop. aiohttp's server
+    needs asyncio, so under any other loop (trio) it runs on an asyncio loop
+    of its own in a background thread (`ServerThread`), with the same handle.
 
     Raises:
         OSError: the address cannot be bound.
     """
-    server = ModelServer(models, faults=faults, host=host, port=port)
+    if not _on_asyncio():
+        thread = ServerThread(models, faults=faults, host=host, port=port, limits=limits)
+        served = await anyio.to_thread.run_sync(thread.__enter__)
+        try:
+            yield served
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(thread.__exit__, None, None, None)
+        return
+    server = ModelServer(models, faults=faults, host=host, port=port, limits=limits)
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
         try:
             yield server
         finally:
             tg.cancel_scope.cancel()
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # trio, or another loop: no asyncio loop is running
+        return False
+    return True
 
 
 class ServerThread:
@@ -365,8 +413,9 @@ class ServerThread:
         faults: FaultPlan | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        limits: ServerLimits | None = None,
     ) -> None:
-        self.server = ModelServer(models, faults=faults, host=host, port=port)
+        self.server = ModelServer(models, faults=faults, host=host, port=port, limits=limits)
         self._portal_cm: Any = None
         self._task: Any = None
 

@@ -21,6 +21,7 @@ import pytest
 from anyio.abc import ByteStream, Listener, SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSListener
+from certificates import make_certificate
 from structlog.testing import capture_logs
 
 from convo_sim import Message, ModelError, ModelSettings, RetryPolicy, ToolCall
@@ -468,7 +469,8 @@ async def test_chunked_replies_split_across_segments() -> None:
 @pytest.mark.timeout(20)
 async def test_a_reply_without_length_is_read_to_eof_and_not_reused() -> None:
     async def until_eof(stream: ByteStream, reader: BufferedByteReceiveStream) -> bool:
-        await stream.send(b"HTTP/1.0 100 Continue\r\n\r\n")  # an interim reply first
+        # An interim reply first (HTTP/1.1: an HTTP/1.0 one would close the exchange).
+        await stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         await stream.send(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
         await stream.send(_body("eof"))
         return False  # closing the connection ends the body
@@ -521,20 +523,8 @@ async def test_a_garbled_reply_is_retried_on_a_new_connection() -> None:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throw-away self-signed certificate for 127.0.0.1 (made with the openssl CLI)."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
+    """A throw-away self-signed certificate for 127.0.0.1."""
+    return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.mark.timeout(20)

@@ -1,5 +1,6 @@
 """Injected faults over loopback: transient ones are retried with nothing lost,
-persistent ones end only the dialogue they hit."""
+persistent ones end only the dialogue they hit. Every case runs on both
+transports (`lean` and `sdk`): the retry layer is the same on both."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 import pytest
@@ -28,6 +30,8 @@ FAST = RetryPolicy(attempts=4, initial=0.001, max_wait=0.01, jitter=0.001, max_r
 SHORT_TIMEOUT = 0.4
 TIMEOUT = 10.0
 SEED = 11
+TRANSPORTS = ["lean", "sdk"]
+Transport = Literal["lean", "sdk"]
 
 
 def _scenario() -> Scenario:
@@ -64,7 +68,7 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(plan: FaultPlan | None = None) -> AsyncIterator[Rig]:
+async def rig(plan: FaultPlan | None = None, transport: Transport = "lean") -> AsyncIterator[Rig]:
     async with serve_models(_models(), faults=plan) as server:
         models = {
             name: OpenAIChatModel(
@@ -72,6 +76,7 @@ async def rig(plan: FaultPlan | None = None) -> AsyncIterator[Rig]:
                 base_url=server.base_url,
                 retry=FAST,
                 timeout=SHORT_TIMEOUT if name == "slow-solver" else TIMEOUT,
+                transport=transport,
             )
             for name in server.models
         }
@@ -105,16 +110,19 @@ TRANSIENT = [
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize(("fault", "model"), TRANSIENT)
-async def test_transient_faults_are_retried_and_nothing_is_lost(fault: Fault, model: str) -> None:
+async def test_transient_faults_are_retried_and_nothing_is_lost(
+    fault: Fault, model: str, transport: Transport
+) -> None:
     scenario = _scenario()
     with anyio.fail_after(25):
-        async with rig() as clean:
+        async with rig(transport=transport) as clean:
             expected = await clean.run(scenario)
         # Twice in a row, on the second request of that model: mid-dialogue.
         plan = FaultPlan().add(fault, model=model, times=2, skip=1)
         side = {"assistant": model} if "solver" in model else {"user": model}
-        async with rig(plan) as faulty:
+        async with rig(plan, transport) as faulty:
             with capture_logs() as logs:
                 result = await faulty.run(scenario, **side)
     assert expected.termination is TerminationReason.USER_STOP
@@ -132,7 +140,8 @@ async def test_transient_faults_are_retried_and_nothing_is_lost(fault: Fault, mo
 
 
 @pytest.mark.timeout(30)
-async def test_persistent_faults_end_only_their_own_dialogue() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_persistent_faults_end_only_their_own_dialogue(transport: Transport) -> None:
     scenario = _scenario()
     plan = FaultPlan()
     plan.add(Fault.server_error(500), model="broken-solver", times=None)
@@ -150,7 +159,7 @@ async def test_persistent_faults_end_only_their_own_dialogue() -> None:
     }
     results: dict[str, DialogueResult] = {}
     with anyio.fail_after(25):
-        async with rig(plan) as faulty:
+        async with rig(plan, transport) as faulty:
 
             async def one(name: str) -> None:
                 results[name] = await faulty.run(scenario, **runs[name])
@@ -158,7 +167,7 @@ async def test_persistent_faults_end_only_their_own_dialogue() -> None:
             async with anyio.create_task_group() as tg:
                 for name in runs:
                     tg.start_soon(one, name)
-        async with rig() as clean:
+        async with rig(transport=transport) as clean:
             expected = await clean.run(scenario)
 
     for name in ("healthy-1", "healthy-2", "healthy-3"):

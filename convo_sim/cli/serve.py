@@ -8,7 +8,9 @@ Serves the rule-based actors as models (`calendar-solver`, `calendar-user`,
         --base-url http://127.0.0.1:8000/v1
 
 With `--port 0` a free port is chosen; the first line on standard output
-always names the URL, so scripts can read it. `--canned [TEXT]` serves one
+always names the URL, so scripts can read it. `--idle-timeout` closes
+connections idle that long (default 10 s; also the time a request's head
+may take to arrive). `--canned [TEXT]` serves one
 model, `canned`, that answers TEXT to everything, after `--latency-ms`:
 what `benchmarks/run.py` measures clients against.
 """
@@ -22,9 +24,11 @@ import anyio
 
 from convo_sim.canned import CANNED_MODEL, CannedModel
 from convo_sim.errors import InputError
-from convo_sim.server import ModelServer
+from convo_sim.server import ModelServer, ServerLimits
 
 __all__ = ["add_parser", "run"]
+
+_DEFAULTS = ServerLimits()
 
 
 def add_parser(sub: Any) -> None:
@@ -53,6 +57,14 @@ def add_parser(sub: Any) -> None:
         default=0.0,
         help="with --canned: wait this many milliseconds before every reply (default: 0)",
     )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=_DEFAULTS.idle_timeout,
+        metavar="SECONDS",
+        help="close connections idle this long, and requests whose head takes longer "
+        f"(default: {_DEFAULTS.idle_timeout:g})",
+    )
     p.set_defaults(handler=run)
 
 
@@ -70,10 +82,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--latency-ms must be between 0 and 3600000, got {latency_ms!r}")
     if latency_ms and canned is None:
         raise InputError("--latency-ms applies to the canned model: add --canned")
+    idle_timeout = getattr(args, "idle_timeout", _DEFAULTS.idle_timeout)
+    if not 0 < idle_timeout <= 86_400:
+        raise InputError(
+            f"--idle-timeout must be between 0 and 86400 seconds, got {idle_timeout!r}"
+        )
     models = (
         None if canned is None else {CANNED_MODEL: CannedModel(canned, latency=latency_ms / 1000)}
     )
-    server = ModelServer(models, host=args.host, port=args.port)
+    limits = ServerLimits(idle_timeout=idle_timeout)
+    server = ModelServer(models, host=args.host, port=args.port, limits=limits)
 
     class Announce:
         # Stands in for a task group's TaskStatus: serving directly (not
