@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from convo_sim.actors import View
+from convo_sim._actors import View
+from convo_sim._messages import Message
 from convo_sim.calendar.intents import (
     CalendarRequest,
     RequestedEvent,
@@ -37,7 +38,6 @@ from convo_sim.calendar.model import (
     format_calendar,
 )
 from convo_sim.calendar.solve import EventSpec, solve_schedule
-from convo_sim.messages import Message
 
 __all__ = ["CalendarSolverAssistant"]
 

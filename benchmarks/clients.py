@@ -36,7 +36,7 @@ BODY = json.dumps({"model": "canned", "messages": MESSAGES}).encode()
 async def measure(url: str, client: str, requests: int) -> dict[str, float]:
     post: Any
     if client == "lean":
-        from convo_sim.fast_http import FastHTTPClient
+        from convo_sim._fast_http import FastHTTPClient
 
         lean = FastHTTPClient(url)
 

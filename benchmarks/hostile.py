@@ -94,7 +94,7 @@ CASES = {
 
 
 async def client_side(cases: list[str]) -> list[str]:
-    from convo_sim.fast_chat import FastChatTransport
+    from convo_sim._fast_chat import FastChatTransport
 
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     lines = []
@@ -123,7 +123,7 @@ async def client_side(cases: list[str]) -> list[str]:
 
 def big_user_request(turns: int) -> bytes:
     from convo_sim.scenarios import bundled_scenarios
-    from convo_sim.users.llm import user_system_prompt
+    from convo_sim.users._llm import user_system_prompt
 
     scenario = next(s for s in bundled_scenarios("calendar_examples") if s.goal is not None)
     assert scenario.goal is not None

@@ -147,14 +147,14 @@ class AiohttpPost:
         self.max_connections = max_connections
         self.max_body = max_body
         self._session: Any = None
-        from convo_sim.http_proxy import proxy_from_environment
+        from convo_sim._http_proxy import proxy_from_environment
 
         self.proxy = proxy_from_environment(base_url)
 
     async def post(self, path: str, body: bytes) -> Any:
         import aiohttp
 
-        from convo_sim.fast_http import (
+        from convo_sim._fast_http import (
             HTTPResponse,
             HTTPStatusError,
             RequestTimeout,
@@ -233,8 +233,8 @@ def _model(url: str, transport: str) -> Any:
     `lean-aiohttp` is the `lean` transport (the JSON layer, `FastChatTransport`)
     with aiohttp's client in place of the thin pool.
     """
-    from convo_sim.fast_chat import FastChatTransport
-    from convo_sim.openai_model import LOCAL_API_KEY, OpenAIChatModel
+    from convo_sim._fast_chat import FastChatTransport
+    from convo_sim._openai_model import LOCAL_API_KEY, OpenAIChatModel
 
     assert transport in ("lean", "sdk", "lean-aiohttp")
     model = OpenAIChatModel(
@@ -354,7 +354,7 @@ async def _rollouts(
     **options: Any,
 ) -> Outcome:
     from convo_sim import open_rollouts
-    from convo_sim.verification import final_only
+    from convo_sim._verification import final_only
 
     in_flight = InFlight()
     make_assistant = options.pop("assistant")

@@ -6,9 +6,10 @@ detail of its module.
 
 from __future__ import annotations
 
-from convo_sim.actors import Actor, View
-from convo_sim.backends import LocalBackend, RayBackend
-from convo_sim.completion import (
+import typing as _typing
+
+from convo_sim._actors import Actor, View
+from convo_sim._completion import (
     DEFAULT_STOP_TOKEN,
     CompletionContext,
     Stop,
@@ -17,7 +18,7 @@ from convo_sim.completion import (
     state_predicate,
     stop_token,
 )
-from convo_sim.errors import (
+from convo_sim._errors import (
     ConvoSimError,
     EmptyReplyError,
     InputError,
@@ -26,15 +27,15 @@ from convo_sim.errors import (
     ScenarioError,
     ScriptExhausted,
 )
-from convo_sim.logging import configure_logging
-from convo_sim.messages import Message, Role, ToolCall, Transcript
-from convo_sim.metrics import Summary, pass_at_k, pass_hat_k, summarize
-from convo_sim.models import ChatModel, Completion, ModelSettings
-from convo_sim.orchestrator import run_dialogue
-from convo_sim.progress import Progress
-from convo_sim.records import Rollout
-from convo_sim.rescore import rescore
-from convo_sim.results import (
+from convo_sim._logging import configure_logging
+from convo_sim._messages import Message, Role, ToolCall, Transcript
+from convo_sim._metrics import Summary, pass_at_k, pass_hat_k, summarize
+from convo_sim._models import ChatModel, Completion, ModelSettings
+from convo_sim._orchestrator import run_dialogue
+from convo_sim._progress import Progress
+from convo_sim._records import Rollout
+from convo_sim._rescore import rescore
+from convo_sim._results import (
     DialogueResult,
     ErrorInfo,
     TerminationReason,
@@ -43,16 +44,16 @@ from convo_sim.results import (
     Usage,
     Verdict,
 )
-from convo_sim.retry import RetryPolicy
-from convo_sim.rollouts import (
+from convo_sim._retry import RetryPolicy
+from convo_sim._rollouts import (
     RolloutPlan,
     RolloutStream,
     generate_rollouts_sync,
     open_rollouts,
     sample_seed,
 )
-from convo_sim.sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
-from convo_sim.verification import (
+from convo_sim._sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
+from convo_sim._verification import (
     NO_FINAL_REPLY,
     FinalContext,
     FinalVerifier,
@@ -63,8 +64,23 @@ from convo_sim.verification import (
     final_only,
     final_reply,
 )
+from convo_sim.backends import LocalBackend, RayBackend
+
+if _typing.TYPE_CHECKING:
+    from convo_sim._openai_model import OpenAIChatModel
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # Imported on first use: it imports `openai`, which a program that never
+    # talks to a model should not pay for.
+    if name == "OpenAIChatModel":
+        from convo_sim._openai_model import OpenAIChatModel
+
+        return OpenAIChatModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_STOP_TOKEN",
@@ -84,6 +100,7 @@ __all__ = [
     "Message",
     "ModelError",
     "ModelSettings",
+    "OpenAIChatModel",
     "Progress",
     "RayBackend",
     "RetryPolicy",

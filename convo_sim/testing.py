@@ -16,9 +16,9 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from convo_sim.messages import Message
-from convo_sim.models import Completion, ModelSettings
-from convo_sim.results import Usage
+from convo_sim._messages import Message
+from convo_sim._models import Completion, ModelSettings
+from convo_sim._results import Usage
 
 __all__ = ["FunctionModel", "ModelCall", "ScriptedModel"]
 

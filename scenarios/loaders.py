@@ -11,7 +11,7 @@ key holds the list). The format is decided per file, by the first record:
 Every malformed input raises `ScenarioError` with the file, the 1-based line
 and what was expected; nothing else escapes. What a file may make the
 loader do is bounded (size, nesting, numbers, YAML aliases; see
-`convo_sim.scenarios.bounds`), and every value a run uses (times,
+`convo_sim.scenarios._bounds`), and every value a run uses (times,
 constraints, durations, ids, text) is checked here, so that a file that
 loads also runs.
 """
@@ -27,15 +27,15 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from convo_sim._errors import ScenarioError
+from convo_sim._messages import Message, Transcript
 from convo_sim.calendar.model import ExpectedState, ExpectedStateError
 from convo_sim.calendar.times import MINUTES_PER_DAY
-from convo_sim.errors import ScenarioError
-from convo_sim.messages import Message, Transcript
-from convo_sim.scenarios import bounds
+from convo_sim.scenarios import _bounds as bounds
+from convo_sim.scenarios._reading import Record, line_of, read_records
 from convo_sim.scenarios.model import Scenario, _within_day
 from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
-from convo_sim.scenarios.reading import Record, line_of, read_records
-from convo_sim.users.persona import UnknownPersonaError, get_persona
+from convo_sim.users._persona import UnknownPersonaError, get_persona
 
 __all__ = [
     "BundledSet",

@@ -30,11 +30,11 @@ from convo_sim import (
     read_rollouts,
     write_rollouts,
 )
+from convo_sim._served_models import ServedModel, default_models
+from convo_sim._server import ServerThread, serve_models
 from convo_sim.agents import FunctionAssistant
 from convo_sim.cli import main
 from convo_sim.scenarios import Scenario
-from convo_sim.served_models import ServedModel, default_models
-from convo_sim.server import ServerThread, serve_models
 from convo_sim.users import ScriptedUser
 
 pytestmark = pytest.mark.timeout(60)
@@ -205,9 +205,9 @@ def test_cli_run_over_the_server_with_one_bad_reply_writes_every_other_record(
 
 
 async def test_write_rollouts_over_serve_models_with_one_bad_reply(tmp_path: Path) -> None:
+    from convo_sim._openai_model import OpenAIChatModel
     from convo_sim.cli.actors_spec import llm_assistant_for, llm_user_for
     from convo_sim.cli.wiring import calendar_verifier_set
-    from convo_sim.openai_model import OpenAIChatModel
     from convo_sim.scenarios import bundled_scenarios
 
     models, poisoned = poisoned_models()

@@ -1235,7 +1235,7 @@ def test_at_end_of_day_is_a_violated_constraint(low: str, high: str, start: str)
 
 def test_a_whitespace_reply_passes_an_empty_state_here_but_is_no_final_reply() -> None:
     # The grading function keeps parity; the dialogue rule decides
-    # (convo_sim.verification.final_reply): a blank last turn earns nothing.
+    # (convo_sim._verification.final_reply): a blank last turn earns nothing.
     assert check("  \n", {}).reason == "pass"
 
 

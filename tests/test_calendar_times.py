@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from convo_sim._errors import InputError
 from convo_sim.calendar import (
     CalendarDataError,
     Constraint,
@@ -16,7 +17,6 @@ from convo_sim.calendar import (
     parse_constraint,
     parse_time,
 )
-from convo_sim.errors import InputError
 
 minutes_of_day = st.integers(min_value=0, max_value=24 * 60 - 1)
 

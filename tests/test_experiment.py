@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from convo_sim import InputError, TerminationReason, Transcript
+from convo_sim._experiments import NO_GROUP, cell_stats
+from convo_sim._records import Rollout
+from convo_sim._server import ServerThread
+from convo_sim._sink import read_rollouts
+from convo_sim._stats import bootstrap_interval, wilson_interval
 from convo_sim.cli import main
 from convo_sim.cli.experiment import run_experiment
-from convo_sim.experiments import NO_GROUP, cell_stats
-from convo_sim.records import Rollout
 from convo_sim.scenarios.generate import generate_calendar_scenarios
-from convo_sim.server import ServerThread
-from convo_sim.sink import read_rollouts
-from convo_sim.stats import bootstrap_interval, wilson_interval
 
 PERSONAS = ["cooperative", "terse", "impatient"]
 

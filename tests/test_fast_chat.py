@@ -25,17 +25,17 @@ from certificates import make_certificate
 from structlog.testing import capture_logs
 
 from convo_sim import Message, ModelError, ModelSettings, RetryPolicy, ToolCall
-from convo_sim.fast_chat import (
+from convo_sim._fast_chat import (
     FastChatTransport,
     MalformedReply,
     RequestTimeout,
     TransportError,
     parse_chat_completion,
 )
-from convo_sim.faults import Fault, FaultPlan
-from convo_sim.openai_model import OpenAIChatModel
-from convo_sim.served_models import EchoModel, ServedModel
-from convo_sim.server import ModelServer, serve_models
+from convo_sim._faults import Fault, FaultPlan
+from convo_sim._openai_model import OpenAIChatModel
+from convo_sim._served_models import EchoModel, ServedModel
+from convo_sim._server import ModelServer, serve_models
 
 FAST = RetryPolicy(attempts=4, initial=0.001, max_wait=0.01, jitter=0.001, max_retry_after=0.02)
 HELLO = [Message(role="user", content="hello there")]
@@ -351,7 +351,7 @@ async def test_a_cancelled_request_does_not_leave_its_connection_in_the_pool() -
 
 
 def test_one_transport_serves_two_event_loops_in_turn() -> None:
-    from convo_sim.server import ServerThread
+    from convo_sim._server import ServerThread
 
     with ServerThread({"echo": EchoModel()}) as running:
         transport = FastChatTransport(running.base_url, api_key=KEY)

@@ -20,9 +20,9 @@ from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from convo_sim import Message, ModelError, RetryPolicy
-from convo_sim.fast_chat import FastChatTransport, RequestTimeout, TransportError
-from convo_sim.fast_http import FastHTTPClient
-from convo_sim.openai_model import OpenAIChatModel
+from convo_sim._fast_chat import FastChatTransport, RequestTimeout, TransportError
+from convo_sim._fast_http import FastHTTPClient
+from convo_sim._openai_model import OpenAIChatModel
 
 KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

@@ -27,9 +27,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from convo_sim import Message, ModelError, RetryPolicy
-from convo_sim.fast_http import FastHTTPClient
-from convo_sim.http_proxy import proxy_from_environment
-from convo_sim.openai_model import OpenAIChatModel
+from convo_sim._fast_http import FastHTTPClient
+from convo_sim._http_proxy import proxy_from_environment
+from convo_sim._openai_model import OpenAIChatModel
 
 KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
 HELLO = [Message(role="user", content="hi")]

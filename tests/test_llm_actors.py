@@ -22,15 +22,15 @@ from convo_sim import (
     Usage,
     run_dialogue,
 )
+from convo_sim._openai_model import OpenAIChatModel
+from convo_sim._served_models import EchoModel
+from convo_sim._server import ServerThread, serve_models
 from convo_sim.agents import LLMAssistant, ScriptedAssistant
 from convo_sim.cli import main
 from convo_sim.cli.actors_spec import parse_actor_spec, wire_actors
 from convo_sim.cli.wiring import calendar_assistant, calendar_user
-from convo_sim.openai_model import OpenAIChatModel
 from convo_sim.scenarios import Scenario, bundled_scenarios
 from convo_sim.scenarios.run import run_scenario
-from convo_sim.served_models import EchoModel
-from convo_sim.server import ServerThread, serve_models
 from convo_sim.users import LLMUser, ScriptedUser
 
 ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py

@@ -7,7 +7,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-import convo_sim.logging as cs_logging
+import convo_sim._logging as cs_logging
 from convo_sim import configure_logging, run_dialogue
 from convo_sim.agents import ScriptedAssistant
 from convo_sim.users import ScriptedUser

@@ -22,12 +22,12 @@ from convo_sim import (
     RetryPolicy,
     Usage,
 )
-from convo_sim.faults import Fault, FaultPlan
-from convo_sim.models import complete_nonempty
-from convo_sim.openai_model import LOCAL_API_KEY, OpenAIChatModel
-from convo_sim.retry import Transient, parse_retry_after
-from convo_sim.served_models import EchoModel
-from convo_sim.server import serve_models
+from convo_sim._faults import Fault, FaultPlan
+from convo_sim._models import complete_nonempty
+from convo_sim._openai_model import LOCAL_API_KEY, OpenAIChatModel
+from convo_sim._retry import Transient, parse_retry_after
+from convo_sim._served_models import EchoModel
+from convo_sim._server import serve_models
 
 ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
 

@@ -22,8 +22,8 @@ from convo_sim import (
     View,
     run_dialogue,
 )
+from convo_sim._models import Completion, ModelSettings
 from convo_sim.agents import CalendarSolverAssistant, FunctionAssistant
-from convo_sim.models import Completion, ModelSettings
 from convo_sim.scenarios import (
     CalendarGoal,
     GoalStep,

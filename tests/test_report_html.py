@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 
 from convo_sim import Message, TerminationReason, Transcript, TurnScore, Verdict
+from convo_sim._records import Rollout
+from convo_sim._report_html import render_html
+from convo_sim._sink import RolloutSink, read_rollouts
 from convo_sim.cli import main
 from convo_sim.cli.experiment import run_experiment
-from convo_sim.records import Rollout
-from convo_sim.report_html import render_html
 from convo_sim.scenarios.generate import generate_calendar_scenarios
-from convo_sim.sink import RolloutSink, read_rollouts
 
 pytestmark = pytest.mark.browser
 

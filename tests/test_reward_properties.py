@@ -38,12 +38,12 @@ from convo_sim import (
     final_reply,
     run_dialogue,
 )
+from convo_sim._messages import ToolCall
+from convo_sim._verification import RewardFn
 from convo_sim.agents import CalendarSolverAssistant
 from convo_sim.calendar.intents import requested_state
-from convo_sim.messages import ToolCall
 from convo_sim.scenarios import generate_calendar_scenarios
 from convo_sim.users import CalendarUser
-from convo_sim.verification import RewardFn
 from convo_sim.verifiers import CalendarFinalVerifier, calendar_verifiers
 from convo_sim.verifiers.calendar import grade_calendar_response
 

@@ -29,14 +29,14 @@ from convo_sim import (
     rescore,
     run_dialogue,
 )
+from convo_sim._messages import ToolCall
+from convo_sim._models import Completion
+from convo_sim._records import Rollout
+from convo_sim._verification import RewardFn
 from convo_sim.agents import CalendarSolverAssistant, FunctionAssistant, LLMAssistant
-from convo_sim.messages import ToolCall
-from convo_sim.models import Completion
-from convo_sim.records import Rollout
 from convo_sim.scenarios import bundled_scenarios
 from convo_sim.testing import FunctionModel
 from convo_sim.users import CalendarUser, ScriptedUser
-from convo_sim.verification import RewardFn
 from convo_sim.verifiers import calendar_verifiers
 
 pytestmark = pytest.mark.timeout(30)

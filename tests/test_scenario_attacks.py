@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from convo_sim import InputError, ScenarioError
 from convo_sim.cli import main
-from convo_sim.scenarios import Scenario, bounds, load_scenarios
+from convo_sim.scenarios import Scenario, load_scenarios
+from convo_sim.scenarios import _bounds as bounds
 
 pytestmark = pytest.mark.timeout(30)
 

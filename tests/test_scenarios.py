@@ -344,7 +344,7 @@ def test_generation_arguments_are_checked() -> None:
 
 def test_nemo_request_parameters_reach_the_rollout_record() -> None:
     from convo_sim import Rollout
-    from convo_sim.results import DialogueResult, TerminationReason
+    from convo_sim._results import DialogueResult, TerminationReason
     from convo_sim.scenarios import nemo_scenario
 
     row = json.loads(NEMO.read_text().splitlines()[0])

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from convo_sim import ScenarioError
+from convo_sim._sink import read_rollouts
 from convo_sim.cli import main
-from convo_sim.scenarios.script import load_script, run_script
-from convo_sim.sink import read_rollouts
+from convo_sim.scenarios._script import load_script, run_script
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "scenarios" / "examples"
 

@@ -20,12 +20,12 @@ from convo_sim import (
     TerminationReason,
     run_dialogue,
 )
+from convo_sim._faults import Fault, FaultPlan
+from convo_sim._openai_model import LOCAL_API_KEY, OpenAIChatModel
+from convo_sim._served_models import EchoModel
+from convo_sim._server import ServerThread, serve_models
 from convo_sim.agents import LLMAssistant
 from convo_sim.cli import main
-from convo_sim.faults import Fault, FaultPlan
-from convo_sim.openai_model import LOCAL_API_KEY, OpenAIChatModel
-from convo_sim.served_models import EchoModel
-from convo_sim.server import ServerThread, serve_models
 from convo_sim.users import ScriptedUser
 
 KEY = "sk-convo-sim-TEST-9f8e7d6c5b4a3210fedcba"
@@ -177,8 +177,8 @@ async def test_a_reply_that_echoes_the_key_is_scrubbed_before_it_is_recorded(
     api: str, transport: str, tmp_path: Path
 ) -> None:
     from convo_sim import RolloutSink, read_rollouts
-    from convo_sim.records import Rollout
-    from convo_sim.report_html import write_html
+    from convo_sim._records import Rollout
+    from convo_sim._report_html import write_html
     from convo_sim.scenarios import Scenario
 
     with anyio.fail_after(20):

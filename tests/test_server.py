@@ -14,11 +14,11 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from convo_sim import Message
-from convo_sim.faults import Fault, FaultPlan
-from convo_sim.served_models import ActorModel, EchoModel, default_models
-from convo_sim.server import ServerThread, serve_models
+from convo_sim._faults import Fault, FaultPlan
+from convo_sim._served_models import ActorModel, EchoModel, default_models
+from convo_sim._server import ServerThread, serve_models
 from convo_sim.users import ScriptedUser
-from convo_sim.users.llm import parse_scenario_card, user_system_prompt
+from convo_sim.users._llm import parse_scenario_card, user_system_prompt
 
 CHAT: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "be kind"},

@@ -23,8 +23,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from structlog.testing import capture_logs
 
 from convo_sim import Message
-from convo_sim.served_models import EchoModel
-from convo_sim.server import ServerLimits, serve_models
+from convo_sim._served_models import EchoModel
+from convo_sim._server import ServerLimits, serve_models
 
 TIGHT = ServerLimits(max_body=64 * 1024, idle_timeout=0.5, body_timeout=0.5, offload_above=8 * 1024)
 CHAT = [{"role": "user", "content": "one two three"}]
@@ -328,7 +328,7 @@ async def test_accept_errors_other_than_running_out_reach_the_previous_handler()
     import asyncio
     import errno
 
-    from convo_sim.server_http import accept_errors_logged
+    from convo_sim._server_http import accept_errors_logged
 
     loop = asyncio.get_running_loop()
     seen: list[str] = []

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from convo_sim.users.calendar import CalendarUser
-from convo_sim.users.fidelity import UserFidelity, user_fidelity
-from convo_sim.users.llm import LLMUser
-from convo_sim.users.persona import (
+from convo_sim.users._llm import LLMUser
+from convo_sim.users._persona import (
     PERSONAS,
     Persona,
     UnknownPersonaError,
     get_persona,
     persona_prompt,
 )
+from convo_sim.users._simple import FunctionUser, ScriptedUser
+from convo_sim.users.calendar import CalendarUser
+from convo_sim.users.fidelity import UserFidelity, user_fidelity
 from convo_sim.users.persona_user import PersonaCalendarUser
-from convo_sim.users.simple import FunctionUser, ScriptedUser
 
 __all__ = [
     "PERSONAS",

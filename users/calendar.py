@@ -22,7 +22,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convo_sim.actors import View
+from convo_sim._actors import View
+from convo_sim._completion import DEFAULT_STOP_TOKEN
+from convo_sim._messages import Message
 from convo_sim.calendar.model import (
     Constraint,
     ExpectedEvent,
@@ -33,10 +35,8 @@ from convo_sim.calendar.model import (
 from convo_sim.calendar.overlaps import overlapping, partner
 from convo_sim.calendar.reply import read_reply
 from convo_sim.calendar.times import format_12h, format_24h
-from convo_sim.completion import DEFAULT_STOP_TOKEN
-from convo_sim.messages import Message
 from convo_sim.scenarios.model import GoalStep, Scenario
-from convo_sim.users.persona import PERSONAS
+from convo_sim.users._persona import PERSONAS
 
 __all__ = ["CalendarUser"]
 

@@ -36,15 +36,16 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from convo_sim._completion import DEFAULT_STOP_TOKEN
+from convo_sim._messages import Message, Transcript
+from convo_sim._records import Rollout
+
 # `message_requests` lives with the request parser (the solver needs it too);
 # it is re-exported here, where it was first defined.
 from convo_sim.calendar.intents import RequestedState, message_requests
 from convo_sim.calendar.model import ConstraintFormatError, parse_constraint
-from convo_sim.completion import DEFAULT_STOP_TOKEN
-from convo_sim.messages import Message, Transcript
-from convo_sim.records import Rollout
 from convo_sim.scenarios.model import CalendarGoal, Scenario
-from convo_sim.users.persona import Persona, get_persona
+from convo_sim.users._persona import Persona, get_persona
 
 __all__ = [
     "StopDiscipline",

@@ -20,7 +20,7 @@ asked for. Together they are at least as strict as the grader: when all
 four score 1 on a reply, the grader passes it against what was asked.
 
 `CalendarFinalVerifier` grades the dialogue's final reply
-(`convo_sim.verification.final_reply`) against the scenario's expected state
+(`convo_sim._verification.final_reply`) against the scenario's expected state
 with `grade_calendar_response` (NeMo-Gym's rule).
 """
 
@@ -30,6 +30,15 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Final
 
+from convo_sim._messages import Message, Transcript
+from convo_sim._results import TurnScore, Verdict
+from convo_sim._verification import (
+    NO_FINAL_REPLY,
+    FinalContext,
+    FinalVerifier,
+    TurnContext,
+    TurnVerifier,
+)
 from convo_sim.calendar.intents import (
     RequestedState,
     constraint_of,
@@ -40,15 +49,6 @@ from convo_sim.calendar.model import WORKING_WINDOW, ExpectedState, ListedEvent
 from convo_sim.calendar.overlaps import overlapping, partner
 from convo_sim.calendar.reply import CalendarReading, read_reply
 from convo_sim.calendar.times import MINUTES_PER_DAY, format_24h, parse_time
-from convo_sim.messages import Message, Transcript
-from convo_sim.results import TurnScore, Verdict
-from convo_sim.verification import (
-    NO_FINAL_REPLY,
-    FinalContext,
-    FinalVerifier,
-    TurnContext,
-    TurnVerifier,
-)
 from convo_sim.verifiers.calendar import grade_calendar_response
 
 # Readings no turn may pass, asked for or not: the grader fails them all.

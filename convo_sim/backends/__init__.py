@@ -8,7 +8,7 @@ only when it runs, so Ray stays an optional extra (`pip install
 
 from __future__ import annotations
 
-from convo_sim.backends.local import LocalBackend
-from convo_sim.backends.ray_backend import RayBackend
+from convo_sim.backends._local import LocalBackend
+from convo_sim.backends._ray import RayBackend
 
 __all__ = ["LocalBackend", "RayBackend"]

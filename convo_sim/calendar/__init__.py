@@ -6,7 +6,7 @@ user and the solver assistant.
 
 Errors raised here::
 
-    convo_sim.errors.InputError
+    convo_sim._errors.InputError
     └── CalendarDataError (also a ValueError)   calendar data is malformed
         ├── TimeFormatError                     not a clock time
         ├── ConstraintFormatError               not a constraint

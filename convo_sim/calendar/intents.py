@@ -32,10 +32,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from convo_sim._messages import Message
 from convo_sim.calendar.model import Constraint, ListedEvent, parse_constraint
 from convo_sim.calendar.reply import read_reply
 from convo_sim.calendar.times import format_12h, parse_time
-from convo_sim.messages import Message
 
 __all__ = [
     "CalendarRequest",

@@ -13,7 +13,7 @@ import functools
 import re
 from typing import Final
 
-from convo_sim.errors import InputError
+from convo_sim._errors import InputError
 
 __all__ = [
     "MINUTES_PER_DAY",

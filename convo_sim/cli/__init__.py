@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from convo_sim.errors import ConvoSimError, InputError
-from convo_sim.logging import configure_logging
+from convo_sim._errors import ConvoSimError, InputError
+from convo_sim._logging import configure_logging
 
 __all__ = ["main"]
 

@@ -25,12 +25,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeAlias, TypeVar
 
-from convo_sim.errors import InputError
-from convo_sim.models import ModelSettings
+from convo_sim._errors import InputError
+from convo_sim._models import ModelSettings
 
 if TYPE_CHECKING:  # kept light: `convo-sim --help` imports this module
-    from convo_sim.actors import Actor
-    from convo_sim.models import ChatModel
+    from convo_sim._actors import Actor
+    from convo_sim._models import ChatModel
     from convo_sim.scenarios import CalendarGoal, Scenario
 
 __all__ = [
@@ -129,7 +129,7 @@ class _SharedModel:
 
     def get(self) -> Any:
         if self._model is None:
-            from convo_sim.openai_model import LOCAL_API_KEY, OpenAIChatModel
+            from convo_sim._openai_model import LOCAL_API_KEY, OpenAIChatModel
 
             # Only the named variable: falling back to another key could send
             # it to a server it was not meant for.

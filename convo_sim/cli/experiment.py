@@ -31,18 +31,18 @@ from typing import Any
 
 import anyio
 
-from convo_sim.actors import Actor
+from convo_sim._actors import Actor
+from convo_sim._errors import InputError
+from convo_sim._experiments import CellStats, cell_stats, write_table_csv, write_table_json
+from convo_sim._logging import get_logger
+from convo_sim._models import ChatModel
+from convo_sim._records import Rollout
+from convo_sim._report_html import write_html
+from convo_sim._rollouts import open_rollouts, sample_seed
+from convo_sim._sink import RolloutSink
 from convo_sim.agents import CalendarSolverAssistant, LLMAssistant
-from convo_sim.errors import InputError
-from convo_sim.experiments import CellStats, cell_stats, write_table_csv, write_table_json
-from convo_sim.logging import get_logger
-from convo_sim.models import ChatModel
-from convo_sim.records import Rollout
-from convo_sim.report_html import write_html
-from convo_sim.rollouts import open_rollouts, sample_seed
 from convo_sim.scenarios import Scenario, load_scenarios
 from convo_sim.scenarios.generate import generate_calendar_scenarios
-from convo_sim.sink import RolloutSink
 from convo_sim.users import PersonaCalendarUser, get_persona
 from convo_sim.users.fidelity import with_fidelity
 from convo_sim.verifiers import calendar_verifiers
@@ -159,7 +159,7 @@ async def run_experiment(
     models: dict[str, Any] = {}
     for spec in assistants:
         if spec.startswith("openai:"):
-            from convo_sim.openai_model import OpenAIChatModel
+            from convo_sim._openai_model import OpenAIChatModel
 
             models[spec] = OpenAIChatModel(spec.partition(":")[2], base_url=base_url)
     try:
@@ -189,7 +189,7 @@ async def run_experiment(
     finally:
         for model in models.values():
             await model.aclose()
-    from convo_sim.sink import read_rollouts
+    from convo_sim._sink import read_rollouts
 
     records = [r for r in read_rollouts(paths["rollouts"]) if r.scenario_id in by_id]
     records.sort(key=lambda r: (r.scenario_id, r.sample_index))
@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scenario_file is not None:
         scenarios = load_scenarios(args.scenario_file)
     elif args.script is not None:
-        from convo_sim.scenarios.script import load_script
+        from convo_sim.scenarios._script import load_script
 
         scenarios = list(load_script(args.script).scenarios)
     else:

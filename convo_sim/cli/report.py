@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from convo_sim._errors import InputError
+from convo_sim._metrics import summarize, unique_rollouts
+from convo_sim._sink import read_rollouts
 from convo_sim.cli.summary import format_summary
-from convo_sim.errors import InputError
-from convo_sim.metrics import summarize, unique_rollouts
-from convo_sim.sink import read_rollouts
 
 __all__ = ["add_parser", "run"]
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     records, _ = unique_rollouts(records)  # the page shows each sample once, as counted
     print(summary.model_dump_json(indent=2) if args.json else format_summary(summary))
     if args.html is not None:
-        from convo_sim.report_html import write_html
+        from convo_sim._report_html import write_html
 
         try:
             write_html(records, args.html, source=str(args.file), threshold=args.threshold)

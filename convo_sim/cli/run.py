@@ -7,8 +7,8 @@ rule-based actors (`CalendarSolverAssistant` and `CalendarUser`, or
 scenario (pass@k, pass^k); at most `--concurrency` run at once, in this
 process or on Ray (`--backend ray`).
 
-The run goes through the rollout engine (`convo_sim.rollouts`,
-`convo_sim.sink`, wired in `convo_sim.cli.wiring`): records are flushed one
+The run goes through the rollout engine (`convo_sim._rollouts`,
+`convo_sim._sink`, wired in `convo_sim.cli.wiring`): records are flushed one
 complete line at a time, and running the same command again after a crash
 or Ctrl-C finishes what is missing (`--no-resume` starts over).
 """

@@ -11,9 +11,9 @@ import argparse
 
 import anyio
 
-from convo_sim.errors import InputError
-from convo_sim.metrics import summarize
-from convo_sim.sink import RolloutSink
+from convo_sim._errors import InputError
+from convo_sim._metrics import summarize
+from convo_sim._sink import RolloutSink
 
 __all__ = ["run_script_command"]
 
@@ -28,7 +28,7 @@ def run_script_command(args: argparse.Namespace) -> int:
     """
     # Imported here: loading the calendar domain is only needed for scripts.
     from convo_sim.cli.summary import format_summary
-    from convo_sim.scenarios.script import load_script, run_script
+    from convo_sim.scenarios._script import load_script, run_script
 
     if getattr(args, "scenarios", None) is not None:
         raise InputError("use either --script or --scenarios, not both")

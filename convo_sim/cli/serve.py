@@ -22,9 +22,9 @@ from typing import Any
 
 import anyio
 
-from convo_sim.canned import CANNED_MODEL, CannedModel
-from convo_sim.errors import InputError
-from convo_sim.server import ModelServer, ServerLimits
+from convo_sim._canned import CANNED_MODEL, CannedModel
+from convo_sim._errors import InputError
+from convo_sim._server import ModelServer, ServerLimits
 
 __all__ = ["add_parser", "run"]
 

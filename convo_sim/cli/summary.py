@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convo_sim.metrics import Summary
+from convo_sim._metrics import Summary
 
 __all__ = ["format_summary"]
 

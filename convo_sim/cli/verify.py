@@ -17,14 +17,14 @@ from typing import Any
 
 import anyio
 
+from convo_sim._errors import InputError
+from convo_sim._metrics import summarize
+from convo_sim._records import Rollout
+from convo_sim._rescore import rescore
+from convo_sim._sink import RolloutSink, read_rollouts
 from convo_sim.cli.report import add_threshold
 from convo_sim.cli.summary import format_summary
-from convo_sim.errors import InputError
-from convo_sim.metrics import summarize
-from convo_sim.records import Rollout
-from convo_sim.rescore import rescore
 from convo_sim.scenarios import Scenario
-from convo_sim.sink import RolloutSink, read_rollouts
 
 __all__ = ["add_parser", "run"]
 

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import anyio
 
-from convo_sim.actors import Actor
+from convo_sim._actors import Actor
+from convo_sim._errors import InputError
+from convo_sim._metrics import summarize
+from convo_sim._progress import Progress
+from convo_sim._rollouts import RolloutPlan
+from convo_sim._sink import read_rollouts, write_rollouts
+from convo_sim._verification import FinalVerifier, TurnVerifier
 from convo_sim.backends import RayBackend
 from convo_sim.cli.summary import format_summary
-from convo_sim.errors import InputError
-from convo_sim.metrics import summarize
-from convo_sim.progress import Progress
-from convo_sim.rollouts import RolloutPlan
 from convo_sim.scenarios import Scenario
-from convo_sim.sink import read_rollouts, write_rollouts
-from convo_sim.verification import FinalVerifier, TurnVerifier
 
 __all__ = [
     "calendar_assistant",
