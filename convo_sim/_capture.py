@@ -1,0 +1,297 @@
+"""Token capture on the client: what a capturing request asks for, and what it keeps.
+
+With `ModelSettings(capture_tokens=True)` a chat-completions request asks
+an OpenAI-compatible server for token ids and logprobs as vLLM serves them
+and as NeMo-Gym's `vllm_model` asks for them (`logprobs: true`,
+`top_logprobs: 0`, `return_tokens_as_token_ids: true`, plus
+`return_token_ids: true`, vLLM >= 0.10.2). The reply keeps, in its
+message's metadata, NeMo-Gym's three fields:
+
+* `prompt_token_ids`: the ids the server actually prompted the model with;
+* `generation_token_ids`: the ids it generated (end-of-sequence included);
+* `generation_log_probs`: one logprob per generated id.
+
+They are read, in this order, from a bundle on `choices[0].message` (what
+NeMo-RL's server returns), else from vLLM's top-level `prompt_token_ids`
+with `choices[0].token_ids` (or the `token_id:<id>` strings of
+`choices[0].logprobs.content`). A reply without them fails the request
+with `TokenCaptureError`: a capturing run never writes text-only turns.
+
+On-policy across turns: the next request carries the three fields back on
+the last assistant message that has them, NeMo-Gym's pass-back, which a
+server that honours it (NeMo-RL's, `convo-sim serve`) turns into the
+prompt instead of templating that history again. Only the last one is
+sent: that is the one such a server reads, and sending every earlier
+turn's would make each request grow with the square of the dialogue.
+`check_contiguity` then checks every rollout the way NeMo-RL does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from convo_sim._errors import ModelError
+from convo_sim._messages import TOKEN_FIELDS, Message
+
+__all__ = [
+    "CAPTURE_REQUEST",
+    "Contiguity",
+    "MissingTokens",
+    "TokenCaptureError",
+    "chat_messages",
+    "check_contiguity",
+    "policy_items",
+    "read_tokens",
+]
+
+CAPTURE_REQUEST: Mapping[str, Any] = {
+    "logprobs": True,
+    # An explicit null would turn logprobs off on vLLM; 0 keeps just the chosen token's.
+    "top_logprobs": 0,
+    "return_tokens_as_token_ids": True,
+    "return_token_ids": True,
+}
+"""The request fields that ask a vLLM-compatible server for token ids and logprobs."""
+
+_TOKEN_ID = "token_id:"
+
+
+class TokenCaptureError(ModelError):
+    """Token capture was asked for, and the server's reply does not carry the tokens.
+
+    Attributes:
+        missing: what the reply lacks (`prompt_token_ids`, ...), or what is malformed.
+    """
+
+    def __init__(self, message: str, *, missing: str, attempts: int = 1) -> None:
+        self.missing = missing
+        super().__init__(message, attempts=attempts)
+
+
+class MissingTokens(Exception):
+    """The reply lacks (or garbles) a token field; `field` says which."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(problem)
+
+
+def chat_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The chat messages of a capturing request, with the last tokened reply's fields."""
+    out = [m.to_openai() for m in messages]
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if message.role == "assistant" and message.metadata:
+            meta = message.metadata
+            if all(name in meta for name in TOKEN_FIELDS):
+                out[index].update((name, meta[name]) for name in TOKEN_FIELDS)
+                break
+    return out
+
+
+def _int_list(value: Any, field: str) -> list[int]:
+    if not isinstance(value, list) or not all(type(t) is int for t in value):
+        raise MissingTokens(field, f"{field} is not a list of integer token ids")
+    return value
+
+
+def _generated_from_logprobs(content: list[Any]) -> list[int]:
+    ids: list[int] = []
+    for entry in content:
+        token = entry.get("token") if isinstance(entry, Mapping) else None
+        if not isinstance(token, str) or not token.startswith(_TOKEN_ID):
+            raise MissingTokens(
+                "generation_token_ids",
+                "the reply has no choices[0].token_ids and its logprobs do not name token "
+                "ids (return_tokens_as_token_ids)",
+            )
+        try:
+            ids.append(int(token[len(_TOKEN_ID) :]))
+        except ValueError:
+            raise MissingTokens("generation_token_ids", f"unreadable token {token!r}") from None
+    return ids
+
+
+def read_tokens(data: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The three token fields of a decoded `chat.completion` object.
+
+    Raises:
+        MissingTokens: a field is absent or malformed, or the lengths disagree.
+    """
+    try:
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise MissingTokens("choices", "the reply has no choices") from None
+    if isinstance(message, Mapping) and "generation_token_ids" in message:
+        # A server that did the bookkeeping itself (NeMo-RL's) returns the bundle.
+        prompt = _int_list(message.get("prompt_token_ids"), "prompt_token_ids")
+        generated = _int_list(message.get("generation_token_ids"), "generation_token_ids")
+        logprobs = message.get("generation_log_probs")
+    else:
+        if data.get("prompt_token_ids") is None:
+            raise MissingTokens(
+                "prompt_token_ids",
+                "the reply has no prompt_token_ids: the server does not return token ids "
+                "(vLLM does from 0.10.2, with return_token_ids)",
+            )
+        prompt = _int_list(data["prompt_token_ids"], "prompt_token_ids")
+        content = (choice.get("logprobs") or {}).get("content")
+        if not isinstance(content, list):
+            raise MissingTokens(
+                "generation_log_probs",
+                "the reply has no choices[0].logprobs.content: the server does not return logprobs",
+            )
+        ids = choice.get("token_ids")
+        generated = (
+            _generated_from_logprobs(content)
+            if ids is None
+            else _int_list(ids, "generation_token_ids")
+        )
+        try:
+            logprobs = [entry["logprob"] for entry in content]
+        except (KeyError, TypeError):
+            raise MissingTokens("generation_log_probs", "a logprobs entry has no logprob") from None
+    if not isinstance(logprobs, list) or not all(
+        type(v) is float or type(v) is int for v in logprobs
+    ):
+        raise MissingTokens("generation_log_probs", "generation_log_probs is not a list of numbers")
+    if len(logprobs) != len(generated):
+        raise MissingTokens(
+            "generation_log_probs",
+            f"{len(logprobs)} logprobs for {len(generated)} generated tokens",
+        )
+    if not prompt or not generated:
+        raise MissingTokens("prompt_token_ids", "the reply's prompt or generation has no tokens")
+    return {
+        "prompt_token_ids": prompt,
+        "generation_token_ids": generated,
+        "generation_log_probs": logprobs,
+    }
+
+
+class Contiguity(BaseModel):
+    """Whether a rollout's policy turns form one token sequence, as NeMo-RL requires.
+
+    Each policy turn's `prompt_token_ids` must begin with everything before
+    it: the first turn's prompt, then every turn's generation and the
+    tokens added between turns (user messages, the template's glue).
+
+    Attributes:
+        contiguous: every turn extends the ones before it.
+        policy_turns: assistant turns that carry token ids.
+        generated_tokens: the policy's tokens over all those turns.
+        broken_turn: the first policy turn (1-based) whose prompt does not
+            extend the turns before it.
+        position: the first token position that differs there.
+        reason: why, in words (empty when contiguous).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    contiguous: bool
+    policy_turns: int = 0
+    generated_tokens: int = 0
+    broken_turn: int | None = None
+    position: int | None = None
+    reason: str = ""
+
+
+def policy_items(items: Sequence[Any]) -> list[tuple[int, Mapping[str, Any]]]:
+    """`(index, item)` of the Responses input items that carry a policy turn's tokens.
+
+    An assistant turn's fields sit on its last item (a message, or its last
+    function call), as NeMo-Gym places them.
+    """
+    return [
+        (index, item)
+        for index, item in enumerate(items)
+        if isinstance(item, Mapping) and item.get("generation_token_ids")
+    ]
+
+
+def check_contiguity(items: Sequence[Any]) -> Contiguity | None:
+    """Check a rollout's Responses input items; None when no item carries token ids.
+
+    Raises:
+        ValueError: a token field is not a list of ids (or logprobs), or
+            the logprobs do not align with the ids.
+    """
+    turns = policy_items(items)
+    if not turns:
+        return None
+    seen: list[int] = []
+    # Where each span of `seen` came from, to say what a break re-tokenized.
+    spans: list[tuple[int, int, str]] = []
+    generated = 0
+    broken: Contiguity | None = None
+    for turn, (index, item) in enumerate(turns, start=1):
+        prompt, generation, _ = token_fields(item, f"input[{index}]")
+        generated += len(generation)
+        if broken is None:
+            cut = prompt[: len(seen)]
+            if cut != seen:
+                position = next(
+                    (i for i, (a, b) in enumerate(zip(cut, seen, strict=False)) if a != b),
+                    len(cut),
+                )
+                broken = Contiguity(
+                    contiguous=False,
+                    broken_turn=turn,
+                    position=position,
+                    reason=_break_reason(turn, position, prompt, seen, spans),
+                )
+            else:
+                spans.append((len(seen), len(prompt), f"the prompt added before turn {turn}"))
+                spans.append(
+                    (len(prompt), len(prompt) + len(generation), f"turn {turn}'s generation")
+                )
+                seen = prompt + generation
+    if broken is not None:
+        return broken.model_copy(update={"policy_turns": len(turns), "generated_tokens": generated})
+    return Contiguity(contiguous=True, policy_turns=len(turns), generated_tokens=generated)
+
+
+def _break_reason(
+    turn: int, position: int, prompt: list[int], seen: list[int], spans: list[tuple[int, int, str]]
+) -> str:
+    if position >= len(prompt):
+        return (
+            f"turn {turn}'s prompt has {len(prompt)} tokens, fewer than the {len(seen)} "
+            "of the turns before it (history truncated or stripped)"
+        )
+    where = next((what for start, end, what in spans if start <= position < end), "the history")
+    return (
+        f"turn {turn}'s prompt differs at token {position}, inside {where}: "
+        f"{prompt[position]} where {seen[position]} was (re-tokenized; pass the token ids back)"
+    )
+
+
+def token_fields(item: Mapping[str, Any], where: str) -> tuple[list[int], list[int], list[float]]:
+    """The three fields of one policy item, checked.
+
+    Raises:
+        ValueError: a field is missing or malformed, or the logprobs do not
+            align with the generated ids.
+    """
+    prompt = item.get("prompt_token_ids")
+    generation = item.get("generation_token_ids")
+    logprobs = item.get("generation_log_probs")
+    for name, value in (("prompt_token_ids", prompt), ("generation_token_ids", generation)):
+        if not isinstance(value, list) or not all(type(t) is int and t >= 0 for t in value):
+            raise ValueError(f"{where}.{name}: expected a list of token ids (integers >= 0)")
+    if not isinstance(logprobs, list) or not all(
+        (type(v) is float or type(v) is int) and not math.isnan(v) for v in logprobs
+    ):
+        raise ValueError(f"{where}.generation_log_probs: expected a list of numbers")
+    assert isinstance(prompt, list) and isinstance(generation, list)
+    if len(logprobs) != len(generation):
+        raise ValueError(
+            f"{where}.generation_log_probs: {len(logprobs)} values for "
+            f"{len(generation)} generated tokens"
+        )
+    return prompt, generation, logprobs
