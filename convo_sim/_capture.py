@@ -34,18 +34,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from convo_sim._errors import ModelError
 from convo_sim._messages import TOKEN_FIELDS, Message
 
 __all__ = [
     "CAPTURE_REQUEST",
     "Contiguity",
     "MissingTokens",
-    "TokenCaptureError",
     "chat_messages",
     "check_contiguity",
     "policy_items",
     "read_tokens",
+    "token_fields",
 ]
 
 CAPTURE_REQUEST: Mapping[str, Any] = {
@@ -58,18 +57,6 @@ CAPTURE_REQUEST: Mapping[str, Any] = {
 """The request fields that ask a vLLM-compatible server for token ids and logprobs."""
 
 _TOKEN_ID = "token_id:"
-
-
-class TokenCaptureError(ModelError):
-    """Token capture was asked for, and the server's reply does not carry the tokens.
-
-    Attributes:
-        missing: what the reply lacks (`prompt_token_ids`, ...), or what is malformed.
-    """
-
-    def __init__(self, message: str, *, missing: str, attempts: int = 1) -> None:
-        self.missing = missing
-        super().__init__(message, attempts=attempts)
 
 
 class MissingTokens(Exception):

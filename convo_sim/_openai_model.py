@@ -36,8 +36,8 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from convo_sim import _fast_chat as fast_chat
-from convo_sim._capture import CAPTURE_REQUEST, MissingTokens, TokenCaptureError, chat_messages
-from convo_sim._errors import ModelError
+from convo_sim._capture import CAPTURE_REQUEST, MissingTokens, chat_messages
+from convo_sim._errors import ModelError, TokenCaptureError
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message, ToolCall, Transcript
 from convo_sim._models import Completion, ModelSettings

@@ -8,7 +8,10 @@ manager, or `ServerThread`, which runs it on its own event loop).
 Endpoints (under `/v1`): `GET /models`, `POST /chat/completions` and
 `POST /responses`, each non-streaming or streaming (server-sent events in
 the wire format the `openai` client parses). The models are `ServedModel`s
-(see `convo_sim._served_models`); a `FaultPlan` injects failures.
+(see `convo_sim._served_models`); a `FaultPlan` injects failures. Whatever
+the model, non-streamed chat completions carry token ids and logprobs when
+asked, as vLLM's do, and `POST /tokenize` and `/detokenize` answer as
+vLLM's (`convo_sim._server_tokens`, `TokenOptions`).
 
 HTTP is aiohttp's server (llhttp parses the requests), which needs an
 asyncio event loop (anyio's default backend). `ServerLimits` bounds what
