@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         per_turn=args.per_turn,
         include_errors=args.include_errors,
     )
-    split = f", {stats.split} of them one row per turn" if stats.split else ""
+    split = f" ({stats.split} of them one row per policy turn)" if stats.split else ""
     print(
-        f"wrote {stats.rows} {args.format} rows from {stats.rollouts} rollouts{split} to {args.out}"
+        f"wrote {stats.rows} {args.format} rows to {args.out} from {stats.rollouts} rollouts{split}"
     )
     left = []
     if stats.no_tokens:
