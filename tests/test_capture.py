@@ -263,11 +263,11 @@ async def test_ids_from_token_id_strings_and_a_bundle_on_the_message_are_read(
 @pytest.mark.timeout(30)
 async def test_a_dialogue_whose_server_returns_no_tokens_ends_as_assistant_error() -> None:
     with anyio.fail_after(25):
-        async with replying(_completion()) as (url, hits):
-            async with OpenAIChatModel("m", base_url=url, capture_tokens=True) as model:
-                result = await run_dialogue(
-                    LLMAssistant(model), ScriptedUser(USER_LINES), max_turns=3
-                )
+        async with (
+            replying(_completion()) as (url, hits),
+            OpenAIChatModel("m", base_url=url, capture_tokens=True) as model,
+        ):
+            result = await run_dialogue(LLMAssistant(model), ScriptedUser(USER_LINES), max_turns=3)
     assert result.termination == TerminationReason.ASSISTANT_ERROR
     assert result.error is not None and result.error.type == "TokenCaptureError"
     assert not result.transcript.by_role("assistant") and hits[0] == 1

@@ -132,23 +132,23 @@ async def test_bad_token_requests_are_400s() -> None:
     bad_ids = {"role": "assistant", "content": "x", "prompt_token_ids": [1, -5]}
     bad_ids["generation_token_ids"] = [2]
     with anyio.fail_after(15):
-        async with serve_models({"echo": EchoModel()}) as server:
-            async with openai.AsyncOpenAI(
-                base_url=server.base_url, api_key="x", max_retries=0
-            ) as client:
-                with pytest.raises(openai.BadRequestError) as streamed:
-                    await client.chat.completions.create(
-                        model="echo",
-                        messages=[{"role": "user", "content": "hi"}],
-                        stream=True,
-                        extra_body=CAPTURE,
-                    )
-                with pytest.raises(openai.BadRequestError) as garbled:
-                    await client.chat.completions.create(
-                        model="echo",
-                        messages=[{"role": "user", "content": "hi"}, bad_ids],  # type: ignore[list-item]
-                        extra_body=CAPTURE,
-                    )
+        async with (
+            serve_models({"echo": EchoModel()}) as server,
+            openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client,
+        ):
+            with pytest.raises(openai.BadRequestError) as streamed:
+                await client.chat.completions.create(
+                    model="echo",
+                    messages=[{"role": "user", "content": "hi"}],
+                    stream=True,
+                    extra_body=CAPTURE,
+                )
+            with pytest.raises(openai.BadRequestError) as garbled:
+                await client.chat.completions.create(
+                    model="echo",
+                    messages=[{"role": "user", "content": "hi"}, bad_ids],  # type: ignore[list-item]
+                    extra_body=CAPTURE,
+                )
     assert "non-streamed" in str(streamed.value)
     assert "prompt_token_ids" in str(garbled.value)
 
