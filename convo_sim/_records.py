@@ -21,8 +21,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from convo_sim._capture import Contiguity, check_contiguity
-from convo_sim._messages import Transcript
+from convo_sim._capture import Contiguity, check_contiguity, policy_items
+from convo_sim._messages import TOKEN_FIELDS, Transcript
 from convo_sim._results import (
     DialogueResult,
     ErrorInfo,
@@ -136,10 +136,15 @@ class Rollout(BaseModel):
         extra = meta.pop("responses_create_params", None)
         params: dict[str, Any] = dict(extra) if isinstance(extra, Mapping) else {}
         params["input"] = result.transcript.to_responses_input()
+        tokens: list[tuple[int, dict[str, Any]]] = []
         try:
             contiguity = check_contiguity(params["input"])
         except ValueError as exc:  # a model adapter of someone else's that garbled them
             contiguity = Contiguity(contiguous=False, reason=str(exc))
+        else:
+            # Checked JSON values already: they skip the JSON round trip
+            # below, which would cost more than the turns that made them.
+            tokens = _take_tokens(params["input"])
         record = cls(
             responses_create_params=params,
             reward=result.reward,
@@ -160,7 +165,12 @@ class Rollout(BaseModel):
             dialogue_id=result.dialogue_id,
             metadata=meta,
         )
-        return record.writable()
+        written = record.writable()
+        items = written.responses_create_params.get("input")
+        if tokens and isinstance(items, list) and len(items) == len(params["input"]):
+            for index, fields in tokens:
+                items[index].update(fields)
+        return written
 
     def normalized(self) -> Rollout:
         """This record as it reads back from JSON (an equal copy).
@@ -229,6 +239,15 @@ class Rollout(BaseModel):
                     message="the record could not be written as JSON",
                 ),
             )
+
+
+def _take_tokens(items: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """Remove the token fields from the policy items; returns them by item index."""
+    taken = []
+    for index, item in policy_items(items):
+        assert isinstance(item, dict)
+        taken.append((index, {name: item.pop(name) for name in TOKEN_FIELDS if name in item}))
+    return taken
 
 
 def _usage_by_role(transcript: Transcript) -> dict[Literal["assistant", "user"], Usage]:

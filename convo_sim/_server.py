@@ -59,6 +59,7 @@ from convo_sim._server_tokens import (
     TokenOptions,
     add_token_fields,
     detokenize,
+    encode_reply,
     tokenize,
     wants_tokens,
 )
@@ -343,6 +344,7 @@ class ModelServer:
                     add_token_fields(data, body, messages, reply, self.tokenizer, self.tokens)
                 except ValueError as exc:  # a malformed passed-back token field
                     raise _HTTPError(400, str(exc)) from None
+                return Reply(200, encode_reply(data))
         return Reply.json(200, data)
 
 

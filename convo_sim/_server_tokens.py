@@ -22,14 +22,24 @@ passed-back ids, as stock vLLM does. The server also answers vLLM's
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import PydanticSerializationError, to_json
+
 from convo_sim._messages import Message
 from convo_sim._tokens import ChatTokenizer, carried_ids, message_body
 
-__all__ = ["TokenOptions", "add_token_fields", "detokenize", "tokenize", "wants_tokens"]
+__all__ = [
+    "TokenOptions",
+    "add_token_fields",
+    "detokenize",
+    "encode_reply",
+    "tokenize",
+    "wants_tokens",
+]
 
 # vLLM reports its context length on /tokenize; this tokenizer has none.
 _MAX_MODEL_LEN = 1 << 20
@@ -112,18 +122,54 @@ def add_token_fields(
         alternatives = top if type(top) is int and 0 < top <= 20 else 0
         as_ids = body.get("return_tokens_as_token_ids") is True
         values = tokenizer.logprobs(generation, len(prompt))
-        choice["logprobs"] = {
-            "content": [
+        if alternatives:
+            content = [
                 _logprob_entry(tokenizer, token, value, as_ids, alternatives)
                 for token, value in zip(generation, values, strict=True)
             ]
-        }
+        else:  # the usual request (NeMo-Gym's): the entries from a table
+            names = _names(tokenizer, as_ids)
+            content = [
+                {"token": names[t][0], "logprob": v, "bytes": names[t][1], "top_logprobs": []}
+                for t, v in zip(generation, values, strict=True)
+            ]
+        choice["logprobs"] = {"content": content}
     completion_tokens = len(generation)
     data["usage"] = {
         "prompt_tokens": len(prompt),
         "completion_tokens": completion_tokens,
         "total_tokens": len(prompt) + completion_tokens,
     }
+
+
+_NAMES: dict[tuple[int, bool], list[tuple[str, list[int]]]] = {}
+
+
+def _names(tokenizer: ChatTokenizer, as_ids: bool) -> list[tuple[str, list[int]]]:
+    """Each token's `token` string and `bytes`, by id (made once per vocabulary)."""
+    key = (tokenizer.vocab_size, as_ids)
+    names = _NAMES.get(key)
+    if names is None:
+        names = [
+            (
+                f"token_id:{token}"
+                if as_ids
+                else tokenizer.token_bytes(token).decode("utf-8", "replace"),
+                list(tokenizer.token_bytes(token)),
+            )
+            for token in range(tokenizer.vocab_size)
+        ]
+        _NAMES[key] = names
+    return names
+
+
+def encode_reply(data: Mapping[str, Any]) -> bytes:
+    """A reply with token fields as JSON: pydantic-core writes its numbers several
+    times faster than json; json stays the fallback (text it cannot write as UTF-8)."""
+    try:
+        return to_json(data)
+    except (PydanticSerializationError, ValueError):
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def _logprob_entry(

@@ -34,6 +34,8 @@ including that reply, and only the messages after it are templated.
 from __future__ import annotations
 
 import json
+import re
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -90,9 +92,7 @@ def carried_ids(messages: Sequence[Mapping[str, Any]], vocab_size: int) -> tuple
             continue
         ids: list[int] = []
         for name, value in zip(_FIELDS, (prompt, generation), strict=True):
-            if not isinstance(value, list) or not all(
-                type(t) is int and 0 <= t < vocab_size for t in value
-            ):
+            if not _in_vocabulary(value, vocab_size):
                 raise ValueError(
                     f"messages[{index}].{name} must be a list of token ids "
                     f"between 0 and {vocab_size - 1}"
@@ -100,6 +100,18 @@ def carried_ids(messages: Sequence[Mapping[str, Any]], vocab_size: int) -> tuple
             ids += value
         return index, ids
     return -1, []
+
+
+def _in_vocabulary(value: Any, vocab_size: int) -> bool:
+    # An unsigned array checks the whole list at C speed (a JSON true or
+    # false would pass as 1 or 0): the prompts passed back are long.
+    if not isinstance(value, list):
+        return False
+    try:
+        array("Q", value)
+    except (TypeError, OverflowError):
+        return False
+    return not value or max(value) < vocab_size
 
 
 class ChatTokenizer:
@@ -121,7 +133,9 @@ class ChatTokenizer:
         self._role_ids = {role: 258 + i for i, role in enumerate(_ROLES)}
         first = 258 + len(_ROLES)
         self._merge_ids = {text: first + i for i, text in enumerate(_MERGES)}
-        self._max_merge = max(len(text) for text in _MERGES)
+        self._table = {**{chr(b): b for b in range(128)}, **self._merge_ids}
+        longest_first = sorted(_MERGES, key=len, reverse=True)
+        self._pieces_re = re.compile("|".join(map(re.escape, longest_first)) + "|.", re.DOTALL)
         self.vocab_size = first + len(_MERGES)
         pieces: list[bytes] = [bytes((b,)) for b in range(256)]
         pieces += [b"<|start|>", b"<|end|>"]
@@ -137,23 +151,16 @@ class ChatTokenizer:
         Characters outside the fragments are their UTF-8 bytes (a lone
         surrogate, which JSON can carry, its surrogate-pass bytes).
         """
-        merges, longest = self._merge_ids, self._max_merge
+        # The alternation lists the fragments longest first, so at each point
+        # the regex engine (in C) takes the longest one that fits.
+        table = self._table
         out: list[int] = []
-        i, n = 0, len(text)
-        while i < n:
-            for width in range(min(longest, n - i), 1, -1):
-                token = merges.get(text[i : i + width])
-                if token is not None:
-                    out.append(token)
-                    i += width
-                    break
+        for piece in self._pieces_re.findall(text):
+            token = table.get(piece)
+            if token is None:
+                out.extend(piece.encode("utf-8", "surrogatepass"))
             else:
-                code = ord(text[i])
-                if code < 128:
-                    out.append(code)
-                else:
-                    out.extend(text[i].encode("utf-8", "surrogatepass"))
-                i += 1
+                out.append(token)
         return out
 
     def spell(self, text: str) -> list[int]:

@@ -180,3 +180,26 @@ async def test_tokenize_and_detokenize_answer_as_vllms() -> None:
     assert text["tokens"] == TOKENIZER.encode("hello there")
     assert "".join(text["token_strs"]) == "hello there"
     assert back == {"prompt": "hello there"}
+
+
+def _greedy(tokenizer: ChatTokenizer, text: str) -> list[int]:
+    """The longest-fragment-first rule, spelled out slowly: the oracle for `encode`."""
+    merges = tokenizer._merge_ids
+    longest = max(map(len, merges))
+    out: list[int] = []
+    i = 0
+    while i < len(text):
+        for width in range(min(longest, len(text) - i), 1, -1):
+            if text[i : i + width] in merges:
+                out.append(merges[text[i : i + width]])
+                i += width
+                break
+        else:
+            out.extend(text[i].encode("utf-8", "surrogatepass"))
+            i += 1
+    return out
+
+
+@given(st.text(alphabet=st.sampled_from(list("the meeting at 10:30, and you:'\"{}\né")), max_size=80))
+def test_encode_takes_the_longest_fragment_at_each_point(text: str) -> None:
+    assert TOKENIZER.encode(text) == _greedy(TOKENIZER, text)
