@@ -32,7 +32,7 @@ import math
 import operator
 from array import array
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict
 
@@ -85,7 +85,7 @@ def chat_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return out
 
 
-def is_ids(value: Any) -> bool:
+def is_ids(value: Any) -> TypeGuard[list[int]]:
     """True for a list of token ids: integers from 0 to 2**64 - 1.
 
     It runs on every captured reply, so an unsigned array does the checking
@@ -101,7 +101,7 @@ def is_ids(value: Any) -> bool:
     return True
 
 
-def is_logprobs(value: Any) -> bool:
+def is_logprobs(value: Any) -> TypeGuard[list[float]]:
     """True for a list of finite numbers (JSON holds no others)."""
     if not isinstance(value, list):
         return False

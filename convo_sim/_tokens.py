@@ -37,7 +37,7 @@ import json
 import re
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["ChatTokenizer", "carried_ids", "message_body"]
 
@@ -102,7 +102,7 @@ def carried_ids(messages: Sequence[Mapping[str, Any]], vocab_size: int) -> tuple
     return -1, []
 
 
-def _in_vocabulary(value: Any, vocab_size: int) -> bool:
+def _in_vocabulary(value: Any, vocab_size: int) -> TypeGuard[list[int]]:
     # An unsigned array checks the whole list at C speed (a JSON true or
     # false would pass as 1 or 0): the prompts passed back are long.
     if not isinstance(value, list):
