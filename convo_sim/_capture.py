@@ -160,7 +160,10 @@ def read_tokens(data: Mapping[str, Any]) -> dict[str, list[Any]]:
                 "(vLLM does from 0.10.2, with return_token_ids)",
             )
         prompt = _int_list(data["prompt_token_ids"], "prompt_token_ids")
-        content = (choice.get("logprobs") or {}).get("content")
+        logprobs_object = choice.get("logprobs")
+        content = (
+            logprobs_object.get("content") if isinstance(logprobs_object, Mapping) else None
+        )
         if not isinstance(content, list):
             raise MissingTokens(
                 "generation_log_probs",

@@ -395,3 +395,87 @@ async def test_drift_breaks_a_rollout_only_when_the_server_ignores_the_ids(
         item["generation_token_ids"] for item in assistants
     ]
     assert ChatTokenizer.END in assistants[0]["generation_token_ids"]
+
+
+# -- fuzz: what the adapter and the server read from the other side ----------------------------
+
+KEYS = st.sampled_from(
+    [
+        "choices",
+        "message",
+        "prompt_token_ids",
+        "token_ids",
+        "logprobs",
+        "content",
+        "logprob",
+        "token",
+        "generation_token_ids",
+        "generation_log_probs",
+        "role",
+    ]
+)
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 2**65)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["token_id:7", "token_id:x", "assistant", "hi"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5),
+    max_leaves=40,
+)
+
+
+def _read_or_refuse(data: Any) -> None:
+    from convo_sim._capture import MissingTokens, read_tokens
+    from convo_sim._fast_chat import MalformedReply, parse_chat_completion
+
+    try:
+        fields = read_tokens(data)
+    except MissingTokens:
+        pass
+    else:
+        assert len(fields["generation_log_probs"]) == len(fields["generation_token_ids"]) > 0
+    try:
+        parse_chat_completion(data, "m", capture=True)
+    except (MissingTokens, MalformedReply):
+        pass
+
+
+@given(JSON)
+def test_any_reply_is_read_or_refused_as_missing_tokens(data: Any) -> None:
+    _read_or_refuse(data)
+
+
+@given(st.lists(JSON, max_size=5))
+def test_any_items_are_checked_or_refused_with_value_error(items: list[Any]) -> None:
+    from convo_sim._tokens import carried_ids
+
+    try:
+        check_contiguity(items)
+    except ValueError:
+        pass
+    try:
+        index, ids = carried_ids(items, 394)
+    except ValueError:
+        pass
+    else:
+        assert all(0 <= t < 394 for t in ids) and index < len(items)
+
+
+@st.composite
+def near_replies(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid capturing reply with some of its parts swapped for any JSON."""
+
+    def part(valid: Any) -> Any:
+        return draw(st.one_of(st.just(valid), JSON))
+
+    entries = [{"token": "token_id:7", "logprob": -0.5}, {"token": "token_id:257", "logprob": -1}]
+    logprobs = part({"content": part([part(e) for e in entries])})
+    message = part({"role": "assistant", "content": "ok"})
+    choice = part({"message": message, "token_ids": part([7, 257]), "logprobs": logprobs})
+    return {"choices": part([choice]), "prompt_token_ids": part([1, 2, 3])}
+
+
+@given(near_replies())
+def test_near_valid_replies_are_read_or_refused_as_missing_tokens(data: dict[str, Any]) -> None:
+    _read_or_refuse(data)
