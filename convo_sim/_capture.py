@@ -161,9 +161,7 @@ def read_tokens(data: Mapping[str, Any]) -> dict[str, list[Any]]:
             )
         prompt = _int_list(data["prompt_token_ids"], "prompt_token_ids")
         logprobs_object = choice.get("logprobs")
-        content = (
-            logprobs_object.get("content") if isinstance(logprobs_object, Mapping) else None
-        )
+        content = logprobs_object.get("content") if isinstance(logprobs_object, Mapping) else None
         if not isinstance(content, list):
             raise MissingTokens(
                 "generation_log_probs",

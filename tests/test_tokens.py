@@ -200,6 +200,8 @@ def _greedy(tokenizer: ChatTokenizer, text: str) -> list[int]:
     return out
 
 
-@given(st.text(alphabet=st.sampled_from(list("the meeting at 10:30, and you:'\"{}\né")), max_size=80))
+@given(
+    st.text(alphabet=st.sampled_from(list("the meeting at 10:30, and you:'\"{}\né")), max_size=80)
+)
 def test_encode_takes_the_longest_fragment_at_each_point(text: str) -> None:
     assert TOKENIZER.encode(text) == _greedy(TOKENIZER, text)
