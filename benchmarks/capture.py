@@ -1,10 +1,16 @@
 """What token capture costs: client CPU per turn with capture on against off.
 
-    .venv/bin/python benchmarks/capture.py [--n 300] [--k 8] [--c 32] [--repeat 3] [--json OUT]
+    .venv/bin/python benchmarks/capture.py [--n 160] [--k 8] [--c 16] [--latency-ms 50]
+        [--repeat 3] [--transport lean|sdk] [--json OUT]
 
-`convo-sim serve --canned TEXT` runs in a process of its own and answers
-every request with TEXT, which its tokenizer makes exactly 200 generated
-tokens (end-of-sequence included). Each measurement runs in a fresh
+`convo-sim serve --canned TEXT --latency-ms MS` runs in a process of its
+own and answers every request with TEXT after MS milliseconds (a model's
+generation time; default 50, as `run.py`'s `http-50ms`), and its tokenizer
+makes TEXT exactly 200 generated tokens (end-of-sequence included). With
+`--latency-ms 0` the server's own CPU (it tokenizes in Python) bounds the
+run, and the client wakes once per reply instead of once per batch of
+replies, which `off` does not pay: a harsher measure than a real model
+server gives. Each measurement runs in a fresh
 process: `open_rollouts` with `LLMAssistant` over
 `OpenAIChatModel("canned")` on the lean transport (the default) and a
 scripted user in process, N dialogues of K turns, C at once, every record
@@ -147,9 +153,9 @@ def measure(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=300, help="dialogues per measurement")
+    parser.add_argument("--n", type=int, default=160, help="dialogues per measurement")
     parser.add_argument("--k", type=int, default=8, help="turns per dialogue")
-    parser.add_argument("--c", type=int, default=32, help="dialogues at once")
+    parser.add_argument("--c", type=int, default=16, help="dialogues at once")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--latency-ms", type=float, default=50.0, help="the server's delay before each reply"
