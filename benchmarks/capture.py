@@ -1,6 +1,6 @@
 """What token capture costs: client CPU per turn with capture on against off.
 
-    .venv/bin/python benchmarks/capture.py [--n 160] [--k 8] [--c 16] [--latency-ms 50]
+    .venv/bin/python benchmarks/capture.py [--n 80] [--k 8] [--c 8] [--latency-ms 50]
         [--repeat 3] [--transport lean|sdk] [--json OUT]
 
 `convo-sim serve --canned TEXT --latency-ms MS` runs in a process of its
@@ -153,9 +153,9 @@ def measure(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=160, help="dialogues per measurement")
+    parser.add_argument("--n", type=int, default=80, help="dialogues per measurement")
     parser.add_argument("--k", type=int, default=8, help="turns per dialogue")
-    parser.add_argument("--c", type=int, default=16, help="dialogues at once")
+    parser.add_argument("--c", type=int, default=8, help="dialogues at once")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--latency-ms", type=float, default=50.0, help="the server's delay before each reply"
