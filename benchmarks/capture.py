@@ -35,8 +35,6 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,27 +118,6 @@ def worker(spec: dict[str, Any]) -> None:
 # -- driver side -----------------------------------------------------------------------
 
 
-@contextmanager
-def canned_server(text: str, latency_ms: float, timeout: float) -> Iterator[str]:
-    command = [sys.executable, "-c", SERVE, "serve", "--port", "0", "--canned", text]
-    command += ["--latency-ms", str(latency_ms)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = process.stdout.readline()
-        if not line.startswith("convo-sim serve: http://127.0.0.1:") or time.monotonic() > deadline:
-            raise RuntimeError(f"the canned server did not start: {line!r}")
-        yield line.split()[2]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def measure(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
@@ -171,7 +148,9 @@ def main() -> int:
     text = canned_text()
     best: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
-    with canned_server(text, args.latency_ms, timeout=60) as url:
+    from run import canned_server  # benchmarks/run.py, beside this file
+
+    with canned_server(args.latency_ms, timeout=60, text=text) as url:
         for _ in range(args.repeat):
             for variant in ("off", "on"):
                 spec = {

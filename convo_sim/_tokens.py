@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import json
 import re
-from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeGuard
+
+from convo_sim._capture import is_ids
 
 __all__ = ["ChatTokenizer", "carried_ids", "message_body"]
 
@@ -103,15 +104,7 @@ def carried_ids(messages: Sequence[Mapping[str, Any]], vocab_size: int) -> tuple
 
 
 def _in_vocabulary(value: Any, vocab_size: int) -> TypeGuard[list[int]]:
-    # An unsigned array checks the whole list at C speed (a JSON true or
-    # false would pass as 1 or 0): the prompts passed back are long.
-    if not isinstance(value, list):
-        return False
-    try:
-        array("Q", value)
-    except (TypeError, OverflowError):
-        return False
-    return not value or max(value) < vocab_size
+    return is_ids(value) and (not value or max(value) < vocab_size)
 
 
 class ChatTokenizer:
