@@ -8,7 +8,7 @@ and as NeMo-Gym's `vllm_model` asks for them (`logprobs: true`,
 message's metadata, NeMo-Gym's three fields:
 
 * `prompt_token_ids`: the ids the server actually prompted the model with;
-* `generation_token_ids`: the ids it generated (end-of-sequence included);
+* `generation_token_ids`: the ids it generated, as the server reports them;
 * `generation_log_probs`: one logprob per generated id.
 
 They are read, in this order, from a bundle on `choices[0].message` (what
@@ -136,7 +136,7 @@ def _generated_from_logprobs(content: list[Any]) -> list[int]:
             ids.append(int(token[len(_TOKEN_ID) :]))
         except ValueError:
             raise MissingTokens("generation_token_ids", f"unreadable token {token!r}") from None
-    return ids
+    return _int_list(ids, "generation_token_ids")
 
 
 def read_tokens(data: Mapping[str, Any]) -> dict[str, list[Any]]:

@@ -104,9 +104,7 @@ def _spoken_before(items: Sequence[Any], end: int) -> int:
     for item in items[:end]:
         if not isinstance(item, Mapping):
             continue
-        if item.get("role") in ("user", "assistant") or item.get("type") in (
-            "function_call_output",
-        ):
+        if item.get("role") in ("user", "assistant") or item.get("type") == "function_call_output":
             count += 1
     return count
 
@@ -126,14 +124,31 @@ def token_samples(rollout: Rollout, *, per_turn: bool = False) -> list[TokenSamp
         return []
     contiguity = check_contiguity(items)
     fields = [token_fields(item, f"input[{index}]") for index, item in turns]
-    reward = float(rollout.reward or 0.0)
     scores = _turn_scores(rollout, len(turns))
-    common = {
-        "scenario_id": rollout.scenario_id,
-        "sample_index": rollout.sample_index,
-        "reward": reward,
-        "termination": str(rollout.termination),
-    }
+
+    def sample(
+        turn: int | None,
+        prompt: list[int],
+        completion: list[int],
+        mask: list[int],
+        logprobs: list[float],
+        end: int,
+    ) -> TokenSample:
+        return TokenSample(
+            scenario_id=rollout.scenario_id,
+            sample_index=rollout.sample_index,
+            turn=turn,
+            last=turn is None or turn == len(turns),
+            prompt_ids=list(prompt),
+            completion_ids=completion,
+            mask=mask,
+            logprobs=logprobs,
+            reward=float(rollout.reward or 0.0),
+            turn_scores=scores if turn is None else [scores[turn - 1]],
+            num_turns=_spoken_before(items, end + 1),
+            termination=str(rollout.termination),
+        )
+
     if not per_turn and contiguity is not None and contiguity.contiguous:
         prompt = fields[0][0]
         completion: list[int] = []
@@ -149,30 +164,15 @@ def token_samples(rollout: Rollout, *, per_turn: bool = False) -> list[TokenSamp
             mask += [1] * len(generation)
             logprobs += [float(v) for v in values]
             seen = len(turn_prompt) + len(generation)
-        return [
-            TokenSample(
-                turn=None,
-                last=True,
-                prompt_ids=list(prompt),
-                completion_ids=completion,
-                mask=mask,
-                logprobs=logprobs,
-                turn_scores=scores,
-                num_turns=_spoken_before(items, turns[-1][0] + 1),
-                **common,  # type: ignore[arg-type]
-            )
-        ]
+        return [sample(None, prompt, completion, mask, logprobs, turns[-1][0])]
     return [
-        TokenSample(
-            turn=number,
-            last=number == len(turns),
-            prompt_ids=list(turn_prompt),
-            completion_ids=list(generation),
-            mask=[1] * len(generation),
-            logprobs=[float(v) for v in values],
-            turn_scores=[scores[number - 1]],
-            num_turns=_spoken_before(items, index + 1),
-            **common,  # type: ignore[arg-type]
+        sample(
+            number,
+            turn_prompt,
+            list(generation),
+            [1] * len(generation),
+            [float(v) for v in values],
+            index,
         )
         for number, ((index, _), (turn_prompt, generation, values)) in enumerate(
             zip(turns, fields, strict=True), start=1
