@@ -323,14 +323,12 @@ class OpenAIChatModel:
 
     async def _send_chat_capturing(self, request: dict[str, Any]) -> Completion:
         # The typed ChatCompletion has no place for vLLM's token fields: read
-        # the body as JSON and parse it as the lean transport does.
+        # the body as JSON and parse it as the lean transport does (its
+        # MalformedReply is retried like ours).
         data = await self._get_client().post(
             "/chat/completions", body=request, cast_to=dict[str, Any]
         )
-        try:
-            return fast_chat.parse_chat_completion(data, request["model"], capture=True)
-        except fast_chat.MalformedReply as exc:
-            raise _MalformedReply(str(exc)) from None
+        return fast_chat.parse_chat_completion(data, request["model"], capture=True)
 
     # -- Responses API ------------------------------------------------------
 

@@ -475,3 +475,28 @@ def near_replies(draw: st.DrawFn) -> dict[str, Any]:
 @given(near_replies())
 def test_near_valid_replies_are_read_or_refused_as_missing_tokens(data: dict[str, Any]) -> None:
     _read_or_refuse(data)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("transport", ["lean", "sdk"])
+async def test_a_garbled_capturing_reply_is_retried_like_any_other(transport: Transport) -> None:
+    from convo_sim import RetryPolicy
+    from convo_sim.server import Fault, FaultPlan
+
+    plan = FaultPlan()
+    plan.add(Fault.malformed(), times=1)
+    plan.add(Fault.server_error(503), times=1)
+    with anyio.fail_after(25):
+        async with (
+            serve_models({"policy": EchoModel()}, faults=plan) as server,
+            OpenAIChatModel(
+                "policy",
+                base_url=server.base_url,
+                transport=transport,
+                capture_tokens=True,
+                retry=RetryPolicy(attempts=3, initial=0.01, max_wait=0.01, jitter=0),
+            ) as model,
+        ):
+            reply = await model.complete([Message(role="user", content="hi")])
+    assert server.requests == 3
+    assert all(name in reply.message.metadata for name in FIELDS)
