@@ -177,9 +177,10 @@ def worker(spec: dict[str, Any]) -> None:
 
 
 @contextmanager
-def canned_server(latency_ms: float, timeout: float) -> Iterator[str]:
-    """`convo-sim serve --canned` in its own process; yields its base URL."""
+def canned_server(latency_ms: float, timeout: float, text: str | None = None) -> Iterator[str]:
+    """`convo-sim serve --canned [TEXT]` in its own process; yields its base URL."""
     command = [sys.executable, "-c", SERVE, "serve", "--port", "0", "--canned"]
+    command += [text] if text is not None else []
     command += ["--latency-ms", str(latency_ms)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import typing as _typing
 
 from convo_sim._actors import Actor, View
+from convo_sim._capture import Contiguity, check_contiguity
+from convo_sim._collect import RolloutBatch, collect
 from convo_sim._completion import (
     DEFAULT_STOP_TOKEN,
     CompletionContext,
@@ -26,9 +28,19 @@ from convo_sim._errors import (
     RolloutError,
     ScenarioError,
     ScriptExhausted,
+    TokenCaptureError,
+)
+from convo_sim._export import (
+    EXPORT_FORMATS,
+    ExportFormat,
+    ExportStats,
+    TokenSample,
+    export_rows,
+    token_samples,
+    write_export,
 )
 from convo_sim._logging import configure_logging
-from convo_sim._messages import Message, Role, ToolCall, Transcript
+from convo_sim._messages import TOKEN_FIELDS, Message, Role, ToolCall, Transcript
 from convo_sim._metrics import Summary, pass_at_k, pass_hat_k, summarize
 from convo_sim._models import ChatModel, Completion, ModelSettings
 from convo_sim._orchestrator import run_dialogue
@@ -84,15 +96,20 @@ def __getattr__(name: str) -> _typing.Any:
 
 __all__ = [
     "DEFAULT_STOP_TOKEN",
+    "EXPORT_FORMATS",
     "NO_FINAL_REPLY",
+    "TOKEN_FIELDS",
     "Actor",
     "ChatModel",
     "Completion",
     "CompletionContext",
+    "Contiguity",
     "ConvoSimError",
     "DialogueResult",
     "EmptyReplyError",
     "ErrorInfo",
+    "ExportFormat",
+    "ExportStats",
     "FinalContext",
     "FinalVerifier",
     "InputError",
@@ -106,6 +123,7 @@ __all__ = [
     "RetryPolicy",
     "Role",
     "Rollout",
+    "RolloutBatch",
     "RolloutError",
     "RolloutPlan",
     "RolloutSink",
@@ -116,6 +134,8 @@ __all__ = [
     "Summary",
     "TerminationReason",
     "Timing",
+    "TokenCaptureError",
+    "TokenSample",
     "ToolCall",
     "Transcript",
     "TurnContext",
@@ -127,9 +147,12 @@ __all__ = [
     "WriteStats",
     "all_of",
     "any_of",
+    "check_contiguity",
+    "collect",
     "completion_phrases",
     "configure_logging",
     "cumulative",
+    "export_rows",
     "final_only",
     "final_reply",
     "generate_rollouts_sync",
@@ -143,5 +166,7 @@ __all__ = [
     "state_predicate",
     "stop_token",
     "summarize",
+    "token_samples",
+    "write_export",
     "write_rollouts",
 ]

@@ -8,7 +8,8 @@
     ├── ScriptExhausted              a scripted actor was asked for more than its script
     ├── RolloutError                 building or running one rollout failed (a factory raised)
     └── ModelError                   a model call failed for good (after retries)
-        └── EmptyReplyError          the model kept answering with nothing
+        ├── EmptyReplyError          the model kept answering with nothing
+        └── TokenCaptureError        token capture was asked for; the reply has no tokens
 
 Errors carry their data as fields (`exc.path`, `exc.line`, `exc.status_code`)
 so that callers and tests need not parse messages. Messages name the
@@ -27,6 +28,7 @@ __all__ = [
     "RolloutError",
     "ScenarioError",
     "ScriptExhausted",
+    "TokenCaptureError",
 ]
 
 
@@ -125,3 +127,20 @@ class ModelError(ConvoSimError):
 
 class EmptyReplyError(ModelError):
     """The model answered with no content, on every attempt."""
+
+
+class TokenCaptureError(ModelError):
+    """Token capture was asked for, and the server's reply does not carry the tokens.
+
+    Never retried: the same server answers the same way. The dialogue ends
+    as `assistant_error`, so a capturing run writes no text-only turns.
+
+    Attributes:
+        missing: the field the reply lacks or garbles (`prompt_token_ids`,
+            `generation_token_ids`, `generation_log_probs`), or `api` when
+            capture was asked of the Responses API.
+    """
+
+    def __init__(self, message: str, *, missing: str, attempts: int = 1) -> None:
+        self.missing = missing
+        super().__init__(message, attempts=attempts)

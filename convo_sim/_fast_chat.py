@@ -22,6 +22,9 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic_core import PydanticSerializationError, from_json, to_json
+
+from convo_sim._capture import read_tokens
 from convo_sim._fast_http import FastHTTPClient, HTTPStatusError, RequestTimeout, TransportError
 from convo_sim._messages import Message, ToolCall
 from convo_sim._models import Completion
@@ -37,6 +40,19 @@ __all__ = [
 ]
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
+def _encode_capturing(request: Mapping[str, Any]) -> bytes:
+    """A capturing request as JSON: pydantic-core's serializer when it can.
+
+    It carries the last reply's token ids back, thousands of numbers, which
+    pydantic-core writes about six times faster than json (measured); json
+    stays the fallback, so anything it refuses fails exactly as before.
+    """
+    try:
+        return to_json(request)
+    except (PydanticSerializationError, ValueError):
+        return _dumps(request).encode()
 
 
 class MalformedReply(Exception):
@@ -91,34 +107,43 @@ class FastChatTransport:
         """True when the running event loop can carry this transport (asyncio's)."""
         return FastHTTPClient.supported()
 
-    async def complete(self, request: Mapping[str, Any]) -> Completion:
+    async def complete(self, request: Mapping[str, Any], *, capture: bool = False) -> Completion:
         """POST `request` to `/chat/completions` and read the reply.
+
+        `capture`: the reply must carry token ids and logprobs (see
+        `convo_sim._capture`); they go into the message's metadata.
 
         Raises:
             HTTPStatusError: the server answered with status 400 or more.
             TransportError: no complete reply (`RequestTimeout` for a timeout).
             MalformedReply: a 200 whose body is not a usable chat completion.
+            MissingTokens: `capture`, and the reply lacks a token field.
         """
-        response = await self.http.post("/chat/completions", _dumps(request).encode())
+        body = _encode_capturing(request) if capture else _dumps(request).encode()
+        response = await self.http.post("/chat/completions", body)
         try:
-            data = json.loads(response.body)
+            # A capturing reply holds thousands of numbers; pydantic-core's
+            # parser reads them faster than json's (benchmarks/capture.py).
+            data = from_json(response.body) if capture else json.loads(response.body)
         except (ValueError, RecursionError) as exc:  # undecodable, or nested too deep
             raise MalformedReply(f"the reply is not JSON: {exc}") from None
-        return parse_chat_completion(data, str(request.get("model", "")))
+        return parse_chat_completion(data, str(request.get("model", "")), capture=capture)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
         await self.http.aclose()
 
 
-def parse_chat_completion(data: Any, model: str) -> Completion:
+def parse_chat_completion(data: Any, model: str, *, capture: bool = False) -> Completion:
     """A `Completion` from a decoded `chat.completion` object.
 
     Content is `None` only when the reply carries tool calls (an empty
     reply becomes `""`, which the actors' empty-reply check asks again for).
+    With `capture`, the token fields go into the message's metadata.
 
     Raises:
         MalformedReply: the object lacks choices, or a field has the wrong type.
+        MissingTokens: `capture`, and the reply lacks a token field.
     """
     # Validated constructors, not model_construct: for these small models
     # pydantic-core's validation is cheaper than model_construct's
@@ -146,6 +171,8 @@ def parse_chat_completion(data: Any, model: str) -> Completion:
         metadata: dict[str, Any] = {"usage": usage.model_dump(), "model": model}
         if finish is not None:
             metadata["finish_reason"] = finish
+        if capture:
+            metadata.update(read_tokens(data))
         reply = Message(
             role="assistant",
             content=content if content is not None or calls else "",

@@ -21,11 +21,16 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Message", "Role", "ToolCall", "Transcript"]
+__all__ = ["TOKEN_FIELDS", "Message", "Role", "ToolCall", "Transcript"]
 
 Role: TypeAlias = Literal["system", "developer", "user", "assistant", "tool"]
 
 _ROLES: frozenset[str] = frozenset(("system", "developer", "user", "assistant", "tool"))
+
+TOKEN_FIELDS = ("prompt_token_ids", "generation_token_ids", "generation_log_probs")
+"""NeMo-Gym's names for a policy turn's tokens: kept in a captured assistant
+message's metadata and written on its last Responses item (see
+`convo_sim._capture` and docs/training-data.md)."""
 
 
 class ToolCall(BaseModel):
@@ -53,7 +58,9 @@ class Message(BaseModel):
         tool_call_id: for a `tool` message, the call it answers.
         name: optional speaker or tool name.
         metadata: free-form data that is kept but never sent to a model
-            (usage, latency, which actor produced it).
+            (usage, latency, which actor produced it); the exception is a
+            captured assistant reply's token fields (`TOKEN_FIELDS`), which
+            a capturing model sends back and records keep.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -119,7 +126,9 @@ class Message(BaseModel):
 
         A plain message is one item; an assistant message with tool calls
         becomes its text (if any) followed by one `function_call` item per
-        call; a tool message becomes a `function_call_output` item.
+        call; a tool message becomes a `function_call_output` item. A
+        captured assistant reply's token fields go on its last item, where
+        NeMo-Gym puts them.
         """
         if self.role == "tool":
             return [
@@ -141,7 +150,14 @@ class Message(BaseModel):
             }
             for call in self.tool_calls
         )
+        if self.role == "assistant" and self.metadata and TOKEN_FIELDS[1] in self.metadata:
+            meta = self.metadata
+            items[-1].update((name, meta[name]) for name in TOKEN_FIELDS if name in meta)
         return items
+
+
+def _token_metadata(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: item[name] for name in TOKEN_FIELDS if name in item}
 
 
 def _content_text(content: Any) -> str | None:
@@ -219,7 +235,8 @@ class Transcript(BaseModel):
         """Build a transcript from Responses API `input` (a string or items).
 
         Consecutive `function_call` items attach to the assistant message that
-        precedes them (or to a new, text-less assistant message).
+        precedes them (or to a new, text-less assistant message). Token
+        fields on an assistant item go into its message's metadata.
 
         Raises:
             ValueError: an item has an unknown type, role or content shape.
@@ -233,18 +250,27 @@ class Transcript(BaseModel):
                 role = item.get("role")
                 if role not in _ROLES:
                     raise ValueError(f"unknown message role {role!r} in Responses input item")
-                out.append(Message(role=role, content=_content_text(item.get("content"))))
+                tokens = _token_metadata(item) if role == "assistant" else {}
+                out.append(
+                    Message(role=role, content=_content_text(item.get("content")), metadata=tokens)
+                )
             elif kind == "function_call":
                 call = ToolCall(
                     id=str(item.get("call_id", "")),
                     name=str(item["name"]),
                     arguments=str(item.get("arguments", "{}")),
                 )
+                tokens = _token_metadata(item)
                 if out and out[-1].role == "assistant":
                     prev = out[-1]
-                    out[-1] = prev.model_copy(update={"tool_calls": (*prev.tool_calls, call)})
+                    update: dict[str, Any] = {"tool_calls": (*prev.tool_calls, call)}
+                    if tokens:
+                        update["metadata"] = {**prev.metadata, **tokens}
+                    out[-1] = prev.model_copy(update=update)
                 else:
-                    out.append(Message(role="assistant", content=None, tool_calls=(call,)))
+                    out.append(
+                        Message(role="assistant", content=None, tool_calls=(call,), metadata=tokens)
+                    )
             elif kind == "function_call_output":
                 output = item.get("output", "")
                 out.append(

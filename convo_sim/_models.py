@@ -36,6 +36,10 @@ class ModelSettings(BaseModel):
         stop: sequences that end generation, where supported.
         extra: provider-specific request fields, sent as they are (for
             example vLLM's `top_k`).
+        capture_tokens: ask the server for the reply's token ids and
+            logprobs (chat completions, vLLM's fields) and keep them, with
+            the prompt's ids, in the reply's metadata; a reply without
+            them fails with `TokenCaptureError` (see docs/training-data.md).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -47,6 +51,7 @@ class ModelSettings(BaseModel):
     seed: int | None = None
     stop: tuple[str, ...] | None = None
     extra: Mapping[str, Any] = Field(default_factory=dict)
+    capture_tokens: bool | None = None
 
     def merged(self, override: ModelSettings | None) -> ModelSettings:
         """These settings with every field `override` sets replacing ours.

@@ -24,6 +24,7 @@ process that unpickles it.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import re
@@ -35,7 +36,8 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from convo_sim import _fast_chat as fast_chat
-from convo_sim._errors import ModelError
+from convo_sim._capture import CAPTURE_REQUEST, MissingTokens, chat_messages
+from convo_sim._errors import ModelError, TokenCaptureError
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message, ToolCall, Transcript
 from convo_sim._models import Completion, ModelSettings
@@ -88,6 +90,13 @@ class OpenAIChatModel:
         api_key_env: the environment variable the key is read from when
             `api_key` is not given, and again wherever a pickled copy of
             this model is unpickled (the key itself is never pickled).
+        capture_tokens: keep every reply's token ids and logprobs, as
+            `ModelSettings(capture_tokens=True)` does for one call (chat
+            completions only; see docs/training-data.md).
+
+    Raises:
+        ValueError: an option is out of range, or `capture_tokens` with the
+            Responses API.
     """
 
     def __init__(
@@ -102,6 +111,7 @@ class OpenAIChatModel:
         settings: ModelSettings | None = None,
         transport: Literal["lean", "sdk"] = "lean",
         api_key_env: str = "OPENAI_API_KEY",
+        capture_tokens: bool = False,
     ) -> None:
         if transport not in ("lean", "sdk"):
             raise ValueError(f"transport must be 'lean' or 'sdk', got {transport!r}")
@@ -109,12 +119,16 @@ class OpenAIChatModel:
             raise ValueError(f"api must be 'chat' or 'responses', got {api!r}")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
+        if capture_tokens and api != "chat":
+            raise ValueError("capture_tokens needs the chat-completions API (api='chat')")
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.api: Literal["chat", "responses"] = api
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.settings = settings or ModelSettings()
+        if capture_tokens:
+            self.settings = self.settings.merged(ModelSettings(capture_tokens=True))
         self.api_key_env = api_key_env
         self.transport: Literal["lean", "sdk"] = transport
         self._set_key(api_key or os.environ.get(api_key_env) or LOCAL_API_KEY)
@@ -160,15 +174,17 @@ class OpenAIChatModel:
             )
         return self._client
 
-    def _chat_sender(self) -> Callable[[dict[str, Any]], Awaitable[Completion]]:
+    def _chat_sender(self, capture: bool) -> Callable[[dict[str, Any]], Awaitable[Completion]]:
         if self.transport == "sdk" or not fast_chat.FastChatTransport.supported():
-            return self._send_chat
+            return self._send_chat_capturing if capture else self._send_chat
         if self._lean is None:
             self._lean = fast_chat.FastChatTransport(
                 self.base_url or "https://api.openai.com/v1",
                 api_key=self._api_key,
                 timeout=self.timeout,
             )
+        if capture:
+            return functools.partial(self._lean.complete, capture=True)
         return self._lean.complete
 
     async def aclose(self) -> None:
@@ -191,17 +207,25 @@ class OpenAIChatModel:
     ) -> Completion:
         """Send `messages` and return the reply, retrying transient failures.
 
-        Token usage goes into the reply's `metadata["usage"]`.
+        Token usage goes into the reply's `metadata["usage"]`; with
+        `capture_tokens`, the token fields too (`convo_sim._capture`).
 
         Raises:
             ModelError: the request failed for good; `status_code` and
                 `attempts` say how, and the message never contains the API key.
+            TokenCaptureError: `capture_tokens`, and the reply lacks token ids
+                or logprobs (or the API is the Responses API).
         """
         merged = self.settings.merged(settings)
         model = merged.model or self.model
         if self.api == "chat":
             request = self._chat_request(model, messages, merged)
-            send = self._chat_sender()
+            send = self._chat_sender(bool(merged.capture_tokens))
+        elif merged.capture_tokens:
+            raise TokenCaptureError(
+                f"model {model!r}: capture_tokens needs the chat-completions API (api='chat')",
+                missing="api",
+            )
         else:
             request = self._responses_request(model, messages, merged)
             send = self._send_responses
@@ -248,7 +272,11 @@ class OpenAIChatModel:
 
     @staticmethod
     def _chat_request(model: str, messages: Sequence[Message], s: ModelSettings) -> dict[str, Any]:
-        request: dict[str, Any] = {"model": model, "messages": [m.to_openai() for m in messages]}
+        capture = bool(s.capture_tokens)
+        chat = chat_messages(messages) if capture else [m.to_openai() for m in messages]
+        request: dict[str, Any] = {"model": model, "messages": chat}
+        if capture:
+            request.update(CAPTURE_REQUEST)
         for key, value in (
             ("temperature", s.temperature),
             ("top_p", s.top_p),
@@ -292,6 +320,15 @@ class OpenAIChatModel:
             reply.id,
             request["model"],
         )
+
+    async def _send_chat_capturing(self, request: dict[str, Any]) -> Completion:
+        # The typed ChatCompletion has no place for vLLM's token fields: read
+        # the body as JSON and parse it as the lean transport does (its
+        # MalformedReply is retried like ours).
+        data = await self._get_client().post(
+            "/chat/completions", body=request, cast_to=dict[str, Any]
+        )
+        return fast_chat.parse_chat_completion(data, request["model"], capture=True)
 
     # -- Responses API ------------------------------------------------------
 
@@ -342,6 +379,13 @@ class OpenAIChatModel:
     # -- failures -----------------------------------------------------------
 
     def _give_up(self, exc: Exception, attempts: int, model: str) -> ModelError:
+        if isinstance(exc, MissingTokens):
+            _log.warning("model.no_tokens", model=model, missing=exc.field)
+            return TokenCaptureError(
+                f"model {model!r}: token capture was asked for, but {_scrub(str(exc), self._api_key)}",
+                missing=exc.field,
+                attempts=attempts,
+            )
         status = (
             exc.status_code
             if isinstance(exc, openai.APIStatusError | fast_chat.HTTPStatusError)

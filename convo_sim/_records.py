@@ -16,12 +16,13 @@ of that dialogue, its text escaped, and every other record is unaffected.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from convo_sim._messages import Transcript
+from convo_sim._capture import Contiguity, check_contiguity, policy_items
+from convo_sim._messages import TOKEN_FIELDS, Transcript
 from convo_sim._results import (
     DialogueResult,
     ErrorInfo,
@@ -75,6 +76,10 @@ class Rollout(BaseModel):
         turn_scores: every turn verifier's score for every assistant turn.
         verdicts: every final verifier's verdict.
         usage: token usage summed over the dialogue.
+        usage_by_role: the same, per side (`assistant`, `user`): the policy's
+            tokens apart from the simulated user's.
+        contiguity: with token capture, whether the policy turns form one
+            token sequence (or where it broke); None without token data.
         timings: per-message latencies.
         duration_s: wall time of the dialogue.
         error: the failure that ended the dialogue, if any.
@@ -95,6 +100,8 @@ class Rollout(BaseModel):
     turn_scores: tuple[TurnScore, ...] = ()
     verdicts: tuple[Verdict, ...] = ()
     usage: Usage = Field(default_factory=Usage)
+    usage_by_role: Mapping[Literal["assistant", "user"], Usage] = Field(default_factory=dict)
+    contiguity: Contiguity | None = None
     timings: tuple[Timing, ...] = ()
     duration_s: float = 0.0
     error: ErrorInfo | None = None
@@ -111,7 +118,8 @@ class Rollout(BaseModel):
         """The dialogue rebuilt from `responses_create_params["input"]`.
 
         Message metadata and speaker names are not part of the Responses
-        input shape, so they are not in the rebuilt transcript.
+        input shape, so they are not in the rebuilt transcript, except a
+        captured assistant reply's token fields.
         """
         return Transcript.from_responses_input(self.responses_create_params.get("input", ()))
 
@@ -128,6 +136,15 @@ class Rollout(BaseModel):
         extra = meta.pop("responses_create_params", None)
         params: dict[str, Any] = dict(extra) if isinstance(extra, Mapping) else {}
         params["input"] = result.transcript.to_responses_input()
+        tokens: list[tuple[int, dict[str, Any]]] = []
+        try:
+            contiguity = check_contiguity(params["input"])
+        except ValueError as exc:  # a model adapter of someone else's that garbled them
+            contiguity = Contiguity(contiguous=False, reason=str(exc))
+        else:
+            # Checked JSON values already: they skip the JSON round trip
+            # below, which would cost more than the turns that made them.
+            tokens = _take_tokens(params["input"])
         record = cls(
             responses_create_params=params,
             reward=result.reward,
@@ -140,13 +157,20 @@ class Rollout(BaseModel):
             turn_scores=result.turn_scores,
             verdicts=result.verdicts,
             usage=result.usage,
+            usage_by_role=_usage_by_role(result.transcript),
+            contiguity=contiguity,
             timings=result.timings,
             duration_s=result.duration_s,
             error=result.error,
             dialogue_id=result.dialogue_id,
             metadata=meta,
         )
-        return record.writable()
+        written = record.writable()
+        items = written.responses_create_params.get("input")
+        if tokens and isinstance(items, list) and len(items) == len(params["input"]):
+            for index, fields in tokens:
+                items[index].update(fields)
+        return written
 
     def normalized(self) -> Rollout:
         """This record as it reads back from JSON (an equal copy).
@@ -215,6 +239,24 @@ class Rollout(BaseModel):
                     message="the record could not be written as JSON",
                 ),
             )
+
+
+def _take_tokens(items: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """Remove the token fields from the policy items; returns them by item index."""
+    taken = []
+    for index, item in policy_items(items):
+        assert isinstance(item, dict)
+        taken.append((index, {name: item.pop(name) for name in TOKEN_FIELDS if name in item}))
+    return taken
+
+
+def _usage_by_role(transcript: Transcript) -> dict[Literal["assistant", "user"], Usage]:
+    totals = {"assistant": Usage(), "user": Usage()}
+    for message in transcript.messages:
+        usage = message.metadata.get("usage") if message.metadata else None
+        if isinstance(usage, Mapping) and message.role in totals:
+            totals[message.role] = totals[message.role] + Usage.model_validate(usage)
+    return {"assistant": totals["assistant"], "user": totals["user"]}
 
 
 def _escape_text(text: str) -> str:

@@ -8,7 +8,10 @@ manager, or `ServerThread`, which runs it on its own event loop).
 Endpoints (under `/v1`): `GET /models`, `POST /chat/completions` and
 `POST /responses`, each non-streaming or streaming (server-sent events in
 the wire format the `openai` client parses). The models are `ServedModel`s
-(see `convo_sim._served_models`); a `FaultPlan` injects failures.
+(see `convo_sim._served_models`); a `FaultPlan` injects failures. Whatever
+the model, non-streamed chat completions carry token ids and logprobs when
+asked, as vLLM's do, and `POST /tokenize` and `/detokenize` answer as
+vLLM's (`convo_sim._server_tokens`, `TokenOptions`).
 
 HTTP is aiohttp's server (llhttp parses the requests), which needs an
 asyncio event loop (anyio's default backend). `ServerLimits` bounds what
@@ -52,12 +55,22 @@ from convo_sim._server_http import (
     accept_errors_logged,
     json_depth_exceeds,
 )
+from convo_sim._server_tokens import (
+    TokenOptions,
+    add_token_fields,
+    detokenize,
+    encode_reply,
+    tokenize,
+    wants_tokens,
+)
 
 __all__ = ["ModelServer", "ServerLimits", "ServerThread", "serve_models"]
 
 _log = get_logger("convo_sim.server")
 
 _COMPLETIONS = {"/v1/chat/completions": False, "/v1/responses": True}
+# vLLM mounts its tokenizer endpoints at the root; /v1 is accepted too.
+_TOKENIZER = {"/tokenize", "/v1/tokenize", "/detokenize", "/v1/detokenize"}
 # In-flight requests get this long to finish when the server stops.
 _SHUTDOWN_GRACE = 1.0
 # Connections waiting to be accepted (while the process is out of file
@@ -102,6 +115,8 @@ class ModelServer:
         host: the address to bind; loopback by default.
         port: the port; 0 picks a free one (read `port` once started).
         limits: request size and time limits; default `ServerLimits()`.
+        tokens: how token ids and logprobs are made (`TokenOptions`:
+            drift, whether passed-back ids are honoured); default exact.
     """
 
     def __init__(
@@ -112,6 +127,7 @@ class ModelServer:
         host: str = "127.0.0.1",
         port: int = 0,
         limits: ServerLimits | None = None,
+        tokens: TokenOptions | None = None,
     ) -> None:
         self.models: dict[str, ServedModel] = (
             dict(models) if models is not None else default_models()
@@ -120,6 +136,8 @@ class ModelServer:
         self.host = host
         self.port = port
         self.limits = limits or ServerLimits()
+        self.tokens = tokens or TokenOptions()
+        self.tokenizer = self.tokens.tokenizer()
         self.connections = 0
         """Connections accepted so far (a pooled client reuses one)."""
         self.requests = 0
@@ -199,7 +217,11 @@ class ModelServer:
         path, method = request.path, request.method
         try:
             responses = _COMPLETIONS.get(path)
-            if responses is None:
+            if responses is None and path in _TOKENIZER and method == "POST":
+                raw = await self._read_body(request)
+                self.requests += 1
+                reply = self._tokenizer_reply(path, raw)
+            elif responses is None:
                 self.requests += 1
                 reply = self._route(method, path)
             elif method != "POST":
@@ -250,6 +272,18 @@ class ModelServer:
                 413, f"the request body is over {limits.max_body} bytes", close=True
             ) from None
 
+    def _tokenizer_reply(self, path: str, raw: bytes) -> Reply:
+        body = _decode(raw, self.limits.max_json_depth)
+        try:
+            if path.endswith("/detokenize"):
+                return Reply.json(200, detokenize(body, self.tokenizer))
+            chat = "messages" in body
+            messages = _request_messages(body, False) if chat else None
+            answer = tokenize(body, messages, self.tokenizer, honour=self.tokens.honour_token_ids)
+        except ValueError as exc:
+            raise _HTTPError(400, str(exc)) from None
+        return Reply.json(200, answer)
+
     def _model_list(self) -> dict[str, Any]:
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "convo-sim"}
@@ -271,6 +305,11 @@ class ModelServer:
         if model is None or not isinstance(name, str):
             raise _HTTPError(404, f"the model {name!r} does not exist", "not_found_error")
         messages = _request_messages(body, responses)
+        tokens = not responses and wants_tokens(body)
+        if tokens and body.get("stream"):
+            raise _HTTPError(
+                400, "token ids and logprobs are served on non-streamed chat completions only"
+            )
         fault = self.faults.take(name, body)
         if fault is not None:
             _log.info("server.fault", model=name, fault=fault.kind, status=fault.status)
@@ -300,6 +339,12 @@ class ModelServer:
             data = wire.response_object(reply, model=name, usage=usage, request=body)
         else:
             data = wire.chat_completion(reply, model=name, usage=usage)
+            if tokens:
+                try:
+                    add_token_fields(data, body, messages, reply, self.tokenizer, self.tokens)
+                except ValueError as exc:  # a malformed passed-back token field
+                    raise _HTTPError(400, str(exc)) from None
+                return Reply(200, encode_reply(data))
         return Reply.json(200, data)
 
 
@@ -363,6 +408,7 @@ async def serve_models(
     host: str = "127.0.0.1",
     port: int = 0,
     limits: ServerLimits | None = None,
+    tokens: TokenOptions | None = None,
 ) -> AsyncIterator[ModelServer]:
     """Run a `ModelServer` for the body of an `async with`.
 
@@ -374,7 +420,9 @@ async def serve_models(
         OSError: the address cannot be bound.
     """
     if not _on_asyncio():
-        thread = ServerThread(models, faults=faults, host=host, port=port, limits=limits)
+        thread = ServerThread(
+            models, faults=faults, host=host, port=port, limits=limits, tokens=tokens
+        )
         served = await anyio.to_thread.run_sync(thread.__enter__)
         try:
             yield served
@@ -382,7 +430,7 @@ async def serve_models(
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(thread.__exit__, None, None, None)
         return
-    server = ModelServer(models, faults=faults, host=host, port=port, limits=limits)
+    server = ModelServer(models, faults=faults, host=host, port=port, limits=limits, tokens=tokens)
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
         try:
@@ -414,8 +462,11 @@ class ServerThread:
         host: str = "127.0.0.1",
         port: int = 0,
         limits: ServerLimits | None = None,
+        tokens: TokenOptions | None = None,
     ) -> None:
-        self.server = ModelServer(models, faults=faults, host=host, port=port, limits=limits)
+        self.server = ModelServer(
+            models, faults=faults, host=host, port=port, limits=limits, tokens=tokens
+        )
         self._portal_cm: Any = None
         self._task: Any = None
 

@@ -78,7 +78,13 @@ def parse_actor_spec(text: str, *, flag: str) -> ActorSpec:
 
 
 def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--assistant`, `--user`, `--base-url`, `--api-key-env` and `--model-api`."""
+    """Add the flags that choose the actors, their endpoints and token capture.
+
+    `--assistant`, `--user`, `--base-url`, `--api-key-env`, `--model-api`;
+    per side `--assistant-base-url`, `--user-base-url`,
+    `--assistant-api-key-env`, `--user-api-key-env` (the policy and the
+    simulated user on separate servers and keys); `--capture-tokens`.
+    """
     for side in ("assistant", "user"):
         parser.add_argument(
             f"--{side}",
@@ -107,6 +113,26 @@ def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
         default="chat",
         help="OpenAI API for openai: actors: chat completions or the Responses API (default: chat)",
     )
+    for side in ("assistant", "user"):
+        parser.add_argument(
+            f"--{side}-base-url",
+            metavar="URL",
+            default=None,
+            help=f"API root for the {side} alone (default: --base-url)",
+        )
+        parser.add_argument(
+            f"--{side}-api-key-env",
+            metavar="NAME",
+            default=None,
+            help=f"environment variable holding the {side}'s API key (default: --api-key-env)",
+        )
+    parser.add_argument(
+        "--capture-tokens",
+        action="store_true",
+        help="record the assistant's (the policy's) token ids and logprobs on every turn, "
+        "kept on-policy across turns (needs --assistant openai:MODEL and chat completions; "
+        "see docs/training-data.md)",
+    )
 
 
 @dataclass(frozen=True)
@@ -118,6 +144,7 @@ class ModelEndpoint:
     api_key_env: str = "OPENAI_API_KEY"
     api: Literal["chat", "responses"] = "chat"
     timeout: float = 60.0
+    capture_tokens: bool = False
 
 
 @dataclass
@@ -139,6 +166,7 @@ class _SharedModel:
                 api_key=os.environ.get(self.endpoint.api_key_env) or LOCAL_API_KEY,
                 api=self.endpoint.api,
                 timeout=self.endpoint.timeout,
+                capture_tokens=self.endpoint.capture_tokens,
             )
         return self._model
 
@@ -278,34 +306,48 @@ def wire_actors(
     """The factories `--assistant`/`--user` ask for (the built-ins by default).
 
     Raises:
-        InputError: a spec is malformed, or `--api-key-env` names an unset
-            variable (for OpenAI itself; a `--base-url` server may need none).
+        InputError: a spec is malformed, `--api-key-env` (or a side's own)
+            names an unset variable (for OpenAI itself; a `--base-url` server
+            may need none), or `--capture-tokens` lacks an `openai:` assistant
+            on chat completions.
     """
     assistant = parse_actor_spec(getattr(args, "assistant", "builtin"), flag="--assistant")
     user = parse_actor_spec(getattr(args, "user", "builtin"), flag="--user")
     base_url = getattr(args, "base_url", None)
     key_env = getattr(args, "api_key_env", "OPENAI_API_KEY")
     api: Literal["chat", "responses"] = getattr(args, "model_api", "chat")
-    openai_specs = [s for s in (assistant, user) if s.kind == "openai"]
-    local = base_url or os.environ.get("OPENAI_BASE_URL")
-    if openai_specs and not local and not os.environ.get(key_env):
+    capture = bool(getattr(args, "capture_tokens", False))
+    if capture and assistant.kind != "openai":
         raise InputError(
-            f"openai:{openai_specs[0].model} needs an API key in ${key_env} "
-            "(or --base-url for a local server such as vLLM or convo-sim serve)"
+            "--capture-tokens records the policy's tokens: it needs --assistant openai:MODEL"
         )
+    if capture and api != "chat":
+        raise InputError("--capture-tokens needs chat completions (--model-api chat)")
     wiring = ActorWiring(builtin_assistant, builtin_user)
-    shared: dict[str, _SharedModel] = {}
+    shared: dict[ModelEndpoint, _SharedModel] = {}
 
-    def model_for(spec: ActorSpec) -> _SharedModel:
+    def model_for(spec: ActorSpec, side: str) -> _SharedModel:
         assert spec.model is not None
-        if spec.model not in shared:
-            endpoint = ModelEndpoint(spec.model, base_url, key_env, api)
-            shared[spec.model] = _SharedModel(endpoint)
-            wiring.models.append(shared[spec.model])
-        return shared[spec.model]
+        url = getattr(args, f"{side}_base_url", None) or base_url
+        env = getattr(args, f"{side}_api_key_env", None) or key_env
+        if not (url or os.environ.get("OPENAI_BASE_URL")) and not os.environ.get(env):
+            raise InputError(
+                f"openai:{spec.model} needs an API key in ${env} "
+                f"(or --{side}-base-url / --base-url for a local server such as vLLM "
+                "or convo-sim serve)"
+            )
+        # Only the assistant is the policy: the simulated user's tokens are
+        # never captured, and a side with its own endpoint gets its own model.
+        endpoint = ModelEndpoint(
+            spec.model, url, env, api, capture_tokens=capture and side == "assistant"
+        )
+        if endpoint not in shared:
+            shared[endpoint] = _SharedModel(endpoint)
+            wiring.models.append(shared[endpoint])
+        return shared[endpoint]
 
     if assistant.kind == "openai":
-        wiring.assistant = OpenAIAssistantFactory(model_for(assistant))
+        wiring.assistant = OpenAIAssistantFactory(model_for(assistant, "assistant"))
     if user.kind == "openai":
-        wiring.user = OpenAIUserFactory(model_for(user))
+        wiring.user = OpenAIUserFactory(model_for(user, "user"))
     return wiring

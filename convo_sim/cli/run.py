@@ -115,7 +115,7 @@ def add_parser(sub: Any) -> None:
     )
     from convo_sim.cli.actors_spec import add_actor_arguments
 
-    add_actor_arguments(p)  # --assistant, --user, --base-url, --api-key-env, --model-api
+    add_actor_arguments(p)  # --assistant, --user, their endpoints and keys, --capture-tokens
     p.set_defaults(handler=run)
 
 

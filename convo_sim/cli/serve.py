@@ -13,6 +13,11 @@ connections idle that long (default 10 s; also the time a request's head
 may take to arrive). `--canned [TEXT]` serves one
 model, `canned`, that answers TEXT to everything, after `--latency-ms`:
 what `benchmarks/run.py` measures clients against.
+
+Every model's chat completions carry token ids and logprobs when asked, as
+vLLM's do (`convo_sim._server_tokens`); `--token-drift` makes generations
+re-tokenize differently, and `--ignore-token-ids` ignores the ids a client
+passes back, as stock vLLM does (see docs/training-data.md).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import anyio
 from convo_sim._canned import CANNED_MODEL, CannedModel
 from convo_sim._errors import InputError
 from convo_sim._server import ModelServer, ServerLimits
+from convo_sim._server_tokens import TokenOptions
 
 __all__ = ["add_parser", "run"]
 
@@ -65,6 +71,18 @@ def add_parser(sub: Any) -> None:
         help="close connections idle this long, and requests whose head takes longer "
         f"(default: {_DEFAULTS.idle_timeout:g})",
     )
+    p.add_argument(
+        "--token-drift",
+        action="store_true",
+        help="generate token ids in a segmentation the tokenizer never produces, so that "
+        "re-tokenizing an earlier reply changes its ids unless the client passes them back",
+    )
+    p.add_argument(
+        "--ignore-token-ids",
+        action="store_true",
+        help="ignore the token ids a client passes back on earlier assistant messages "
+        "(as stock vLLM does) and template the whole history",
+    )
     p.set_defaults(handler=run)
 
 
@@ -91,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
         None if canned is None else {CANNED_MODEL: CannedModel(canned, latency=latency_ms / 1000)}
     )
     limits = ServerLimits(idle_timeout=idle_timeout)
-    server = ModelServer(models, host=args.host, port=args.port, limits=limits)
+    tokens = TokenOptions(
+        drift=getattr(args, "token_drift", False),
+        honour_token_ids=not getattr(args, "ignore_token_ids", False),
+    )
+    server = ModelServer(models, host=args.host, port=args.port, limits=limits, tokens=tokens)
 
     class Announce:
         # Stands in for a task group's TaskStatus: serving directly (not
