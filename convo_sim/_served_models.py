@@ -173,7 +173,7 @@ def _calendar_user(card: Mapping[str, Any] | None) -> tuple[Actor, object | None
     # (a CalendarUser for a goal, a PersonaCalendarUser when the scenario
     # names a persona, a ScriptedUser for a user script).
     from convo_sim.scenarios import Scenario
-    from convo_sim.scenarios.run import default_user
+    from convo_sim.scenarios._run import default_user
 
     if card is None:
         raise ValueError(

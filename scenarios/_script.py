@@ -50,13 +50,13 @@ from convo_sim._records import Rollout
 from convo_sim._results import DialogueResult
 from convo_sim._rollouts import open_rollouts
 from convo_sim._verification import FinalVerifier, RewardFn, TurnVerifier
-from convo_sim.agents.calendar import CalendarSolverAssistant
-from convo_sim.scenarios.model import Scenario
-from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
-from convo_sim.scenarios.run import default_user
+from convo_sim.domains.calendar._assistant import CalendarSolverAssistant
+from convo_sim.domains.calendar._fidelity import with_fidelity
+from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.domains.calendar._scenario import Scenario
+from convo_sim.domains.calendar._verifiers import calendar_verifiers
+from convo_sim.scenarios._run import default_user
 from convo_sim.users._persona import PERSONAS
-from convo_sim.users.fidelity import with_fidelity
-from convo_sim.verifiers.calendar_turns import calendar_verifiers
 
 __all__ = ["ScenarioScript", "load_script", "run_script", "script_user"]
 

@@ -30,7 +30,7 @@ from convo_sim.cli import main
 from convo_sim.cli.actors_spec import parse_actor_spec, wire_actors
 from convo_sim.cli.wiring import calendar_assistant, calendar_user
 from convo_sim.scenarios import Scenario, bundled_scenarios
-from convo_sim.scenarios.run import run_scenario
+from convo_sim.scenarios._run import run_scenario
 from convo_sim.users import LLMUser, ScriptedUser
 
 ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from convo_sim import ScenarioError
-from convo_sim.calendar import parse_constraint
+from convo_sim.domains.calendar import parse_constraint
 from convo_sim.scenarios import (
     CALENDAR_SYSTEM_PROMPT,
     DURATIONS,
@@ -28,7 +28,14 @@ from convo_sim.scenarios import (
     seed_scenario,
 )
 
-NEMO = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "nemo_calendar_example.jsonl"
+NEMO = (
+    Path(__file__).resolve().parents[1]
+    / "convo_sim"
+    / "domains"
+    / "calendar"
+    / "data"
+    / "nemo_calendar_example.jsonl"
+)
 
 NATIVE = {
     "id": "demo",

@@ -41,10 +41,10 @@ from convo_sim._report_html import write_html
 from convo_sim._rollouts import open_rollouts, sample_seed
 from convo_sim._sink import RolloutSink
 from convo_sim.agents import CalendarSolverAssistant, LLMAssistant
+from convo_sim.domains.calendar._fidelity import with_fidelity
+from convo_sim.domains.calendar._generate import generate_calendar_scenarios
 from convo_sim.scenarios import Scenario, load_scenarios
-from convo_sim.scenarios.generate import generate_calendar_scenarios
 from convo_sim.users import PersonaCalendarUser, get_persona
-from convo_sim.users.fidelity import with_fidelity
 from convo_sim.verifiers import calendar_verifiers
 
 __all__ = ["ExperimentOutput", "add_parser", "build_grid", "run", "run_experiment"]

@@ -38,7 +38,7 @@ __all__ = [
 
 def calendar_assistant(scenario: Scenario, seed: int) -> Actor:
     """The rule-based calendar assistant (a constraint solver; it needs no seed)."""
-    from convo_sim.agents.calendar import CalendarSolverAssistant
+    from convo_sim.domains.calendar._assistant import CalendarSolverAssistant
 
     return CalendarSolverAssistant()
 
@@ -49,7 +49,7 @@ def calendar_user(scenario: Scenario, seed: int) -> Actor:
     The scenario's own seed is mixed in, so changing it in a scenario file
     still changes the wording, as the scenario format promises.
     """
-    from convo_sim.scenarios.run import default_user
+    from convo_sim.scenarios._run import default_user
 
     return default_user(scenario, seed=seed ^ scenario.seed)
 
@@ -87,7 +87,7 @@ def run_rollouts_command(args: argparse.Namespace, scenarios: Sequence[Scenario]
             this run's seed, or Ray is missing for `--backend ray`.
         RolloutError: a factory failed for some sample.
     """
-    from convo_sim.scenarios.run import DEFAULT_MAX_TURNS
+    from convo_sim.scenarios._run import DEFAULT_MAX_TURNS
 
     out: Path = args.out
     if args.max_turns is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from convo_sim import FinalContext, FinalVerifier, TurnVerifier, Verdict, final_only
-from convo_sim.calendar.model import parse_listed_events
+from convo_sim.domains.calendar import parse_listed_events
 from convo_sim.scenarios import CalendarGoal, GoalStep, Scenario
 from convo_sim.verifiers import calendar_verifiers
 

@@ -11,8 +11,8 @@ twice, each sample with its own seed, so pass^2 is defined.
 
 from __future__ import annotations
 
+from convo_sim.domains.calendar import generate_calendar_scenarios
 from convo_sim.scenarios import Scenario
-from convo_sim.scenarios.generate import generate_calendar_scenarios
 
 PERSONAS = ("cooperative", "terse", "indecisive", "noisy", "impatient")
 SAMPLES = 2

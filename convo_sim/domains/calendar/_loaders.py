@@ -29,12 +29,12 @@ from pydantic import ValidationError
 
 from convo_sim._errors import ScenarioError
 from convo_sim._messages import Message, Transcript
-from convo_sim.calendar.model import ExpectedState, ExpectedStateError
-from convo_sim.calendar.times import MINUTES_PER_DAY
+from convo_sim.domains.calendar._model import ExpectedState, ExpectedStateError
+from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.domains.calendar._scenario import Scenario, _within_day
+from convo_sim.domains.calendar._times import MINUTES_PER_DAY
 from convo_sim.scenarios import _bounds as bounds
 from convo_sim.scenarios._reading import Record, line_of, read_records
-from convo_sim.scenarios.model import Scenario, _within_day
-from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
 from convo_sim.users._persona import UnknownPersonaError, get_persona
 
 __all__ = [
@@ -138,7 +138,7 @@ def bundled_scenarios(name: BundledSet = "calendar_examples") -> list[Scenario]:
     Raises:
         ScenarioError: the bundled file is missing or malformed (a broken install).
     """
-    resource = importlib.resources.files("convo_sim.scenarios") / "data" / f"{name}.jsonl"
+    resource = importlib.resources.files("convo_sim.domains.calendar") / "data" / f"{name}.jsonl"
     with importlib.resources.as_file(resource) as path:
         return load_scenarios(path)
 

@@ -7,13 +7,13 @@ from convo_sim._errors import ScenarioError
 from convo_sim._orchestrator import run_dialogue
 from convo_sim._results import DialogueResult
 from convo_sim._verification import RewardFn
-from convo_sim.agents.calendar import CalendarSolverAssistant
-from convo_sim.scenarios.model import Scenario
+from convo_sim.domains.calendar._assistant import CalendarSolverAssistant
+from convo_sim.domains.calendar._persona_user import PersonaCalendarUser
+from convo_sim.domains.calendar._scenario import Scenario
+from convo_sim.domains.calendar._user import CalendarUser
+from convo_sim.domains.calendar._verifiers import calendar_verifiers
 from convo_sim.users._persona import Persona, UnknownPersonaError, get_persona
 from convo_sim.users._simple import ScriptedUser
-from convo_sim.users.calendar import CalendarUser
-from convo_sim.users.persona_user import PersonaCalendarUser
-from convo_sim.verifiers.calendar_turns import calendar_verifiers
 
 __all__ = ["DEFAULT_MAX_TURNS", "default_user", "run_scenario"]
 

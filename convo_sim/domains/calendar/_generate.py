@@ -5,7 +5,7 @@ overlap in the working window), so that its final constraints hold together
 by construction; "moves" add an earlier constraint that a later step
 replaces. Then every prefix of its steps, which is what the user has asked
 for at each point of the dialogue, is checked with the exact solver
-(`convo_sim.calendar.solve.is_solvable`), and the scenario is drawn again if
+(`convo_sim.domains.calendar._solve.is_solvable`), and the scenario is drawn again if
 any is impossible.
 
 Scenario `i` of a seed depends only on `(seed, i)`, so the first `k`
@@ -18,10 +18,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from convo_sim.calendar.model import WORKING_WINDOW, Constraint, ExpectedState
-from convo_sim.calendar.solve import is_solvable
-from convo_sim.scenarios.model import CalendarGoal, GoalStep, Scenario
-from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.domains.calendar._model import WORKING_WINDOW, Constraint, ExpectedState
+from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.domains.calendar._scenario import CalendarGoal, GoalStep, Scenario
+from convo_sim.domains.calendar._solve import is_solvable
 
 __all__ = ["DURATIONS", "PERSONA_CHOICES", "generate_calendar_scenarios", "is_goal_solvable"]
 

@@ -2,7 +2,7 @@
 
 Turn verifiers judge each calendar against what the user has asked for *so
 far*, which they read from the user's messages in the transcript with the
-same parser the solver uses (`convo_sim.calendar.intents`), so they work on
+same parser the solver uses (`convo_sim.domains.calendar._intents`), so they work on
 NeMo-Gym prefixes as well as on simulated dialogues:
 
 * `valid_calendar`: the reply shows a calendar (a JSON list of events) with
@@ -13,7 +13,7 @@ NeMo-Gym prefixes as well as on simulated dialogues:
 * `constraints_honoured`: share of requested events listed inside the
   working window and within their latest constraint.
 
-They read a reply exactly as the grader does (`convo_sim.calendar.reply`):
+They read a reply exactly as the grader does (`convo_sim.domains.calendar._reply`):
 a reply that is blank or holds `<think>` scores 0 on every one of them,
 with reason `empty_reply` or `think_found`, even before anything has been
 asked for. Together they are at least as strict as the grader: when all
@@ -39,17 +39,17 @@ from convo_sim._verification import (
     TurnContext,
     TurnVerifier,
 )
-from convo_sim.calendar.intents import (
+from convo_sim.domains.calendar._grading import grade_calendar_response
+from convo_sim.domains.calendar._intents import (
     RequestedState,
     constraint_of,
     message_requests,
     requested_state,
 )
-from convo_sim.calendar.model import WORKING_WINDOW, ExpectedState, ListedEvent
-from convo_sim.calendar.overlaps import overlapping, partner
-from convo_sim.calendar.reply import CalendarReading, read_reply
-from convo_sim.calendar.times import MINUTES_PER_DAY, format_24h, parse_time
-from convo_sim.verifiers.calendar import grade_calendar_response
+from convo_sim.domains.calendar._model import WORKING_WINDOW, ExpectedState, ListedEvent
+from convo_sim.domains.calendar._overlaps import overlapping, partner
+from convo_sim.domains.calendar._reply import CalendarReading, read_reply
+from convo_sim.domains.calendar._times import MINUTES_PER_DAY, format_24h, parse_time
 
 # Readings no turn may pass, asked for or not: the grader fails them all.
 _UNREADABLE: Final = frozenset(("empty_reply", "think_found"))

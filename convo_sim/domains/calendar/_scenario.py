@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from convo_sim._messages import Message, Transcript
-from convo_sim.calendar.model import Constraint, parse_constraint
-from convo_sim.calendar.times import MINUTES_PER_DAY, parse_time
+from convo_sim.domains.calendar._model import Constraint, parse_constraint
+from convo_sim.domains.calendar._times import MINUTES_PER_DAY, parse_time
 
 MAX_ID_LENGTH = 200
 """The longest scenario id: ids name records, log events and report rows."""

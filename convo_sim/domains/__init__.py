@@ -1,0 +1,1 @@
+"""Domains: everything one task family needs, behind one object (see `Domain`)."""
