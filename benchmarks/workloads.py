@@ -324,13 +324,13 @@ async def calendar(
     """
     from convo_sim import configure_logging
     from convo_sim.agents import CalendarSolverAssistant
-    from convo_sim.cli.wiring import calendar_assistant, calendar_user
+    from convo_sim.domains.calendar import DOMAIN
     from convo_sim.scenarios import generate_calendar_scenarios
     from convo_sim.users import CalendarUser
     from convo_sim.verifiers import calendar_verifiers
 
     configure_logging("warning")
-    factories: dict[str, Any] = {"assistant": calendar_assistant, "user": calendar_user}
+    factories: dict[str, Any] = {"assistant": DOMAIN.assistant, "user": DOMAIN.user}
     if not personas:
         factories = {
             "assistant": lambda scenario, seed: CalendarSolverAssistant(),

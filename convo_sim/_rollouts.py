@@ -84,8 +84,12 @@ VerifierFactory: TypeAlias = Callable[[S], tuple[Sequence[TurnVerifier], Sequenc
 CompletionFactory: TypeAlias = Callable[[S], Detector | Sequence[Detector]]
 """Builds a scenario's completion detectors (default: the user's stop token)."""
 
-DEFAULT_MAX_TURNS = 10
-"""The turn limit of scenarios that set none, when the run sets none either."""
+DEFAULT_MAX_TURNS = 20
+"""The turn limit of scenarios that set none, when neither the run nor the domain sets one.
+
+The one default: `RolloutPlan`, `run_scenario`, `Domain.max_turns`, the
+CLI and scenario scripts all fall back to it.
+"""
 
 _log = get_logger("convo_sim.rollouts")
 
@@ -422,7 +426,7 @@ async def open_rollouts(
         assistant_concurrency: assistant `respond()` calls at once; None: no limit.
         user_concurrency: user `respond()` calls at once; None: no limit.
         seed: the run's seed; each sample's seed is `sample_seed(seed, id, index)`.
-        max_turns: the limit of scenarios that set none (default 10).
+        max_turns: the limit of scenarios that set none (default 20).
         turn_timeout: seconds one actor may take for one message; None: no limit.
         reward: turns scores and verdicts into the reward (default: final
             verdicts if any, else the mean turn score).

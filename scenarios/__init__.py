@@ -1,95 +1,58 @@
 """Scenarios: the model, file reading, scripts and `run_scenario` (installed as `convo_sim.scenarios`).
 
-The calendar's scenario names (`CalendarGoal`, `GoalStep`,
-`CALENDAR_SYSTEM_PROMPT`, `generate_calendar_scenarios`, the loaders and the
-bundled sets) are still importable from here, as aliases of the same names
-in `convo_sim.domains.calendar`.
+Every function here takes the domain by name (`domain="calendar"` by
+default). The calendar's scenario names (`CalendarGoal`, `GoalStep`,
+`CALENDAR_SYSTEM_PROMPT`, `default_user`, `generate_calendar_scenarios`,
+the record readers) are still importable from here, as aliases of the
+same names in `convo_sim.domains.calendar` (`generate_calendar_scenarios`
+is its `generate_scenarios`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from convo_sim.domains.calendar import (
-        CALENDAR_SYSTEM_PROMPT as CALENDAR_SYSTEM_PROMPT,
-    )
-    from convo_sim.domains.calendar import (
-        DURATIONS as DURATIONS,
-    )
-    from convo_sim.domains.calendar import (
-        PERSONA_CHOICES as PERSONA_CHOICES,
-    )
-    from convo_sim.domains.calendar import (
-        BundledSet as BundledSet,
-    )
-    from convo_sim.domains.calendar import (
-        CalendarGoal as CalendarGoal,
-    )
-    from convo_sim.domains.calendar import (
-        GoalStep as GoalStep,
-    )
-    from convo_sim.domains.calendar import (
-        NemoMode as NemoMode,
-    )
-    from convo_sim.domains.calendar import (
-        Scenario as Scenario,
-    )
-    from convo_sim.domains.calendar import (
-        bundled_scenarios as bundled_scenarios,
-    )
-    from convo_sim.domains.calendar import (
-        generate_calendar_scenarios as generate_calendar_scenarios,
-    )
-    from convo_sim.domains.calendar import (
-        is_goal_solvable as is_goal_solvable,
-    )
-    from convo_sim.domains.calendar import (
-        load_scenarios as load_scenarios,
-    )
-    from convo_sim.domains.calendar import (
-        native_scenario as native_scenario,
-    )
-    from convo_sim.domains.calendar import (
-        nemo_replay_scenario as nemo_replay_scenario,
-    )
-    from convo_sim.domains.calendar import (
-        nemo_scenario as nemo_scenario,
-    )
-    from convo_sim.domains.calendar import (
-        seed_scenario as seed_scenario,
-    )
-    from convo_sim.scenarios._run import (
-        DEFAULT_MAX_TURNS as DEFAULT_MAX_TURNS,
-    )
-    from convo_sim.scenarios._run import (
-        default_user as default_user,
-    )
-    from convo_sim.scenarios._run import (
-        run_scenario as run_scenario,
-    )
+from convo_sim._rollouts import DEFAULT_MAX_TURNS
+from convo_sim.scenarios._loading import bundled_scenarios, load_scenarios
+from convo_sim.scenarios._run import run_scenario, user_seed
 
-_CALENDAR_ALIASES = frozenset(
-    {
-        "CALENDAR_SYSTEM_PROMPT",
-        "DURATIONS",
-        "PERSONA_CHOICES",
-        "BundledSet",
-        "CalendarGoal",
-        "GoalStep",
-        "NemoMode",
-        "Scenario",
-        "bundled_scenarios",
-        "generate_calendar_scenarios",
-        "is_goal_solvable",
-        "load_scenarios",
-        "native_scenario",
-        "nemo_replay_scenario",
-        "nemo_scenario",
-        "seed_scenario",
-    }
-)
-_RUN_NAMES = frozenset({"DEFAULT_MAX_TURNS", "default_user", "run_scenario"})
+if TYPE_CHECKING:
+    from convo_sim.domains.calendar import CALENDAR_SYSTEM_PROMPT as CALENDAR_SYSTEM_PROMPT
+    from convo_sim.domains.calendar import DURATIONS as DURATIONS
+    from convo_sim.domains.calendar import PERSONA_CHOICES as PERSONA_CHOICES
+    from convo_sim.domains.calendar import BundledSet as BundledSet
+    from convo_sim.domains.calendar import CalendarGoal as CalendarGoal
+    from convo_sim.domains.calendar import GoalStep as GoalStep
+    from convo_sim.domains.calendar import NemoMode as NemoMode
+    from convo_sim.domains.calendar import Scenario as Scenario
+    from convo_sim.domains.calendar import default_user as default_user
+    from convo_sim.domains.calendar import (  # noqa: F401
+        generate_scenarios as generate_calendar_scenarios,
+    )
+    from convo_sim.domains.calendar import is_goal_solvable as is_goal_solvable
+    from convo_sim.domains.calendar import native_scenario as native_scenario
+    from convo_sim.domains.calendar import nemo_replay_scenario as nemo_replay_scenario
+    from convo_sim.domains.calendar import nemo_scenario as nemo_scenario
+    from convo_sim.domains.calendar import seed_scenario as seed_scenario
+
+_CALENDAR_ALIASES = {
+    "CALENDAR_SYSTEM_PROMPT": "CALENDAR_SYSTEM_PROMPT",
+    "DURATIONS": "DURATIONS",
+    "PERSONA_CHOICES": "PERSONA_CHOICES",
+    "BundledSet": "BundledSet",
+    "CalendarGoal": "CalendarGoal",
+    "GoalStep": "GoalStep",
+    "NemoMode": "NemoMode",
+    "Scenario": "Scenario",
+    "default_user": "default_user",
+    "generate_calendar_scenarios": "generate_scenarios",
+    "is_goal_solvable": "is_goal_solvable",
+    "native_scenario": "native_scenario",
+    "nemo_replay_scenario": "nemo_replay_scenario",
+    "nemo_scenario": "nemo_scenario",
+    "seed_scenario": "seed_scenario",
+}
+"""Old name here -> name in `convo_sim.domains.calendar`."""
 
 
 def __getattr__(name: str) -> Any:
@@ -98,12 +61,15 @@ def __getattr__(name: str) -> Any:
     if name in _CALENDAR_ALIASES:
         from convo_sim.domains import calendar
 
-        return getattr(calendar, name)
-    if name in _RUN_NAMES:
-        from convo_sim.scenarios import _run
-
-        return getattr(_run, name)
+        return getattr(calendar, _CALENDAR_ALIASES[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_MAX_TURNS", "Scenario", "default_user", "run_scenario"]
+__all__ = [
+    "DEFAULT_MAX_TURNS",
+    "Scenario",
+    "bundled_scenarios",
+    "load_scenarios",
+    "run_scenario",
+    "user_seed",
+]

@@ -1,103 +1,79 @@
-"""Run one scenario with the calendar domain's defaults wired in."""
+"""Run one scenario with a domain's defaults: its actors, verifiers and turn limit."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from convo_sim._actors import Actor
-from convo_sim._errors import ScenarioError
 from convo_sim._orchestrator import run_dialogue
 from convo_sim._results import DialogueResult
 from convo_sim._verification import RewardFn
-from convo_sim.domains.calendar._assistant import CalendarSolverAssistant
-from convo_sim.domains.calendar._persona_user import PersonaCalendarUser
-from convo_sim.domains.calendar._scenario import Scenario
-from convo_sim.domains.calendar._user import CalendarUser
-from convo_sim.domains.calendar._verifiers import calendar_verifiers
-from convo_sim.users._persona import Persona, UnknownPersonaError, get_persona
-from convo_sim.users._simple import ScriptedUser
+from convo_sim.domains import Domain
+from convo_sim.domains._registry import resolve
 
-__all__ = ["DEFAULT_MAX_TURNS", "default_user", "run_scenario"]
-
-DEFAULT_MAX_TURNS = 20
-"""The turn limit when neither the call nor the scenario sets one."""
+__all__ = ["run_scenario", "user_seed"]
 
 
-def default_user(scenario: Scenario, *, seed: int | None = None) -> Actor:
-    """The user a scenario gets by default.
+def user_seed(scenario: Any, sample_seed: int) -> int:
+    """The seed of one sample's simulated user: the sample's seed mixed with the scenario's.
 
-    A `ScriptedUser` replaying `user_script` when the scenario has one; else,
-    for a calendar goal, a `PersonaCalendarUser` playing the scenario's
-    `persona` (a bundled persona name) or a plain `CalendarUser` when it
-    names none; else (a NeMo-Gym prefix, whose later user turns are not in
-    the data) a user that stops at once.
-
-    Raises:
-        ScenarioError: the scenario's goal-driven user needs a persona that
-            is not bundled; `exc.scenario_id` names the scenario.
+    What a domain's default user, an LLM user's sampling seed and its
+    scenario card use, so that they agree. Mixing in the scenario's own
+    `seed` keeps the promise that changing it in a scenario file changes
+    its user's wording; with sample seed 0 the user gets the scenario's.
     """
-    if scenario.user_script:
-        return ScriptedUser(scenario.user_script)
-    if scenario.goal is not None:
-        persona = _persona(scenario)
-        if persona is None:
-            return CalendarUser(scenario, seed=seed)
-        return PersonaCalendarUser(scenario, persona=persona, seed=seed)
-    return ScriptedUser(())
-
-
-def _persona(scenario: Scenario) -> Persona | None:
-    """The bundled persona `scenario.persona` names, or None when it names none.
-
-    Raises:
-        ScenarioError: the name is not a bundled persona.
-    """
-    if scenario.persona is None:
-        return None
-    try:
-        return get_persona(scenario.persona)
-    except UnknownPersonaError as exc:
-        raise ScenarioError(f"scenario {scenario.id!r}: {exc}", scenario_id=scenario.id) from None
+    seed: int = sample_seed ^ scenario.seed
+    return seed
 
 
 async def run_scenario(
-    scenario: Scenario,
+    scenario: Any,
     *,
+    domain: str | Domain[Any] = "calendar",
     assistant: Actor | None = None,
     user: Actor | None = None,
     max_turns: int | None = None,
     turn_timeout: float | None = 60.0,
     reward: RewardFn | None = None,
-    seed: int | None = None,
+    seed: int = 0,
     dialogue_id: str | None = None,
 ) -> DialogueResult:
     """Run one dialogue of `scenario` and return its result.
 
+    With the same `seed`, the dialogue is the one the rollout engine (and
+    `convo-sim run`) gives sample `i` of run seed `r` when `seed` is
+    `sample_seed(r, scenario.id, i)`: the domain's factories build both.
+
     Args:
-        scenario: what to run.
-        assistant: the assistant; a `CalendarSolverAssistant` by default.
-        user: the user; `default_user(scenario, seed=seed)` by default.
-        max_turns: the turn limit; the scenario's, else `DEFAULT_MAX_TURNS`.
+        scenario: what to run, a scenario of `domain`.
+        domain: the domain, or its name (`convo_sim.domains.names()`).
+        assistant: the assistant; the domain's by default.
+        user: the user; the domain's by default, seeded with `seed`.
+        max_turns: the turn limit; the scenario's, else the domain's.
         turn_timeout: seconds one actor may take for one message.
-        reward: the reward function; by default the final verdict
-            (`CalendarFinalVerifier`, NeMo-Gym's rule).
-        seed: the default user's seed; the scenario's by default.
+        reward: the reward function; by default the final verdict.
+        seed: the sample seed the domain's actors get.
         dialogue_id: bound to every log event; random by default.
 
     Returns:
-        The `DialogueResult`, scored by the calendar turn verifiers and the
-        final verifier (see `calendar_verifiers`).
+        The `DialogueResult`, scored by the domain's verifiers.
 
     Raises:
+        UnknownDomainError: no domain has that name.
         ValueError: a limit is out of range.
-        ScenarioError: the default user needs a persona that is not bundled.
+        ScenarioError: the domain cannot build a user for the scenario (the
+            calendar: a persona that is not bundled).
     """
-    turn_verifiers, final_verifiers = calendar_verifiers(scenario)
+    chosen = resolve(domain)
+    turn_verifiers, final_verifiers = chosen.verifiers(scenario)
     return await run_dialogue(
-        assistant if assistant is not None else CalendarSolverAssistant(),
-        user if user is not None else default_user(scenario, seed=seed),
+        assistant if assistant is not None else chosen.assistant(scenario, seed),
+        user if user is not None else chosen.user(scenario, seed),
         prefix=scenario.opening_transcript(),
         scenario=scenario,
-        max_turns=max_turns or scenario.max_turns or DEFAULT_MAX_TURNS,
+        max_turns=max_turns or scenario.max_turns or chosen.max_turns,
         turn_timeout=turn_timeout,
+        completion=chosen.completion(scenario) if chosen.completion else None,
         turn_verifiers=turn_verifiers,
         final_verifiers=final_verifiers,
         reward=reward,

@@ -176,16 +176,16 @@ async def test_work_is_sharded_over_worker_processes() -> None:
 
 
 async def test_calendar_actors_on_ray_give_the_local_dialogues() -> None:
-    from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+    from convo_sim.domains.calendar import DOMAIN
     from convo_sim.scenarios import bundled_scenarios
 
     async def records(backend: RayBackend | None) -> dict[tuple[str, int], dict[str, object]]:
         with anyio.fail_after(45):
             async with open_rollouts(
                 bundled_scenarios(),
-                assistant=calendar_assistant,
-                user=calendar_user,
-                verifiers=calendar_verifier_set,
+                assistant=DOMAIN.assistant,
+                user=DOMAIN.user,
+                verifiers=DOMAIN.verifiers,
                 samples_per_scenario=2,
                 seed=8,
                 max_turns=20,

@@ -336,15 +336,15 @@ async def test_run_max_turns_applies_to_scenarios_without_their_own() -> None:
 
 
 def test_calendar_actors_give_the_same_dialogues_for_the_same_seed() -> None:
-    from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+    from convo_sim.domains.calendar import DOMAIN
     from convo_sim.scenarios import bundled_scenarios
 
     def transcripts(seed: int, concurrency: int) -> dict[tuple[str, int], object]:
         rollouts = generate_rollouts_sync(
             bundled_scenarios(),
-            assistant=calendar_assistant,
-            user=calendar_user,
-            verifiers=calendar_verifier_set,
+            assistant=DOMAIN.assistant,
+            user=DOMAIN.user,
+            verifiers=DOMAIN.verifiers,
             samples_per_scenario=2,
             seed=seed,
             concurrency=concurrency,

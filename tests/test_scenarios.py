@@ -11,22 +11,22 @@ from typing import Any
 import pytest
 
 from convo_sim import ScenarioError
-from convo_sim.domains.calendar import parse_constraint
-from convo_sim.scenarios import (
+from convo_sim.domains.calendar import (
     CALENDAR_SYSTEM_PROMPT,
     DURATIONS,
     CalendarGoal,
     GoalStep,
     Scenario,
     bundled_scenarios,
-    generate_calendar_scenarios,
     is_goal_solvable,
     load_scenarios,
     native_scenario,
     nemo_replay_scenario,
     nemo_scenario,
+    parse_constraint,
     seed_scenario,
 )
+from convo_sim.domains.calendar import generate_scenarios as generate_calendar_scenarios
 
 NEMO = (
     Path(__file__).resolve().parents[1]

@@ -20,11 +20,12 @@ Errors raised here::
 from __future__ import annotations
 
 from convo_sim.domains.calendar._assistant import CalendarSolverAssistant
+from convo_sim.domains.calendar._domain import DOMAIN, default_user
 from convo_sim.domains.calendar._fidelity import UserFidelity, user_fidelity, with_fidelity
 from convo_sim.domains.calendar._generate import (
     DURATIONS,
     PERSONA_CHOICES,
-    generate_calendar_scenarios,
+    generate_scenarios,
     is_goal_solvable,
 )
 from convo_sim.domains.calendar._grading import CalendarGrade, grade_calendar_response
@@ -78,6 +79,7 @@ from convo_sim.domains.calendar._verifiers import (
 
 __all__ = [
     "CALENDAR_SYSTEM_PROMPT",
+    "DOMAIN",
     "DURATIONS",
     "MINUTES_PER_DAY",
     "PERSONA_CHOICES",
@@ -110,11 +112,12 @@ __all__ = [
     "ValidCalendar",
     "bundled_scenarios",
     "calendar_verifiers",
+    "default_user",
     "extract_json_list",
     "format_12h",
     "format_24h",
     "format_calendar",
-    "generate_calendar_scenarios",
+    "generate_scenarios",
     "grade_calendar_response",
     "is_goal_solvable",
     "is_solvable",

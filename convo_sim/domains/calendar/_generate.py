@@ -9,8 +9,8 @@ for at each point of the dialogue, is checked with the exact solver
 any is impossible.
 
 Scenario `i` of a seed depends only on `(seed, i)`, so the first `k`
-scenarios of `generate_calendar_scenarios(n)` are those of
-`generate_calendar_scenarios(k)`.
+scenarios of `generate_scenarios(n)` are those of
+`generate_scenarios(k)`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
 from convo_sim.domains.calendar._scenario import CalendarGoal, GoalStep, Scenario
 from convo_sim.domains.calendar._solve import is_solvable
 
-__all__ = ["DURATIONS", "PERSONA_CHOICES", "generate_calendar_scenarios", "is_goal_solvable"]
+__all__ = ["DURATIONS", "PERSONA_CHOICES", "generate_scenarios", "is_goal_solvable"]
 
 DURATIONS = (15, 30, 45, 60, 75, 90, 105, 120)
 """Event durations the generator draws from, in minutes."""
@@ -62,7 +62,7 @@ def is_goal_solvable(goal: CalendarGoal, *, window: tuple[int, int] = WORKING_WI
     return True
 
 
-def generate_calendar_scenarios(
+def generate_scenarios(
     n: int,
     *,
     seed: int = 0,
