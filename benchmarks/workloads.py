@@ -201,7 +201,7 @@ async def rollouts_http(
 ) -> Outcome:
     """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via open_rollouts.
 
-    `tune_gc`: open_rollouts' own argument (default True, what a user
+    `tune_gc`: the RolloutPlan's own option (default True, what a user
     gets); False shows what the engine's collector tuning is worth.
     """
     from convo_sim import configure_logging
@@ -353,7 +353,7 @@ async def _rollouts(
     k: int,
     **options: Any,
 ) -> Outcome:
-    from convo_sim import open_rollouts
+    from convo_sim import RolloutPlan, open_rollouts
     from convo_sim._verification import final_only
 
     in_flight = InFlight()
@@ -373,9 +373,10 @@ async def _rollouts(
     async def run(items: list[Any]) -> tuple[int, int, int, float | None]:
         dialogues = turns = failures = 0
         rewards: list[float] = []
-        async with open_rollouts(
-            items, concurrency=c, max_turns=k, assistant=assistant, reward=reward, **options
-        ) as rollouts:
+        plan = RolloutPlan(
+            concurrency=c, max_turns=k, assistant=assistant, reward=reward, **options
+        )
+        async with open_rollouts(items, plan) as rollouts:
             async for rollout in rollouts:
                 dialogues += 1
                 turns += rollout.turns

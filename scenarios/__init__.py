@@ -1,7 +1,8 @@
 """Scenarios: the model, file reading, scripts and `run_scenario` (installed as `convo_sim.scenarios`).
 
-Every function here takes the domain by name (`domain="calendar"` by
-default). The calendar's scenario names (`CalendarGoal`, `GoalStep`,
+`Scenario[GoalT, StateT]` is the model every domain parametrises with its
+goal and expected state. Every function here takes the domain by name
+(`domain="calendar"` by default). The calendar's scenario names (`CalendarGoal`, `GoalStep`,
 `CALENDAR_SYSTEM_PROMPT`, `default_user`, `generate_calendar_scenarios`,
 the record readers) are still importable from here, as aliases of the
 same names in `convo_sim.domains.calendar` (`generate_calendar_scenarios`
@@ -14,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from convo_sim._rollouts import DEFAULT_MAX_TURNS
 from convo_sim.scenarios._loading import bundled_scenarios, load_scenarios
+from convo_sim.scenarios._model import GoalT, Scenario, StateT
 from convo_sim.scenarios._run import run_scenario, user_seed
+from convo_sim.scenarios._script import ScenarioScript, load_script, run_script
 
 if TYPE_CHECKING:
     from convo_sim.domains.calendar import CALENDAR_SYSTEM_PROMPT as CALENDAR_SYSTEM_PROMPT
@@ -24,7 +27,6 @@ if TYPE_CHECKING:
     from convo_sim.domains.calendar import CalendarGoal as CalendarGoal
     from convo_sim.domains.calendar import GoalStep as GoalStep
     from convo_sim.domains.calendar import NemoMode as NemoMode
-    from convo_sim.domains.calendar import Scenario as Scenario
     from convo_sim.domains.calendar import default_user as default_user
     from convo_sim.domains.calendar import (  # noqa: F401
         generate_scenarios as generate_calendar_scenarios,
@@ -43,7 +45,6 @@ _CALENDAR_ALIASES = {
     "CalendarGoal": "CalendarGoal",
     "GoalStep": "GoalStep",
     "NemoMode": "NemoMode",
-    "Scenario": "Scenario",
     "default_user": "default_user",
     "generate_calendar_scenarios": "generate_scenarios",
     "is_goal_solvable": "is_goal_solvable",
@@ -67,9 +68,14 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_MAX_TURNS",
+    "GoalT",
     "Scenario",
+    "ScenarioScript",
+    "StateT",
     "bundled_scenarios",
     "load_scenarios",
+    "load_script",
     "run_scenario",
+    "run_script",
     "user_seed",
 ]

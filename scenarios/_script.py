@@ -55,14 +55,14 @@ from convo_sim._results import DialogueResult
 from convo_sim._rollouts import open_rollouts
 from convo_sim._verification import FinalVerifier, RewardFn, TurnVerifier
 from convo_sim.domains import Domain, get
+from convo_sim.scenarios._model import Scenario
 from convo_sim.scenarios._run import user_seed
 from convo_sim.users._persona import PERSONAS
 
 __all__ = ["ScenarioScript", "load_script", "run_script", "script_user"]
 
-Scenario = Any
-ActorHook = Callable[[Scenario, int], Actor]
-VerifierHook = Callable[[Scenario], tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]]
+ActorHook = Callable[[Any, int], Actor]
+VerifierHook = Callable[[Any], tuple[Sequence[TurnVerifier[Any]], Sequence[FinalVerifier[Any]]]]
 MainHook = Callable[[], Awaitable[object]]
 
 _DEFINES = ("SCENARIOS", "scenarios", "DIALOGUE", "main")
@@ -153,12 +153,16 @@ def _execute(path: Path) -> tuple[ModuleType, dict[str, int]]:
 
 def _as_scenario(
     domain: Domain[Any], item: object, index: int, path: Path, line: int | None
-) -> Scenario:
+) -> Any:
     if isinstance(item, domain.scenario_type):
         return item
+    if isinstance(item, Scenario):
+        # A bare `Scenario` (what older scripts build) becomes the domain's,
+        # its fields validated as the domain's goal and state.
+        item = dict(item)
     if isinstance(item, Mapping):
         try:
-            return domain.scenario_type.model_validate(item)
+            return pydantic.TypeAdapter(domain.scenario_type).validate_python(item)
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "record"
@@ -209,7 +213,7 @@ def _collect(
 
 def _dialogue_scenario(
     domain: Domain[Any], module: ModuleType, lines: dict[str, int], path: Path
-) -> Scenario:
+) -> Any:
     dialogue = module.DIALOGUE
     line = lines.get("DIALOGUE")
     if isinstance(dialogue, str) or not all(isinstance(m, str) for m in dialogue):
@@ -370,18 +374,18 @@ async def run_script(
     if script.main is not None:
         return _main_records(script, await script.main())
     domain = script.domain
-    async with open_rollouts(
-        script.scenarios,
+    plan = domain.plan(
         assistant=script.assistant or domain.assistant,
         user=script.user or functools.partial(script_user, domain),
         verifiers=script.verifiers or domain.verifiers,
-        completion=domain.completion,
-        samples_per_scenario=script.samples,
         concurrency=concurrency,
         seed=seed,
         max_turns=max_turns or domain.max_turns,
         turn_timeout=turn_timeout,
         reward=script.reward,
+    )
+    async with open_rollouts(
+        script.scenarios, plan, samples_per_scenario=script.samples
     ) as rollouts:
         records = [rollout async for rollout in rollouts]
     by_id = {s.id: s for s in script.scenarios}
@@ -399,6 +403,6 @@ def _main_records(script: ScenarioScript, returned: object) -> list[Rollout]:
             "main() must return a DialogueResult, a list of them, or None", path=script.path
         )
     return [
-        Rollout.from_result(script.domain.scenario_type(id=f"{script.path.stem}-{i}"), 0, 0, result)
+        Rollout.from_result(Scenario(id=f"{script.path.stem}-{i}"), 0, 0, result)
         for i, result in enumerate(results)
     ]

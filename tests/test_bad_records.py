@@ -77,7 +77,8 @@ def assert_escaped(record: Rollout) -> None:
 
 def test_a_lone_surrogate_from_an_actor_is_a_recorded_error_not_an_abort() -> None:
     records = generate_rollouts_sync(
-        scenarios(5), assistant=assistant, user=user, verifiers=verifiers, concurrency=2
+        scenarios(5),
+        RolloutPlan(assistant=assistant, user=user, verifiers=verifiers, concurrency=2),
     )
     by_id = {r.scenario_id: r for r in records}
     assert sorted(by_id) == ["s0", "s1", "s2", "s3", "s4"]

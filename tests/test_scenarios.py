@@ -15,8 +15,8 @@ from convo_sim.domains.calendar import (
     CALENDAR_SYSTEM_PROMPT,
     DURATIONS,
     CalendarGoal,
+    CalendarScenario,
     GoalStep,
-    Scenario,
     bundled_scenarios,
     is_goal_solvable,
     load_scenarios,
@@ -297,7 +297,7 @@ def test_goal_steps_validate_themselves() -> None:
                 GoalStep(action="add", event_id=0, name="B", duration=30),
             )
         )
-    assert Scenario(id="x").expected() is None
+    assert CalendarScenario(id="x").expected() is None
 
 
 # ---------------------------------------------------------------- generation

@@ -173,18 +173,13 @@ async def run_experiment(
                     )
             skip = frozenset(sink.done)
             _log.info("experiment.started", cells=len(grid), seeds=seeds, skipped=len(skip))
-            async with open_rollouts(
-                grid,
+            plan = chosen.plan(
                 assistant=functools.partial(_assistant, chosen, models),
-                user=chosen.user,
-                verifiers=chosen.verifiers,
-                completion=chosen.completion,
-                samples_per_scenario=seeds,
                 seed=seed,
                 max_turns=max_turns,
                 concurrency=concurrency,
-                skip=skip,
-            ) as rollouts:
+            )
+            async with open_rollouts(grid, plan, samples_per_scenario=seeds, skip=skip) as rollouts:
                 async for rollout in rollouts:
                     sink.write(chosen.with_fidelity(rollout, by_id[rollout.scenario_id]))
     finally:

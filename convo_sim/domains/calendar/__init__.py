@@ -57,7 +57,13 @@ from convo_sim.domains.calendar._model import (
 from convo_sim.domains.calendar._persona_user import PersonaCalendarUser
 from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
 from convo_sim.domains.calendar._reply import CalendarReading, read_reply, reply_minutes
-from convo_sim.domains.calendar._scenario import CalendarGoal, GoalStep, Scenario
+from convo_sim.domains.calendar._scenario import (
+    CalendarGoal,
+    CalendarScenario,
+    CalendarState,
+    GoalStep,
+    expected_state_of,
+)
 from convo_sim.domains.calendar._solve import EventSpec, is_solvable, solve_schedule
 from convo_sim.domains.calendar._times import (
     MINUTES_PER_DAY,
@@ -90,7 +96,9 @@ __all__ = [
     "CalendarGoal",
     "CalendarGrade",
     "CalendarReading",
+    "CalendarScenario",
     "CalendarSolverAssistant",
+    "CalendarState",
     "CalendarUser",
     "Constraint",
     "ConstraintFormatError",
@@ -106,13 +114,13 @@ __all__ = [
     "NemoMode",
     "NoConflicts",
     "PersonaCalendarUser",
-    "Scenario",
     "TimeFormatError",
     "UserFidelity",
     "ValidCalendar",
     "bundled_scenarios",
     "calendar_verifiers",
     "default_user",
+    "expected_state_of",
     "extract_json_list",
     "format_12h",
     "format_24h",

@@ -21,7 +21,7 @@ from convo_sim.domains.calendar._generate import generate_scenarios
 from convo_sim.domains.calendar._loaders import bundled_scenarios, load_scenarios
 from convo_sim.domains.calendar._persona_user import PersonaCalendarUser
 from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
-from convo_sim.domains.calendar._scenario import CalendarGoal, Scenario
+from convo_sim.domains.calendar._scenario import CalendarGoal, CalendarScenario
 from convo_sim.domains.calendar._served import served_models
 from convo_sim.domains.calendar._user import CalendarUser
 from convo_sim.domains.calendar._verifiers import calendar_verifiers
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 
-def default_user(scenario: Scenario, *, seed: int | None = None) -> Actor:
+def default_user(scenario: CalendarScenario, *, seed: int | None = None) -> Actor:
     """The user a calendar scenario gets by default, seeded with `seed` as it is.
 
     A `ScriptedUser` replaying `user_script` when the scenario has one; else,
@@ -69,7 +69,7 @@ def default_user(scenario: Scenario, *, seed: int | None = None) -> Actor:
     return ScriptedUser(())
 
 
-def _persona(scenario: Scenario) -> Persona | None:
+def _persona(scenario: CalendarScenario) -> Persona | None:
     """The bundled persona `scenario.persona` names, or None when it names none.
 
     Raises:
@@ -83,12 +83,12 @@ def _persona(scenario: Scenario) -> Persona | None:
         raise ScenarioError(f"scenario {scenario.id!r}: {exc}", scenario_id=scenario.id) from None
 
 
-def assistant(scenario: Scenario, seed: int) -> Actor:
+def assistant(scenario: CalendarScenario, seed: int) -> Actor:
     """The rule-based calendar assistant (an exact scheduler; it needs no seed)."""
     return CalendarSolverAssistant()
 
 
-def user(scenario: Scenario, seed: int) -> Actor:
+def user(scenario: CalendarScenario, seed: int) -> Actor:
     """The scenario's default user (`default_user`), seeded by `user_seed(scenario, seed)`.
 
     Raises:
@@ -97,12 +97,14 @@ def user(scenario: Scenario, seed: int) -> Actor:
     return default_user(scenario, seed=user_seed(scenario, seed))
 
 
-def verifiers(scenario: Scenario) -> tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]:
+def verifiers(
+    scenario: CalendarScenario,
+) -> tuple[Sequence[TurnVerifier[CalendarScenario]], Sequence[FinalVerifier[CalendarScenario]]]:
     """The four turn verifiers and NeMo-Gym's final rule, for one scenario."""
     return calendar_verifiers(scenario)
 
 
-def card(scenario: Scenario, seed: int) -> dict[str, Any]:
+def card(scenario: CalendarScenario, seed: int) -> dict[str, Any]:
     """The scenario card of one sample: what a served `calendar-user` rebuilds the user from.
 
     The card's `seed` is the user's (`user_seed`), so the served user words
@@ -117,13 +119,13 @@ def card(scenario: Scenario, seed: int) -> dict[str, Any]:
     }
 
 
-def from_card(data: Mapping[str, Any]) -> Scenario:
+def from_card(data: Mapping[str, Any]) -> CalendarScenario:
     """The scenario a card describes, its seed the user's (see `card`).
 
     Raises:
         pydantic.ValidationError: the card does not describe a calendar scenario.
     """
-    return Scenario.model_validate(
+    return CalendarScenario.model_validate(
         {
             "id": data.get("id", "served"),
             "goal": data.get("goal"),
@@ -134,7 +136,7 @@ def from_card(data: Mapping[str, Any]) -> Scenario:
     )
 
 
-def describe_goal(scenario: Scenario) -> str | None:
+def describe_goal(scenario: CalendarScenario) -> str | None:
     """The calendar goal in words, for an LLM user's prompt (None: no goal)."""
     goal = scenario.goal
     if goal is None:
@@ -164,7 +166,7 @@ def _describe_calendar_goal(goal: CalendarGoal) -> str:
     )
 
 
-def fidelity(rollout: Rollout, scenario: Scenario) -> dict[str, Any] | None:
+def fidelity(rollout: Rollout, scenario: CalendarScenario) -> dict[str, Any] | None:
     """The user-fidelity metrics of a rollout whose scenario has a goal and a persona.
 
     The goal counts as met when the reward is 1 (by full coverage when the
@@ -185,10 +187,10 @@ def fidelity(rollout: Rollout, scenario: Scenario) -> dict[str, Any] | None:
     return metrics.model_dump(mode="json")
 
 
-DOMAIN: Domain[Scenario] = Domain(
+DOMAIN: Domain[CalendarScenario] = Domain(
     name="calendar",
     description="a scheduling assistant keeps one working day's calendar (NeMo-Gym's calendar)",
-    scenario_type=Scenario,
+    scenario_type=CalendarScenario,
     load=load_scenarios,
     bundled={
         "calendar_examples": functools.partial(bundled_scenarios, "calendar_examples"),

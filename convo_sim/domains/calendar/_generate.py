@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from convo_sim.domains.calendar._model import WORKING_WINDOW, Constraint, ExpectedState
 from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
-from convo_sim.domains.calendar._scenario import CalendarGoal, GoalStep, Scenario
+from convo_sim.domains.calendar._scenario import CalendarGoal, CalendarScenario, GoalStep
 from convo_sim.domains.calendar._solve import is_solvable
 
 __all__ = ["DURATIONS", "PERSONA_CHOICES", "generate_scenarios", "is_goal_solvable"]
@@ -70,7 +70,7 @@ def generate_scenarios(
     max_events: int = 6,
     move_rate: float = 0.35,
     id_prefix: str = "generated",
-) -> list[Scenario]:
+) -> list[CalendarScenario]:
     """Generate `n` varied calendar scenarios, each proven solvable at every step.
 
     Args:
@@ -107,13 +107,13 @@ def generate_scenarios(
 
 def _scenario(
     rng: random.Random, scenario_id: str, min_events: int, max_events: int, move_rate: float
-) -> Scenario:
+) -> CalendarScenario:
     while True:
         count = rng.randint(min_events, max_events)
         goal = _goal(rng, count, rng.random() < move_rate)
         if is_goal_solvable(goal):
             break
-    return Scenario(
+    return CalendarScenario(
         id=scenario_id,
         system_prompt=CALENDAR_SYSTEM_PROMPT,
         goal=goal,

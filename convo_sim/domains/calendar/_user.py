@@ -34,7 +34,7 @@ from convo_sim.domains.calendar._model import (
 )
 from convo_sim.domains.calendar._overlaps import overlapping, partner
 from convo_sim.domains.calendar._reply import read_reply
-from convo_sim.domains.calendar._scenario import GoalStep, Scenario
+from convo_sim.domains.calendar._scenario import CalendarScenario, GoalStep
 from convo_sim.domains.calendar._times import format_12h, format_24h
 from convo_sim.users._persona import PERSONAS
 
@@ -131,7 +131,7 @@ class CalendarUser:
 
     def __init__(
         self,
-        scenario: Scenario,
+        scenario: CalendarScenario,
         *,
         seed: int | None = None,
         max_corrections: int = 2,

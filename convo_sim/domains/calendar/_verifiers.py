@@ -49,7 +49,9 @@ from convo_sim.domains.calendar._intents import (
 from convo_sim.domains.calendar._model import WORKING_WINDOW, ExpectedState, ListedEvent
 from convo_sim.domains.calendar._overlaps import overlapping, partner
 from convo_sim.domains.calendar._reply import CalendarReading, read_reply
+from convo_sim.domains.calendar._scenario import CalendarGoal, expected_state_of
 from convo_sim.domains.calendar._times import MINUTES_PER_DAY, format_24h, parse_time
+from convo_sim.scenarios._model import Scenario
 
 # Readings no turn may pass, asked for or not: the grader fails them all.
 _UNREADABLE: Final = frozenset(("empty_reply", "think_found"))
@@ -292,9 +294,10 @@ class CalendarFinalVerifier:
 
     Args:
         expected: the expected state (`ExpectedState`, NeMo `exp_cal_state`
-            or seed `expected_state`). None: the scenario's (`Scenario.expected()`)
-            if the dialogue has a scenario with one, else everything the user
-            asked for in the transcript.
+            or seed `expected_state`). None: the scenario's (its
+            `expected_state`, else its calendar goal's) if the dialogue has a
+            scenario with one, else everything the user asked for in the
+            transcript.
     """
 
     name = "calendar_final"
@@ -302,7 +305,7 @@ class CalendarFinalVerifier:
     def __init__(self, expected: ExpectedState | Mapping[str, Any] | None = None) -> None:
         self.expected = expected
 
-    def __call__(self, ctx: FinalContext) -> Verdict:
+    def __call__(self, ctx: FinalContext[Scenario]) -> Verdict:
         expected, source = self._expected(ctx)
         # The final reply or nothing: never an earlier reply (see `final_reply`).
         reply = ctx.final_reply
@@ -319,12 +322,13 @@ class CalendarFinalVerifier:
             details={"detail": grade.detail, "expected_from": source},
         )
 
-    def _expected(self, ctx: FinalContext) -> tuple[ExpectedState | Mapping[str, Any], str]:
+    def _expected(
+        self, ctx: FinalContext[Scenario]
+    ) -> tuple[ExpectedState | Mapping[str, Any], str]:
         if self.expected is not None:
             return self.expected, "verifier"
-        scenario_expected = getattr(ctx.scenario, "expected", None)
-        if callable(scenario_expected):
-            found = scenario_expected()
+        if ctx.scenario is not None:
+            found = expected_state_of(ctx.scenario)
             if isinstance(found, Mapping):
                 return found, "scenario"
         return _from_transcript(ctx.transcript), "transcript"
@@ -335,24 +339,24 @@ def _from_transcript(transcript: Transcript) -> dict[str, dict[str, Any]]:
 
 
 def calendar_verifiers(
-    scenario: object | None = None,
-) -> tuple[list[TurnVerifier], list[FinalVerifier]]:
+    scenario: Scenario | None = None,
+) -> tuple[list[TurnVerifier], list[FinalVerifier[Scenario]]]:
     """The calendar domain's verifiers for a scenario: (turn verifiers, final verifiers).
 
-    The working window comes from the scenario's goal when it has one; the
-    final verifier reads the scenario's expected state when the dialogue
-    ends (see `CalendarFinalVerifier`).
+    The working window comes from the scenario's calendar goal when it has
+    one; the final verifier reads the scenario's expected state when the
+    dialogue ends (see `CalendarFinalVerifier`).
     """
     window = WORKING_WINDOW
-    goal = getattr(scenario, "goal", None)
-    if goal is not None:
+    goal = scenario.goal if scenario is not None else None
+    if isinstance(goal, CalendarGoal):
         window = (parse_time(goal.min_time), parse_time(goal.max_time))
     verifiers = (ValidCalendar(), NoConflicts(), EventsPresent(), ConstraintsHonoured(window))
     shared = _Requested()
     for verifier in verifiers:
         verifier._replay = shared
     turn: list[TurnVerifier] = [*verifiers]
-    final: list[FinalVerifier] = [CalendarFinalVerifier()]
+    final: list[FinalVerifier[Scenario]] = [CalendarFinalVerifier()]
     return turn, final
 
 
