@@ -26,6 +26,7 @@ from convo_sim._errors import (
     RolloutError,
     ScenarioError,
     ScriptExhausted,
+    UnknownDomainError,
 )
 from convo_sim._logging import configure_logging
 from convo_sim._messages import Message, Role, ToolCall, Transcript
@@ -46,6 +47,7 @@ from convo_sim._results import (
 )
 from convo_sim._retry import RetryPolicy
 from convo_sim._rollouts import (
+    DEFAULT_MAX_TURNS,
     RolloutPlan,
     RolloutStream,
     generate_rollouts_sync,
@@ -83,6 +85,7 @@ def __getattr__(name: str) -> _typing.Any:
 
 
 __all__ = [
+    "DEFAULT_MAX_TURNS",
     "DEFAULT_STOP_TOKEN",
     "NO_FINAL_REPLY",
     "Actor",
@@ -121,6 +124,7 @@ __all__ = [
     "TurnContext",
     "TurnScore",
     "TurnVerifier",
+    "UnknownDomainError",
     "Usage",
     "Verdict",
     "View",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from convo_sim._rollouts import DEFAULT_MAX_TURNS
 from convo_sim.scenarios._loading import bundled_scenarios, load_scenarios
 from convo_sim.scenarios._model import GoalT, Scenario, StateT
+from convo_sim.scenarios._reading import Record, line_of, read_records
 from convo_sim.scenarios._run import run_scenario, user_seed
 from convo_sim.scenarios._script import ScenarioScript, load_script, run_script
 
@@ -69,12 +70,15 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_MAX_TURNS",
     "GoalT",
+    "Record",
     "Scenario",
     "ScenarioScript",
     "StateT",
     "bundled_scenarios",
+    "line_of",
     "load_scenarios",
     "load_script",
+    "read_records",
     "run_scenario",
     "run_script",
     "user_seed",
