@@ -67,6 +67,8 @@ _CLOSED_BY_DETECTOR: Final = frozenset(
     (TerminationReason.USER_STOP, TerminationReason.ASSISTANT_STOP, TerminationReason.GOAL_REACHED)
 )
 _RULE: Final = "final_reply"  # the verdict's verifier name when no final verifier was given
+VERIFIER_ERROR: Final = "verifier_error"
+"""The reason of the zero a verifier earns by crashing (the error is in its details)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +149,24 @@ def _missing_reply(ctx: FinalContext[Any]) -> str:
     return f"the assistant did not answer the last {last.role} message ({ctx.termination.value})"
 
 
-def _crash(exc: Exception) -> dict[str, str]:
-    return {"error": f"{type(exc).__name__}: {exc}"}
+_Answer = TypeVar("_Answer", TurnScore, Verdict)
+
+
+async def _ask(verifier: Any, ctx: object, expected: type[_Answer]) -> _Answer | dict[str, str]:
+    """The verifier's answer, or the details of the zero it earns by crashing.
+
+    A verifier crashes when it raises or answers with something that is not
+    `expected`; cancellation passes through.
+    """
+    try:
+        answer = verifier(ctx)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if not isinstance(answer, expected):
+            raise TypeError(f"returned {type(answer).__name__}, expected {expected.__name__}")
+    except Exception as exc:  # a crash is a zero; cancellation passes through
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return answer
 
 
 async def score_turn(ctx: TurnContext[S], verifiers: Sequence[TurnVerifier[S]]) -> list[TurnScore]:
@@ -162,14 +180,9 @@ async def score_turn(ctx: TurnContext[S], verifiers: Sequence[TurnVerifier[S]]) 
     scores: list[TurnScore] = []
     for verifier in verifiers:
         name = detector_name(verifier)
-        try:
-            score = verifier(ctx)
-            if inspect.isawaitable(score):
-                score = await score
-            if not isinstance(score, TurnScore):
-                raise TypeError(f"returned {type(score).__name__}, expected TurnScore")
-        except Exception as exc:  # a crash is a zero; cancellation passes through
-            score = TurnScore(score=0.0, reason="verifier_error", details=_crash(exc))
+        score = await _ask(verifier, ctx, TurnScore)
+        if not isinstance(score, TurnScore):
+            score = TurnScore(score=0.0, reason=VERIFIER_ERROR, details=score)
         if score.verifier != name or score.turn != ctx.turn:
             score = score.model_copy(update={"verifier": score.verifier or name, "turn": ctx.turn})
         scores.append(score)
@@ -204,17 +217,11 @@ async def judge(
         return zero, None if reward is None else 0.0
     verdicts: list[Verdict] = []
     for verifier in verifiers:
-        name = detector_name(verifier)
-        try:
-            verdict = verifier(ctx)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-            if not isinstance(verdict, Verdict):
-                raise TypeError(f"returned {type(verdict).__name__}, expected Verdict")
-        except Exception as exc:  # a crash is a zero; cancellation passes through
-            verdict = Verdict(reward=0.0, reason="verifier_error", details=_crash(exc))
+        verdict = await _ask(verifier, ctx, Verdict)
+        if not isinstance(verdict, Verdict):
+            verdict = Verdict(reward=0.0, reason=VERIFIER_ERROR, details=verdict)
         if not verdict.verifier:
-            verdict = verdict.model_copy(update={"verifier": name})
+            verdict = verdict.model_copy(update={"verifier": detector_name(verifier)})
         verdicts.append(verdict)
     value = reward(ctx.turn_scores, verdicts) if reward is not None else None
     return tuple(verdicts), value

@@ -311,7 +311,7 @@ def _domain(
     name = getattr(module, "DOMAIN", None)
     line = lines.get("DOMAIN")
     if name is None:
-        name = wanted or "calendar"
+        name = "calendar" if wanted is None else wanted
     elif not isinstance(name, str):
         raise ScenarioError("DOMAIN must be a domain's name (a string)", path=path, line=line)
     elif wanted is not None and name != wanted:

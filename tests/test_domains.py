@@ -120,6 +120,18 @@ def test_a_broken_entry_point_is_logged_and_skipped(
     assert why in str(info.value) and info.value.known == ["calendar", "shout"]
 
 
+def test_unreadable_metadata_leaves_the_built_in_domains(
+    registry: list[importlib.metadata.EntryPoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def entry_points(*, group: str) -> importlib.metadata.EntryPoints:
+        raise OSError("a distribution's metadata cannot be read")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    with capture_logs() as logs:
+        assert names() == ["calendar"]
+    assert [e["event"] for e in logs] == ["domain.discovery_failed"]
+
+
 def test_an_entry_point_under_another_name_is_skipped(
     registry: list[importlib.metadata.EntryPoint],
 ) -> None:
@@ -261,6 +273,7 @@ def test_the_same_holds_for_generated_scenarios() -> None:
         ["verify", "rollouts.jsonl"],
         ["serve", "--port", "0"],
         ["report", "rollouts.jsonl"],
+        ["report", "rollouts.jsonl", "--domain", ""],
     ],
 )
 def test_an_unknown_domain_flag_is_one_line_and_exit_2(
@@ -272,10 +285,12 @@ def test_an_unknown_domain_flag_is_one_line_and_exit_2(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rollouts.jsonl").write_text("")
     (tmp_path / "unused.py").write_text("SCENARIOS = []\n")
-    assert main([*argv, "--domain", "nope"]) == 2
+    name = "" if "" in argv else "nope"
+    argv = argv if "" in argv else [*argv, "--domain", "nope"]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert "unknown domain 'nope'; expected one of: calendar" in err
+    assert f"unknown domain {name!r}; expected one of: calendar" in err
 
 
 def test_a_second_domain_runs_through_the_cli(

@@ -290,7 +290,7 @@ def wire_actors(
     if assistant.kind == "openai":
         wiring.assistant = OpenAIAssistantFactory(model_for(assistant))
     if user.kind == "openai":
-        wiring.user = OpenAIUserFactory(
-            model_for(user), getattr(args, "domain", None) or "calendar"
-        )
+        from convo_sim.cli.domain import domain_name
+
+        wiring.user = OpenAIUserFactory(model_for(user), domain_name(args))
     return wiring

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from convo_sim.domains import Domain
 
-__all__ = ["add_domain_argument", "domain_of"]
+__all__ = ["DEFAULT_DOMAIN", "add_domain_argument", "domain_name", "domain_of"]
+
+DEFAULT_DOMAIN = "calendar"
+"""The domain a command runs when `--domain` is not given."""
 
 
 def add_domain_argument(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +32,12 @@ def add_domain_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def domain_name(args: argparse.Namespace) -> str:
+    """The name `--domain` gives (an empty one included), else `DEFAULT_DOMAIN`."""
+    name = getattr(args, "domain", None)
+    return DEFAULT_DOMAIN if name is None else str(name)
+
+
 def domain_of(args: argparse.Namespace) -> Domain[Any]:
     """The domain `--domain` names.
 
@@ -38,4 +47,4 @@ def domain_of(args: argparse.Namespace) -> Domain[Any]:
     """
     from convo_sim.domains import get
 
-    return get(getattr(args, "domain", None) or "calendar")
+    return get(domain_name(args))

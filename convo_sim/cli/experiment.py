@@ -45,9 +45,8 @@ from convo_sim.agents import LLMAssistant
 from convo_sim.cli.domain import add_domain_argument, domain_of
 from convo_sim.domains import Domain
 from convo_sim.domains._registry import resolve
+from convo_sim.scenarios import Scenario
 from convo_sim.users import get_persona
-
-Scenario = Any
 
 __all__ = ["ExperimentOutput", "add_parser", "build_grid", "run", "run_experiment"]
 

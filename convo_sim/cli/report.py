@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         InputError: the file is missing or not a rollouts file, the domain is
             unknown, or the HTML report cannot be written (one line, exit 2).
     """
-    domain = domain_of(args) if getattr(args, "domain", None) else None
+    domain = domain_of(args) if getattr(args, "domain", None) is not None else None
     records = read_rollouts(args.file)
     summary = summarize(records, threshold=args.threshold)
     records, _ = unique_rollouts(records)  # the page shows each sample once, as counted

@@ -100,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
         )
     models: dict[str, ServedModel] | None = None  # every domain's
     if canned is not None:
-        if getattr(args, "domain", None):
+        if getattr(args, "domain", None) is not None:
             raise InputError("--canned serves only the canned model: drop --domain")
         models = {CANNED_MODEL: CannedModel(canned, latency=latency_ms / 1000)}
-    elif getattr(args, "domain", None):
+    elif getattr(args, "domain", None) is not None:
         models = {"echo": EchoModel(), **domain_of(args).served_models()}
     limits = ServerLimits(idle_timeout=idle_timeout)
     server = ModelServer(models, host=args.host, port=args.port, limits=limits)

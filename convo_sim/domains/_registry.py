@@ -66,8 +66,8 @@ def names() -> list[str]:
     """The names of the domains that load, sorted."""
     with _lock:
         found = set(_registered)
-        for name in _sources():
-            if _load(name) is not None:
+        for name, value in _sources().items():
+            if _load(name, value) is not None:
                 found.add(name)
         return sorted(found)
 
@@ -82,7 +82,8 @@ def get(name: str) -> Domain[Any]:
     with _lock:
         if name in _registered:
             return _registered[name]
-        domain = _load(name) if name in _sources() else None
+        value = _sources().get(name)
+        domain = _load(name, value) if value is not None else None
         if domain is not None:
             return domain
         raise UnknownDomainError(name, names(), reason=_failed.get(name))
@@ -114,13 +115,12 @@ def _sources() -> dict[str, str]:
     return sources
 
 
-def _load(name: str) -> Domain[Any] | None:
-    """The domain `name` names, loaded once; None (logged, remembered) if it fails."""
+def _load(name: str, value: str) -> Domain[Any] | None:
+    """The domain at `value` (`module:attribute`), loaded once; None (logged, remembered) if it fails."""
     if name in _loaded:
         return _loaded[name]
     if name in _failed:
         return None
-    value = _sources()[name]
     point = importlib.metadata.EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
     try:
         domain = point.load()

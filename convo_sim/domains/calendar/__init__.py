@@ -3,10 +3,12 @@
 Everything calendar lives in this one package: times, constraints and
 expected states; the reply reader every reader shares (`read_reply`: the
 grader, the turn verifiers, the simulated user and the solver assistant);
-the exact scheduler; the scenario model (`CalendarGoal`, `GoalStep`) and
-its file formats (NeMo-Gym rows, seed records, native records); the
-generator; the rule-based assistant and users; the turn verifiers and
-NeMo-Gym's grading rule; the user-fidelity metrics; and the bundled sets.
+the exact scheduler; the scenario model (`CalendarScenario`, with a
+`CalendarGoal` of `GoalStep`s) and its file formats (NeMo-Gym rows, seed
+records, native records); the generator; the rule-based assistant and
+users; the turn verifiers and NeMo-Gym's grading rule; the user-fidelity
+metrics; the models `convo-sim serve` serves; and the bundled sets.
+`DOMAIN` puts them behind the `Domain` seam (`convo_sim.domains.get("calendar")`).
 
 Errors raised here::
 
