@@ -431,3 +431,25 @@ def test_the_default_turn_limit_is_one_number() -> None:
 
     assert DEFAULT_MAX_TURNS == scenarios_default == CALENDAR.max_turns == 20
     assert RolloutPlan(assistant=CALENDAR.assistant, user=CALENDAR.user).max_turns is None
+
+
+@pytest.mark.timeout(30)
+def test_serve_takes_a_domain() -> None:
+    import subprocess
+    import sys
+
+    script = str(Path(sys.executable).with_name("convo-sim"))
+    proc = subprocess.Popen(
+        [script, "serve", "--port", "0", "--domain", "calendar"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert line.endswith("(models: calendar-solver, calendar-user, echo)\n"), line
+    assert main(["serve", "--canned", "--domain", "calendar"]) == 2

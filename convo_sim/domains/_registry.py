@@ -41,6 +41,10 @@ _failed: dict[str, str] = {}
 def register(domain: Domain[Any], *, replace: bool = False) -> None:
     """Make `domain` available by its name in this process (tests, notebooks, plugins).
 
+    Only in this process: Ray workers, and the served models of a separate
+    `convo-sim serve`, find a domain by its entry point. A domain's own
+    factories travel to workers by reference and need neither.
+
     Raises:
         ValueError: another domain already has the name and `replace` is False.
         TypeError: `domain` is not a `Domain`.
