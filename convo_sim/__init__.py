@@ -1,7 +1,11 @@
 """convo-sim: simulated multi-turn dialogues between an assistant and a simulated user.
 
-The public API is re-exported here; everything else is an implementation
-detail of its module.
+The core's public API is re-exported here (modules with a leading
+underscore are private). The rest of the surface: `convo_sim.domains`
+(the `Domain` seam; `convo_sim.domains.calendar`, the first domain),
+`convo_sim.agents`, `convo_sim.users`, `convo_sim.verifiers`,
+`convo_sim.scenarios`, `convo_sim.server`, `convo_sim.testing` and
+`convo_sim.openai_model`, each with its `__all__`.
 """
 
 from __future__ import annotations
