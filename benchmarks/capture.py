@@ -66,7 +66,7 @@ def canned_text() -> str:
 
 
 async def work(spec: dict[str, Any]) -> dict[str, Any]:
-    from convo_sim import open_rollouts
+    from convo_sim import RolloutPlan, open_rollouts
     from convo_sim.agents import LLMAssistant
     from convo_sim.openai_model import OpenAIChatModel
     from convo_sim.scenarios import Scenario
@@ -83,13 +83,13 @@ async def work(spec: dict[str, Any]) -> dict[str, Any]:
             Scenario.model_validate({"id": f"{tag}{i}", "user_script": lines}) for i in range(count)
         ]
         turns = failures = broken = written = 0
-        async with open_rollouts(
-            scenarios,
+        plan: RolloutPlan[Any] = RolloutPlan(
             assistant=lambda scenario, seed: LLMAssistant(model, system_prompt=SYSTEM),
             user=lambda scenario, seed: ScriptedUser(lines),
             concurrency=spec["c"],
             max_turns=k,
-        ) as rollouts:
+        )
+        async with open_rollouts(scenarios, plan) as rollouts:
             async for rollout in rollouts:
                 written += len(rollout.to_json_line())  # what the sink writes
                 turns += rollout.turns

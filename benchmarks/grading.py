@@ -33,12 +33,11 @@ from collections.abc import Callable
 from typing import Any
 
 from convo_sim import Message, Transcript, TurnContext
-from convo_sim.calendar import ExpectedState
-from convo_sim.calendar.reply import _read as reading  # the shared reading, uncached
+from convo_sim.domains.calendar import ExpectedState, grade_calendar_response
+from convo_sim.domains.calendar._reply import _read as reading  # the shared reading, uncached
 from convo_sim.scenarios import CalendarGoal, GoalStep, Scenario
 from convo_sim.users import CalendarUser
 from convo_sim.verifiers import ConstraintsHonoured, EventsPresent, NoConflicts, ValidCalendar
-from convo_sim.verifiers.calendar import grade_calendar_response
 
 KB = 1024
 

@@ -201,7 +201,7 @@ async def rollouts_http(
 ) -> Outcome:
     """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via open_rollouts.
 
-    `tune_gc`: open_rollouts' own argument (default True, what a user
+    `tune_gc`: the RolloutPlan's own option (default True, what a user
     gets); False shows what the engine's collector tuning is worth.
     """
     from convo_sim import configure_logging
@@ -324,13 +324,13 @@ async def calendar(
     """
     from convo_sim import configure_logging
     from convo_sim.agents import CalendarSolverAssistant
-    from convo_sim.cli.wiring import calendar_assistant, calendar_user
+    from convo_sim.domains.calendar import DOMAIN
     from convo_sim.scenarios import generate_calendar_scenarios
     from convo_sim.users import CalendarUser
     from convo_sim.verifiers import calendar_verifiers
 
     configure_logging("warning")
-    factories: dict[str, Any] = {"assistant": calendar_assistant, "user": calendar_user}
+    factories: dict[str, Any] = {"assistant": DOMAIN.assistant, "user": DOMAIN.user}
     if not personas:
         factories = {
             "assistant": lambda scenario, seed: CalendarSolverAssistant(),
@@ -353,7 +353,7 @@ async def _rollouts(
     k: int,
     **options: Any,
 ) -> Outcome:
-    from convo_sim import open_rollouts
+    from convo_sim import RolloutPlan, open_rollouts
     from convo_sim._verification import final_only
 
     in_flight = InFlight()
@@ -373,9 +373,10 @@ async def _rollouts(
     async def run(items: list[Any]) -> tuple[int, int, int, float | None]:
         dialogues = turns = failures = 0
         rewards: list[float] = []
-        async with open_rollouts(
-            items, concurrency=c, max_turns=k, assistant=assistant, reward=reward, **options
-        ) as rollouts:
+        plan = RolloutPlan(
+            concurrency=c, max_turns=k, assistant=assistant, reward=reward, **options
+        )
+        async with open_rollouts(items, plan) as rollouts:
             async for rollout in rollouts:
                 dialogues += 1
                 turns += rollout.turns

@@ -1,7 +1,11 @@
 """convo-sim: simulated multi-turn dialogues between an assistant and a simulated user.
 
-The public API is re-exported here; everything else is an implementation
-detail of its module.
+The core's public API is re-exported here (modules with a leading
+underscore are private). The rest of the surface: `convo_sim.domains`
+(the `Domain` seam; `convo_sim.domains.calendar`, the first domain),
+`convo_sim.agents`, `convo_sim.users`, `convo_sim.verifiers`,
+`convo_sim.scenarios`, `convo_sim.server`, `convo_sim.testing` and
+`convo_sim.openai_model`, each with its `__all__`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from convo_sim._errors import (
     ScenarioError,
     ScriptExhausted,
     TokenCaptureError,
+    UnknownDomainError,
 )
 from convo_sim._export import (
     EXPORT_FORMATS,
@@ -58,6 +63,7 @@ from convo_sim._results import (
 )
 from convo_sim._retry import RetryPolicy
 from convo_sim._rollouts import (
+    DEFAULT_MAX_TURNS,
     RolloutPlan,
     RolloutStream,
     generate_rollouts_sync,
@@ -95,6 +101,7 @@ def __getattr__(name: str) -> _typing.Any:
 
 
 __all__ = [
+    "DEFAULT_MAX_TURNS",
     "DEFAULT_STOP_TOKEN",
     "EXPORT_FORMATS",
     "NO_FINAL_REPLY",
@@ -141,6 +148,7 @@ __all__ = [
     "TurnContext",
     "TurnScore",
     "TurnVerifier",
+    "UnknownDomainError",
     "Usage",
     "Verdict",
     "View",

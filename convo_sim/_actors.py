@@ -9,13 +9,16 @@ memory object streams and stops when its inbox is closed (see
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Generic, Literal, Protocol, runtime_checkable
+
+from typing_extensions import TypeVar
 
 from convo_sim._messages import Message, Transcript
 
 __all__ = ["Actor", "ActorRole", "View", "flip_for_user"]
 
 ActorRole = Literal["assistant", "user"]
+ScenarioT_co = TypeVar("ScenarioT_co", covariant=True, default=object)
 
 
 @runtime_checkable
@@ -37,8 +40,8 @@ class Actor(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class View:
-    """What an actor sees when it is asked to speak.
+class View(Generic[ScenarioT_co]):
+    """What an actor sees when it is asked to speak; generic over the scenario type.
 
     Attributes:
         role: the side the actor plays.
@@ -51,7 +54,7 @@ class View:
     role: ActorRole
     transcript: Transcript
     turn: int
-    scenario: object | None = None
+    scenario: ScenarioT_co | None = None
     # The user's flipped messages, computed on first use (set through
     # object.__setattr__, the frozen dataclass's own way).
     _flipped: tuple[Message, ...] | None = field(

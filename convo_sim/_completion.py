@@ -1,7 +1,8 @@
 """Completion detectors: decide, after each message, whether a dialogue is over.
 
-A detector is any callable taking a `CompletionContext`. It may be sync or
-async and may return:
+A detector is any callable taking a `TurnContext` (the one context type:
+what turn verifiers see too; `CompletionContext` is another name for it).
+It may be sync or async and may return:
 
 * `False` or `None`: keep going;
 * `True`: stop, with the detector's `reason` attribute (default
@@ -19,7 +20,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Generic, TypeAlias
+
+from typing_extensions import TypeVar
 
 from convo_sim._messages import Message, Transcript
 from convo_sim._results import TerminationReason
@@ -29,6 +32,7 @@ __all__ = [
     "CompletionContext",
     "Detector",
     "Stop",
+    "TurnContext",
     "any_of",
     "check_detector",
     "completion_phrases",
@@ -40,14 +44,33 @@ __all__ = [
 DEFAULT_STOP_TOKEN = "###STOP###"
 
 
+ScenarioT_co = TypeVar("ScenarioT_co", covariant=True, default=object)
+
+
 @dataclass(frozen=True, slots=True)
-class CompletionContext:
-    """What a detector sees: the dialogue right after `message` was added."""
+class TurnContext(Generic[ScenarioT_co]):
+    """One message in context: the dialogue up to and including it.
+
+    What completion detectors see after every message and turn verifiers
+    after every assistant message; generic over the scenario type, so that
+    a domain's verifiers read `ctx.scenario` with its own type
+    (`TurnContext[CalendarScenario]`).
+
+    Attributes:
+        transcript: the dialogue so far, `message` last.
+        message: the message just added.
+        turn: the 1-based turn it belongs to.
+        scenario: the dialogue's scenario, if it has one.
+    """
 
     transcript: Transcript
     message: Message
     turn: int
-    scenario: object | None = None
+    scenario: ScenarioT_co | None = None
+
+
+CompletionContext = TurnContext
+"""Another name of `TurnContext`: what a completion detector sees."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +82,7 @@ class Stop:
 
 
 DetectorResult: TypeAlias = bool | TerminationReason | Stop | None
-Detector: TypeAlias = Callable[[CompletionContext], DetectorResult | Awaitable[DetectorResult]]
+Detector: TypeAlias = Callable[[TurnContext[Any]], DetectorResult | Awaitable[DetectorResult]]
 
 
 def detector_name(detector: object) -> str:
@@ -71,7 +94,7 @@ def detector_name(detector: object) -> str:
     return name if isinstance(name, str) else type(detector).__name__
 
 
-async def check_detector(detector: Detector, ctx: CompletionContext) -> Stop | None:
+async def check_detector(detector: Detector, ctx: TurnContext[Any]) -> Stop | None:
     """Run one detector and normalise its answer to a `Stop` or None."""
     result: Any = detector(ctx)
     if inspect.isawaitable(result):
@@ -102,7 +125,7 @@ class stop_token:
         self.token = token
         self.name = f"stop_token({token!r})"
 
-    def __call__(self, ctx: CompletionContext) -> bool:
+    def __call__(self, ctx: TurnContext[Any]) -> bool:
         message = ctx.message
         return message.role == "user" and self.token in (message.content or "")
 
@@ -119,7 +142,7 @@ class completion_phrases:
         self.phrases = phrases if case_sensitive else tuple(p.lower() for p in phrases)
         self.name = f"completion_phrases{phrases!r}"
 
-    def __call__(self, ctx: CompletionContext) -> bool:
+    def __call__(self, ctx: TurnContext[Any]) -> bool:
         if ctx.message.role != "assistant":
             return False
         text = ctx.message.content or ""
@@ -149,7 +172,7 @@ class state_predicate:
         self.predicate = predicate
         self.name = name
 
-    def __call__(self, ctx: CompletionContext) -> bool:
+    def __call__(self, ctx: TurnContext[Any]) -> bool:
         if ctx.message.role != "assistant":
             return False
         state = self.extract(ctx.transcript)
@@ -165,7 +188,7 @@ class any_of:
         self.detectors: Sequence[Detector] = detectors
         self.name = "any_of(" + ", ".join(detector_name(d) for d in detectors) + ")"
 
-    async def __call__(self, ctx: CompletionContext) -> Stop | None:
+    async def __call__(self, ctx: TurnContext[Any]) -> Stop | None:
         for detector in self.detectors:
             stop = await check_detector(detector, ctx)
             if stop is not None:

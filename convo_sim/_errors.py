@@ -4,7 +4,8 @@
 
     ConvoSimError                    base of everything convo-sim raises on purpose
     ├── InputError                   bad input from a user: a file, a flag, a value
-    │   └── ScenarioError            a scenario file or record is malformed
+    │   ├── ScenarioError            a scenario file or record is malformed
+    │   └── UnknownDomainError       no domain of that name is installed
     ├── ScriptExhausted              a scripted actor was asked for more than its script
     ├── RolloutError                 building or running one rollout failed (a factory raised)
     └── ModelError                   a model call failed for good (after retries)
@@ -29,6 +30,7 @@ __all__ = [
     "ScenarioError",
     "ScriptExhausted",
     "TokenCaptureError",
+    "UnknownDomainError",
 ]
 
 
@@ -72,6 +74,24 @@ class ScenarioError(InputError):
     ):
         self.scenario_id = scenario_id
         super().__init__(problem, path=path, line=line)
+
+
+class UnknownDomainError(InputError):
+    """No domain of that name is installed (or it failed to load).
+
+    Attributes:
+        name: the name asked for.
+        known: the domains that are installed, sorted.
+    """
+
+    def __init__(self, name: str, known: list[str], *, reason: str | None = None) -> None:
+        self.name = name
+        self.known = known
+        if reason is not None:
+            problem = f"domain {name!r} failed to load: {reason}"
+        else:
+            problem = f"unknown domain {name!r}; expected one of: {', '.join(known) or 'none'}"
+        super().__init__(problem)
 
 
 class ScriptExhausted(ConvoSimError):

@@ -18,7 +18,6 @@ sends. Closing an inbox is the shutdown signal for its actor.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 import uuid
@@ -34,9 +33,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from convo_sim import _logging
 from convo_sim._actors import Actor, ActorRole, View
 from convo_sim._completion import (
-    CompletionContext,
     Detector,
     Stop,
+    TurnContext,
     check_detector,
     detector_name,
     stop_token,
@@ -56,11 +55,11 @@ from convo_sim._verification import (
     FinalContext,
     FinalVerifier,
     RewardFn,
-    TurnContext,
     TurnVerifier,
     cumulative,
     final_only,
     judge,
+    score_turn,
 )
 
 __all__ = ["default_reward", "run_dialogue"]
@@ -77,6 +76,7 @@ class _Failure:
 
 _Reply: TypeAlias = tuple[Message | _Failure, float]
 _T = TypeVar("_T")
+S = TypeVar("S")
 _Pipe: TypeAlias = tuple[MemoryObjectSendStream[_T], MemoryObjectReceiveStream[_T]]
 # Endings after which an actor may still be inside respond().
 _MAY_BE_STUCK = frozenset((TerminationReason.TURN_TIMEOUT, TerminationReason.CANCELLED))
@@ -151,13 +151,13 @@ async def run_dialogue(
     *,
     prefix: Transcript | Sequence[Message] | None = None,
     opening: Literal["user", "assistant"] = "user",
-    scenario: object | None = None,
+    scenario: S | None = None,
     max_turns: int | None = 10,
     turn_timeout: float | None = 60.0,
     time_budget: float | None = None,
     completion: Detector | Sequence[Detector] | None = None,
-    turn_verifiers: Sequence[TurnVerifier] = (),
-    final_verifiers: Sequence[FinalVerifier] = (),
+    turn_verifiers: Sequence[TurnVerifier[S]] = (),
+    final_verifiers: Sequence[FinalVerifier[S]] = (),
     reward: RewardFn | None = None,
     stop: anyio.Event | None = None,
     dialogue_id: str | None = None,
@@ -171,7 +171,8 @@ async def run_dialogue(
             conversation prefix). The side that did not speak last goes next.
         opening: who speaks first when there is no prefix (or the prefix
             holds only system or developer messages).
-        scenario: passed through to actors, detectors and verifiers.
+        scenario: passed through to actors, detectors and verifiers (its
+            type is the one the verifiers take: `TurnVerifier[S]`).
         max_turns: the most assistant turns this run produces; `None` for no
             limit. A turn is one user message and the assistant's reply.
         turn_timeout: seconds one actor may take for one message; `None` for
@@ -311,11 +312,11 @@ async def _drive(
     *,
     ask: dict[ActorRole, _Channel],
     first: ActorRole,
-    scenario: object | None,
+    scenario: S | None,
     max_turns: int | None,
     turn_timeout: float | None,
     detectors: Sequence[Detector],
-    turn_verifiers: Sequence[TurnVerifier],
+    turn_verifiers: Sequence[TurnVerifier[S]],
     log: Any,
 ) -> None:
     role = first
@@ -354,10 +355,14 @@ async def _drive(
                 reply = reply.model_copy(update={"role": role})
             state.transcript = state.transcript.append(reply)
             state.timings.append((turn, role, seconds))
+            # One context per message, made only when someone reads it: the
+            # turn verifiers and the completion detectors see the same one.
+            ctx: TurnContext[S] | None = None
             if role == "assistant":
                 state.turns = turn
                 if turn_verifiers:
-                    await _score_turn(state, reply, turn, scenario, turn_verifiers)
+                    ctx = TurnContext(state.transcript, reply, turn, scenario)
+                    state.scores.extend(await score_turn(ctx, turn_verifiers))
             if log_content:
                 log.debug(
                     "turn.completed",
@@ -369,7 +374,8 @@ async def _drive(
             else:
                 log.debug("turn.completed", turn=turn, role=role, latency_ms=seconds * 1000)
             if detectors:
-                ctx = CompletionContext(state.transcript, reply, turn, scenario)
+                if ctx is None:
+                    ctx = TurnContext(state.transcript, reply, turn, scenario)
                 for detector in detectors:
                     try:
                         decided = await check_detector(detector, ctx)
@@ -397,39 +403,10 @@ async def _drive(
     )
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-async def _score_turn(
-    state: _State,
-    message: Message,
-    turn: int,
-    scenario: object | None,
-    verifiers: Sequence[TurnVerifier],
-) -> None:
-    ctx = TurnContext(state.transcript, message, turn, scenario)
-    for verifier in verifiers:
-        name = detector_name(verifier)
-        try:
-            score = await _maybe_await(verifier(ctx))
-            if not isinstance(score, TurnScore):
-                raise TypeError(f"returned {type(score).__name__}, expected TurnScore")
-        except Exception as exc:
-            score = TurnScore(
-                score=0.0,
-                reason="verifier_error",
-                details={"error": f"{type(exc).__name__}: {exc}"},
-            )
-        if score.verifier != name or score.turn != turn:
-            score = score.model_copy(update={"verifier": score.verifier or name, "turn": turn})
-        state.scores.append(score)
-
-
 async def _finish(
     state: _State,
-    scenario: object | None,
-    final_verifiers: Sequence[FinalVerifier],
+    scenario: S | None,
+    final_verifiers: Sequence[FinalVerifier[S]],
     reward: Callable[[Sequence[TurnScore], Sequence[Verdict]], float | None] | None,
     dialogue_id: str,
     started: float,

@@ -3,18 +3,19 @@
 The dialogue is rebuilt from the record; each assistant message after the
 scenario's opening is one turn, scored in the context the orchestrator gave
 it (the dialogue up to and including that message). Final verifiers see the
-recorded termination and turn count. A crashing verifier scores 0 with
-reason `verifier_error`, and a record without a final assistant reply earns
-0 with reason `no_final_reply`, as in a live run (`convo_sim._verification.judge`).
+recorded termination and turn count. The verifiers run exactly as in a live
+run, through the same runner (`score_turn`, `judge` in
+`convo_sim._verification`): a crashing verifier scores 0 with reason
+`verifier_error`, and a record without a final assistant reply earns 0 with
+reason `no_final_reply`.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar
 
-from convo_sim._completion import detector_name
+from convo_sim._completion import TurnContext
 from convo_sim._messages import Transcript
 from convo_sim._orchestrator import default_reward
 from convo_sim._records import Rollout, ScenarioLike
@@ -23,29 +24,22 @@ from convo_sim._verification import (
     FinalContext,
     FinalVerifier,
     RewardFn,
-    TurnContext,
     TurnVerifier,
     judge,
+    score_turn,
 )
 
 __all__ = ["rescore"]
 
-
-async def _call(verifier: object, ctx: object) -> Any:
-    result = verifier(ctx)  # type: ignore[operator]
-    return await result if inspect.isawaitable(result) else result
-
-
-def _crash(exc: Exception) -> dict[str, str]:
-    return {"error": f"{type(exc).__name__}: {exc}"}
+S = TypeVar("S", bound=ScenarioLike)
 
 
 async def rescore(
     rollout: Rollout,
-    scenario: ScenarioLike,
+    scenario: S,
     *,
-    turn_verifiers: Sequence[TurnVerifier] = (),
-    final_verifiers: Sequence[FinalVerifier] = (),
+    turn_verifiers: Sequence[TurnVerifier[S]] = (),
+    final_verifiers: Sequence[FinalVerifier[S]] = (),
     reward: RewardFn | None = None,
 ) -> Rollout:
     """Return the record with new turn scores, verdicts and reward.
@@ -78,17 +72,7 @@ async def rescore(
         ctx = TurnContext(
             Transcript(messages=transcript.messages[: position + 1]), message, turn, scenario
         )
-        for verifier in turn_verifiers:
-            name = detector_name(verifier)
-            try:
-                score = await _call(verifier, ctx)
-                if not isinstance(score, TurnScore):
-                    raise TypeError(f"returned {type(score).__name__}, expected TurnScore")
-            except Exception as exc:  # a crash is a zero, as in a live run
-                score = TurnScore(score=0.0, reason="verifier_error", details=_crash(exc))
-            scores.append(
-                score.model_copy(update={"verifier": score.verifier or name, "turn": turn})
-            )
+        scores.extend(await score_turn(ctx, turn_verifiers))
     final = FinalContext(transcript, rollout.termination, rollout.turns, tuple(scores), scenario)
     if reward is None:
         reward = default_reward(turn_verifiers, final_verifiers)

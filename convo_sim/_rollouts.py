@@ -2,7 +2,7 @@
 
 Shape of one run::
 
-    async with open_rollouts(...) as rollouts:     one task group, owned here
+    async with open_rollouts(scenarios, plan) as rollouts:   one task group, owned here
       ├─ producer task: backend.run(items, plan, send)
       │    └─ run_plan (local by default, or on Ray workers): one task group
       │         └─ `concurrency` workers, started at once; each takes the
@@ -24,8 +24,8 @@ is wrapped in a proxy whose `respond()` holds a shared
 so it counts against `turn_timeout`.
 
 While a run is in progress the garbage collector's young generation is
-sized for the dialogues in flight (`tune_gc`, on by default; see
-`open_rollouts` and `convo_sim._gc_tuning`).
+sized for the dialogues in flight (`RolloutPlan.tune_gc`, on by default;
+see `convo_sim._gc_tuning`).
 
 Every sample gets its own seed, derived from `(seed, scenario.id,
 sample_index)` by a stable hash, so a sample's actors are the same whatever
@@ -79,13 +79,19 @@ S = TypeVar("S", bound=ScenarioLike)
 
 ActorFactory: TypeAlias = Callable[[S, int], Actor]
 """Builds one actor for one sample: `factory(scenario, sample_seed) -> Actor`."""
-VerifierFactory: TypeAlias = Callable[[S], tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]]
+VerifierFactory: TypeAlias = Callable[
+    [S], tuple[Sequence[TurnVerifier[S]], Sequence[FinalVerifier[S]]]
+]
 """Builds a scenario's verifiers: `factory(scenario) -> (turn_verifiers, final_verifiers)`."""
 CompletionFactory: TypeAlias = Callable[[S], Detector | Sequence[Detector]]
 """Builds a scenario's completion detectors (default: the user's stop token)."""
 
-DEFAULT_MAX_TURNS = 10
-"""The turn limit of scenarios that set none, when the run sets none either."""
+DEFAULT_MAX_TURNS = 20
+"""The turn limit of scenarios that set none, when neither the run nor the domain sets one.
+
+The one default: `RolloutPlan`, `run_scenario`, `Domain.max_turns`, the
+CLI and scenario scripts all fall back to it.
+"""
 
 _log = get_logger("convo_sim.rollouts")
 
@@ -101,10 +107,43 @@ def sample_seed(seed: int, scenario_id: str, sample_index: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class RolloutPlan(Generic[S]):
-    """Everything a backend needs to run rollouts, apart from the work items.
+    """How to run rollouts: the one place their options live.
 
+    `open_rollouts`, `generate_rollouts_sync` and `write_rollouts` take a
+    plan; a domain makes one with its factories (`domain.plan(seed=3)`).
     Picklable (by cloudpickle) when its factories and reward are, so that a
-    backend can ship it to worker processes. `tune_gc`: see `open_rollouts`.
+    backend can ship it to worker processes.
+
+    Attributes:
+        assistant: `factory(scenario, sample_seed) -> Actor` for the assistant.
+        user: `factory(scenario, sample_seed) -> Actor` for the simulated user.
+        verifiers: `factory(scenario) -> (turn_verifiers, final_verifiers)`.
+        completion: `factory(scenario) -> detectors`; default: the user's
+            stop token.
+        concurrency: dialogues at once (per worker for a distributed backend).
+        assistant_concurrency: assistant `respond()` calls at once; None: no limit.
+        user_concurrency: user `respond()` calls at once; None: no limit.
+        seed: the run's seed; each sample's seed is `sample_seed(seed, id, index)`.
+        max_turns: the limit of scenarios that set none (None:
+            `DEFAULT_MAX_TURNS`, 20).
+        turn_timeout: seconds one actor may take for one message; None: no limit.
+        reward: turns scores and verdicts into the reward (default: final
+            verdicts if any, else the mean turn score).
+        tune_gc: while the run is in progress, raise the garbage collector's
+            young-generation threshold to `200 x concurrency` net new
+            objects (at most 1,000,000; never lowered), and restore the
+            thresholds when the last run in progress ends, however it ends.
+            With the default (700) every dialogue waiting for a model is
+            examined and promoted again and again and full collections keep
+            re-scanning the heap: 20-30% of the CPU at 256 dialogues in
+            flight, 60% at 10,000 (`benchmarks/README.md`). The cost:
+            garbage in reference cycles waits longer to be reclaimed (at most
+            that many young objects), and one young collection takes longer
+            (~10 ms at 1,000,000). The thresholds are process-wide; pass
+            False to leave them alone.
+
+    Raises:
+        ValueError: a count or limit is out of range.
     """
 
     assistant: ActorFactory[S]
@@ -229,7 +268,7 @@ async def run_plan(
     This is the local backend's loop, and what every Ray worker runs on its
     shard. It returns when every item's rollout is sent, or early when the
     receiving end is closed. `send` is not closed. While it runs, the
-    collector is tuned as `plan.tune_gc` says (see `open_rollouts`).
+    collector is tuned as `plan.tune_gc` says (see `RolloutPlan`).
 
     Raises:
         RolloutError: a factory raised, or `run_dialogue` rejected its
@@ -379,28 +418,17 @@ def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException |
 @asynccontextmanager
 async def open_rollouts(
     scenarios: Iterable[S],
+    plan: RolloutPlan[S],
     *,
-    assistant: ActorFactory[S],
-    user: ActorFactory[S],
-    verifiers: VerifierFactory[S] | None = None,
-    completion: CompletionFactory[S] | None = None,
     samples_per_scenario: int = 1,
-    concurrency: int = 32,
-    assistant_concurrency: int | None = None,
-    user_concurrency: int | None = None,
-    seed: int = 0,
-    max_turns: int | None = None,
-    turn_timeout: float | None = 60.0,
-    reward: RewardFn | None = None,
     skip: AbstractSet[RolloutKey] = frozenset(),
     backend: Backend[S] | None = None,
-    tune_gc: bool = True,
 ) -> AsyncIterator[RolloutStream]:
     """Run `samples_per_scenario` dialogues per scenario for the body of an `async with`.
 
     ::
 
-        async with open_rollouts(scenarios, assistant=..., user=...) as rollouts:
+        async with open_rollouts(scenarios, domain.plan(seed=3)) as rollouts:
             async for rollout in rollouts:
                 ...
 
@@ -413,87 +441,39 @@ async def open_rollouts(
 
     Args:
         scenarios: the scenarios (ids must be unique).
-        assistant: `factory(scenario, sample_seed) -> Actor` for the assistant.
-        user: `factory(scenario, sample_seed) -> Actor` for the simulated user.
-        verifiers: `factory(scenario) -> (turn_verifiers, final_verifiers)`.
-        completion: `factory(scenario) -> detectors`; default: the user's stop token.
+        plan: the factories, limits and seed (see `RolloutPlan`).
         samples_per_scenario: dialogues per scenario (k of pass@k).
-        concurrency: dialogues at once (per worker for a distributed backend).
-        assistant_concurrency: assistant `respond()` calls at once; None: no limit.
-        user_concurrency: user `respond()` calls at once; None: no limit.
-        seed: the run's seed; each sample's seed is `sample_seed(seed, id, index)`.
-        max_turns: the limit of scenarios that set none (default 10).
-        turn_timeout: seconds one actor may take for one message; None: no limit.
-        reward: turns scores and verdicts into the reward (default: final
-            verdicts if any, else the mean turn score).
         skip: `(scenario_id, sample_index)` keys already done (resume).
         backend: where to run; default this process (`RayBackend` spreads
             the same loop over a Ray cluster).
-        tune_gc: while the run is in progress, raise the garbage collector's
-            young-generation threshold to `200 x concurrency` net new
-            objects (at most 1,000,000; never lowered), and restore the
-            thresholds when the last run in progress ends, however it ends.
-            With the default (700) every dialogue waiting for a model is
-            examined and promoted again and again and full collections keep
-            re-scanning the heap: 20-30% of the CPU at 256 dialogues in
-            flight, 60% at 10,000 (`benchmarks/README.md`). The cost:
-            garbage in reference cycles waits longer to be reclaimed (at most
-            that many young objects), and one young collection takes longer
-            (~10 ms at 1,000,000). The thresholds are process-wide; pass
-            False to leave them alone.
 
     Yields:
         A `RolloutStream` of one `Rollout` per sample not skipped.
 
     Raises:
         InputError: two scenarios share an id.
-        ValueError: a count or limit is out of range.
+        ValueError: `samples_per_scenario` is below 1.
         RolloutError: a factory raised for some sample.
     """
-    plan = RolloutPlan(
-        assistant=assistant,
-        user=user,
-        verifiers=verifiers,
-        completion=completion,
-        concurrency=concurrency,
-        assistant_concurrency=assistant_concurrency,
-        user_concurrency=user_concurrency,
-        seed=seed,
-        max_turns=max_turns,
-        turn_timeout=turn_timeout,
-        reward=reward,
-        tune_gc=tune_gc,
-    )
     items = plan_items(scenarios, samples_per_scenario, skip)
-    _log.info("rollouts.started", items=len(items), skipped=len(skip), concurrency=concurrency)
+    _log.info("rollouts.started", items=len(items), skipped=len(skip), concurrency=plan.concurrency)
     async with open_plan(items, plan, backend=backend) as rollouts:
         yield rollouts
 
 
 def generate_rollouts_sync(
     scenarios: Iterable[S],
+    plan: RolloutPlan[S],
     *,
-    assistant: ActorFactory[S],
-    user: ActorFactory[S],
-    verifiers: VerifierFactory[S] | None = None,
-    completion: CompletionFactory[S] | None = None,
     samples_per_scenario: int = 1,
-    concurrency: int = 32,
-    assistant_concurrency: int | None = None,
-    user_concurrency: int | None = None,
-    seed: int = 0,
-    max_turns: int | None = None,
-    turn_timeout: float | None = 60.0,
-    reward: RewardFn | None = None,
     skip: AbstractSet[RolloutKey] = frozenset(),
     backend: Backend[S] | None = None,
-    tune_gc: bool = True,
 ) -> list[Rollout]:
     """`open_rollouts` for code without an event loop: all rollouts, in completion order.
 
     Raises:
         InputError: two scenarios share an id.
-        ValueError: a count or limit is out of range.
+        ValueError: `samples_per_scenario` is below 1.
         RolloutError: a factory raised for some sample.
         RuntimeError: called from inside a running event loop.
     """
@@ -502,21 +482,10 @@ def generate_rollouts_sync(
     async def collect() -> list[Rollout]:
         async with open_rollouts(
             scenario_list,
-            assistant=assistant,
-            user=user,
-            verifiers=verifiers,
-            completion=completion,
+            plan,
             samples_per_scenario=samples_per_scenario,
-            concurrency=concurrency,
-            assistant_concurrency=assistant_concurrency,
-            user_concurrency=user_concurrency,
-            seed=seed,
-            max_turns=max_turns,
-            turn_timeout=turn_timeout,
-            reward=reward,
             skip=skip,
             backend=backend,
-            tune_gc=tune_gc,
         ) as rollouts:
             return [rollout async for rollout in rollouts]
 

@@ -13,16 +13,17 @@ messages of one request, and returns one assistant message. Two kinds:
     its own system prompt first, then the dialogue with roles flipped. The
     model un-flips them, reads the **scenario card** from the system prompt
     (one line of JSON between `<convo-sim-scenario>` tags, written by
-    `convo_sim.users.LLMUser` when given `scenario_card=`; keys `id`, `goal`
-    (a `CalendarGoal` as JSON), `persona`, `seed`), builds the actor from it,
+    `convo_sim.users.LLMUser` when given `scenario_card=`; what it holds is
+    the domain's, see `Domain.card`), builds the actor from it,
     and replays the user's earlier turns (their output is discarded) so a
     user that keeps state across turns answers exactly as it would
     in-process. The card is the whole protocol: nothing rides in
     `extra_body` or `metadata`, so it passes through any client and both
     the chat and the Responses APIs.
 
-`default_models()` is what `convo-sim serve` serves: `echo`,
-`calendar-solver` and `calendar-user` (the rule-based calendar actors).
+`default_models()` is what `convo-sim serve` serves: `echo` and every
+domain's models (`Domain.served_models`: the calendar's `calendar-solver`
+and `calendar-user` are its rule-based actors).
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from convo_sim._actors import Actor, View
+from convo_sim._logging import get_logger
 from convo_sim._messages import Message, Transcript
+from convo_sim._scenario_card import parse_scenario_card
 
 __all__ = ["ActorModel", "EchoModel", "ServedModel", "default_models"]
 
 _FLIP: dict[str, Literal["user", "assistant"]] = {"user": "assistant", "assistant": "user"}
+
+_log = get_logger("convo_sim.server")
 
 ActorFactory = Callable[[Mapping[str, Any] | None], tuple[Actor, object | None]]
 """Builds a fresh actor (and the scenario its view carries) from a scenario card."""
@@ -124,8 +129,6 @@ class ActorModel:
         return Message(role="assistant", content=reply.content, tool_calls=reply.tool_calls)
 
     async def _user_reply(self, messages: Sequence[Message]) -> Message:
-        from convo_sim.users._llm import parse_scenario_card
-
         card = None
         if messages and messages[0].role in ("system", "developer"):
             card = parse_scenario_card(messages[0].text)
@@ -151,43 +154,19 @@ def _turn(transcript: Transcript) -> int:
 
 
 def default_models() -> dict[str, ServedModel]:
-    """The models `convo-sim serve` serves, by name."""
+    """The models `convo-sim serve` serves, by name: `echo` and every domain's.
+
+    A model name a domain takes from another (or from `echo`) is logged as
+    `server.model_name_taken` and left to the first: domains come in name
+    order, so which one serves it never depends on installation order.
+    """
+    from convo_sim.domains import get, names
+
     models: dict[str, ServedModel] = {"echo": EchoModel()}
-    models.update(_calendar_models())
+    for name in names():
+        for model_name, model in get(name).served_models().items():
+            if model_name in models:
+                _log.warning("server.model_name_taken", model=model_name, domain=name)
+                continue
+            models[model_name] = model
     return models
-
-
-def _calendar_models() -> dict[str, ServedModel]:
-    from convo_sim.agents import CalendarSolverAssistant
-
-    return {
-        # The solver rebuilds its state from the transcript, so a fresh one
-        # per request answers as the in-process one does.
-        "calendar-solver": ActorModel("assistant", lambda card: (CalendarSolverAssistant(), None)),
-        "calendar-user": ActorModel("user", _calendar_user),
-    }
-
-
-def _calendar_user(card: Mapping[str, Any] | None) -> tuple[Actor, object | None]:
-    # The same user the built-in run makes: scenarios.run.default_user
-    # (a CalendarUser for a goal, a PersonaCalendarUser when the scenario
-    # names a persona, a ScriptedUser for a user script).
-    from convo_sim.scenarios import Scenario
-    from convo_sim.scenarios.run import default_user
-
-    if card is None:
-        raise ValueError(
-            "calendar-user needs a scenario card in its system prompt; "
-            "build the LLM user with LLMUser(..., scenario_card=...)"
-        )
-    seed = card.get("seed", 0)
-    scenario = Scenario.model_validate(
-        {
-            "id": card.get("id", "served"),
-            "goal": card.get("goal"),
-            "persona": card.get("persona"),
-            "seed": seed,
-            "user_script": card.get("user_script") or (),
-        }
-    )
-    return default_user(scenario, seed=seed), scenario

@@ -1,10 +1,15 @@
-"""Verifier protocols and reward aggregations.
+"""Verifier protocols, the one verifier runner, and reward aggregations.
 
 A turn verifier scores one assistant turn in context; a final verifier
 judges the finished dialogue. Both are plain callables, sync or async. A
 verifier reports failure as data (a low score with a reason) and raises only
-when it crashes; the orchestrator turns a crash into a zero with the error
-as its reason, so one broken verifier never ends a run.
+when it crashes; a crash is a zero with the error as its reason, so one
+broken verifier never ends a run.
+
+Verifiers run in one place, under one set of rules: `score_turn` for the
+turn verifiers of one turn, `judge` for the final verifiers of a finished
+dialogue. The orchestrator, `rescore` and the step-wise environment call
+them, so a live run and a re-scored record name, number and zero the same.
 
 A reward function turns the scores and verdicts of one dialogue into one
 number. Three families are provided: `final_only`, `cumulative` (uniform,
@@ -25,9 +30,11 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol, TypeAlias
+from typing import Any, Final, Generic, Literal, Protocol, TypeAlias
 
-from convo_sim._completion import detector_name
+from typing_extensions import TypeVar
+
+from convo_sim._completion import TurnContext, detector_name
 from convo_sim._messages import Message, Transcript
 from convo_sim._results import TerminationReason, TurnScore, Verdict
 
@@ -42,7 +49,13 @@ __all__ = [
     "cumulative",
     "final_only",
     "final_reply",
+    "judge",
+    "score_turn",
 ]
+
+ScenarioT_co = TypeVar("ScenarioT_co", covariant=True, default=object)
+ScenarioT_contra = TypeVar("ScenarioT_contra", contravariant=True, default=object)
+S = TypeVar("S", default=object)
 
 NO_FINAL_REPLY: Final = "no_final_reply"
 """The reason of the zero verdict given to a dialogue without a final assistant reply."""
@@ -54,27 +67,27 @@ _CLOSED_BY_DETECTOR: Final = frozenset(
     (TerminationReason.USER_STOP, TerminationReason.ASSISTANT_STOP, TerminationReason.GOAL_REACHED)
 )
 _RULE: Final = "final_reply"  # the verdict's verifier name when no final verifier was given
+VERIFIER_ERROR: Final = "verifier_error"
+"""The reason of the zero a verifier earns by crashing (the error is in its details)."""
 
 
 @dataclass(frozen=True, slots=True)
-class TurnContext:
-    """One assistant turn in context: the dialogue up to and including it."""
+class FinalContext(Generic[ScenarioT_co]):
+    """A finished dialogue, for final verifiers; generic over the scenario type.
 
-    transcript: Transcript
-    message: Message
-    turn: int
-    scenario: object | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FinalContext:
-    """A finished dialogue, for final verifiers."""
+    Attributes:
+        transcript: the whole dialogue, prefix included.
+        termination: why it ended.
+        turns: the assistant turns it had.
+        turn_scores: every turn verifier's score, in order.
+        scenario: the dialogue's scenario, if it has one.
+    """
 
     transcript: Transcript
     termination: TerminationReason
     turns: int
     turn_scores: tuple[TurnScore, ...]
-    scenario: object | None = None
+    scenario: ScenarioT_co | None = None
 
     @property
     def final_reply(self) -> Message | None:
@@ -115,7 +128,7 @@ def final_reply(transcript: Transcript, termination: TerminationReason) -> Messa
     return last
 
 
-def _missing_reply(ctx: FinalContext) -> str:
+def _missing_reply(ctx: FinalContext[Any]) -> str:
     """Why `ctx` has no final reply, in words."""
     if ctx.termination is TerminationReason.ASSISTANT_ERROR:
         return "the assistant failed before it answered"
@@ -136,14 +149,55 @@ def _missing_reply(ctx: FinalContext) -> str:
     return f"the assistant did not answer the last {last.role} message ({ctx.termination.value})"
 
 
+_Answer = TypeVar("_Answer", TurnScore, Verdict)
+
+
+async def _ask(verifier: Any, ctx: object, expected: type[_Answer]) -> _Answer | dict[str, str]:
+    """The verifier's answer, or the details of the zero it earns by crashing.
+
+    A verifier crashes when it raises or answers with something that is not
+    `expected`; cancellation passes through.
+    """
+    try:
+        answer = verifier(ctx)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if not isinstance(answer, expected):
+            raise TypeError(f"returned {type(answer).__name__}, expected {expected.__name__}")
+    except Exception as exc:  # a crash is a zero; cancellation passes through
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return answer
+
+
+async def score_turn(ctx: TurnContext[S], verifiers: Sequence[TurnVerifier[S]]) -> list[TurnScore]:
+    """Every turn verifier's score of one assistant turn, in order.
+
+    Each score is named after its verifier (unless it names itself) and
+    numbered with `ctx.turn`; a verifier that crashes, or returns something
+    that is not a `TurnScore`, scores 0 with reason `verifier_error` and the
+    error in its details. Cancellation passes through.
+    """
+    scores: list[TurnScore] = []
+    for verifier in verifiers:
+        name = detector_name(verifier)
+        score = await _ask(verifier, ctx, TurnScore)
+        if not isinstance(score, TurnScore):
+            score = TurnScore(score=0.0, reason=VERIFIER_ERROR, details=score)
+        if score.verifier != name or score.turn != ctx.turn:
+            score = score.model_copy(update={"verifier": score.verifier or name, "turn": ctx.turn})
+        scores.append(score)
+    return scores
+
+
 async def judge(
-    ctx: FinalContext, verifiers: Sequence[FinalVerifier], reward: RewardFn | None
+    ctx: FinalContext[S], verifiers: Sequence[FinalVerifier[S]], reward: RewardFn | None
 ) -> tuple[tuple[Verdict, ...], float | None]:
     """The verdicts and the reward of a finished dialogue, under the final-reply rule.
 
     Shared by the orchestrator and `rescore`, so that a live run and a
     re-scored record follow one rule. A verifier that crashes gives 0 with
-    reason `verifier_error`. Without a final reply every verifier's verdict
+    reason `verifier_error`; a verdict is named after its verifier unless it
+    names itself. Without a final reply every verifier's verdict
     is 0 with reason `no_final_reply` (one verdict named `final_reply` when
     there are no final verifiers), and the reward is 0.0 whatever `reward`
     would make of them; with no reward function at all it stays None.
@@ -163,36 +217,32 @@ async def judge(
         return zero, None if reward is None else 0.0
     verdicts: list[Verdict] = []
     for verifier in verifiers:
-        name = detector_name(verifier)
-        try:
-            verdict = verifier(ctx)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-            if not isinstance(verdict, Verdict):
-                raise TypeError(f"returned {type(verdict).__name__}, expected Verdict")
-        except Exception as exc:  # a crash is a zero; cancellation passes through
-            verdict = Verdict(
-                reward=0.0,
-                reason="verifier_error",
-                details={"error": f"{type(exc).__name__}: {exc}"},
-            )
+        verdict = await _ask(verifier, ctx, Verdict)
+        if not isinstance(verdict, Verdict):
+            verdict = Verdict(reward=0.0, reason=VERIFIER_ERROR, details=verdict)
         if not verdict.verifier:
-            verdict = verdict.model_copy(update={"verifier": name})
+            verdict = verdict.model_copy(update={"verifier": detector_name(verifier)})
         verdicts.append(verdict)
     value = reward(ctx.turn_scores, verdicts) if reward is not None else None
     return tuple(verdicts), value
 
 
-class TurnVerifier(Protocol):
-    """Scores one assistant turn: `TurnScore` with 0..1 and a reason."""
+class TurnVerifier(Protocol[ScenarioT_contra]):
+    """Scores one assistant turn: `TurnScore` with 0..1 and a reason.
 
-    def __call__(self, ctx: TurnContext, /) -> TurnScore | Awaitable[TurnScore]: ...
+    `TurnVerifier[CalendarScenario]` reads `ctx.scenario` as a calendar
+    scenario; a bare `TurnVerifier` takes any scenario.
+    """
+
+    def __call__(
+        self, ctx: TurnContext[ScenarioT_contra], /
+    ) -> TurnScore | Awaitable[TurnScore]: ...
 
 
-class FinalVerifier(Protocol):
+class FinalVerifier(Protocol[ScenarioT_contra]):
     """Judges a finished dialogue: `Verdict` with a reward 0..1 and a reason."""
 
-    def __call__(self, ctx: FinalContext, /) -> Verdict | Awaitable[Verdict]: ...
+    def __call__(self, ctx: FinalContext[ScenarioT_contra], /) -> Verdict | Awaitable[Verdict]: ...
 
 
 RewardFn: TypeAlias = Callable[[Sequence[TurnScore], Sequence[Verdict]], float | None]

@@ -12,13 +12,16 @@ A script is an ordinary Python file that `convo-sim run --script PATH` (or
 * `async def main()`: runs anything it likes and returns a
   `DialogueResult`, a list of them, or None.
 
-and, optionally, hooks that replace the defaults:
+and, optionally, `DOMAIN` (the domain's name, default `calendar`), whose
+scenario type, actors and verifiers are the defaults, and hooks that
+replace them:
 
-* `assistant(scenario, seed) -> Actor` (default: the calendar solver);
-* `user(scenario, seed) -> Actor` (default: `default_user`, which plays
-  the scenario's persona when it names one and has a goal);
-* `verifiers(scenario) -> (turn_verifiers, final_verifiers)` (default:
-  `calendar_verifiers`);
+* `assistant(scenario, seed) -> Actor` (default: the domain's; the
+  calendar solver);
+* `user(scenario, seed) -> Actor` (default: the domain's, which plays the
+  scenario's persona when it names one and has a goal);
+* `verifiers(scenario) -> (turn_verifiers, final_verifiers)` (default: the
+  domain's; `calendar_verifiers`);
 * `REWARD`: a reward function such as `final_only(combine="min")`;
 * `SAMPLES`: samples per scenario (default 1).
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -45,23 +49,20 @@ from typing import Any
 import pydantic
 
 from convo_sim._actors import Actor
-from convo_sim._errors import ScenarioError
+from convo_sim._errors import ScenarioError, UnknownDomainError
 from convo_sim._records import Rollout
 from convo_sim._results import DialogueResult
 from convo_sim._rollouts import open_rollouts
 from convo_sim._verification import FinalVerifier, RewardFn, TurnVerifier
-from convo_sim.agents.calendar import CalendarSolverAssistant
-from convo_sim.scenarios.model import Scenario
-from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
-from convo_sim.scenarios.run import default_user
+from convo_sim.domains import Domain, get
+from convo_sim.scenarios._model import Scenario
+from convo_sim.scenarios._run import user_seed
 from convo_sim.users._persona import PERSONAS
-from convo_sim.users.fidelity import with_fidelity
-from convo_sim.verifiers.calendar_turns import calendar_verifiers
 
 __all__ = ["ScenarioScript", "load_script", "run_script", "script_user"]
 
-ActorHook = Callable[[Scenario, int], Actor]
-VerifierHook = Callable[[Scenario], tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]]
+ActorHook = Callable[[Any, int], Actor]
+VerifierHook = Callable[[Any], tuple[Sequence[TurnVerifier[Any]], Sequence[FinalVerifier[Any]]]]
 MainHook = Callable[[], Awaitable[object]]
 
 _DEFINES = ("SCENARIOS", "scenarios", "DIALOGUE", "main")
@@ -73,6 +74,7 @@ class ScenarioScript:
 
     Attributes:
         path: the file.
+        domain: the domain its scenarios belong to (`DOMAIN`, default `calendar`).
         scenarios: its scenarios (empty for a `main()` script).
         assistant: the `assistant(scenario, seed)` hook, if defined.
         user: the `user(scenario, seed)` hook, if defined.
@@ -83,6 +85,7 @@ class ScenarioScript:
     """
 
     path: Path
+    domain: Domain[Any]
     scenarios: tuple[Scenario, ...]
     assistant: ActorHook | None = None
     user: ActorHook | None = None
@@ -148,12 +151,18 @@ def _execute(path: Path) -> tuple[ModuleType, dict[str, int]]:
     return module, lines
 
 
-def _as_scenario(item: object, index: int, path: Path, line: int | None) -> Scenario:
-    if isinstance(item, Scenario):
+def _as_scenario(
+    domain: Domain[Any], item: object, index: int, path: Path, line: int | None
+) -> Any:
+    if isinstance(item, domain.scenario_type):
         return item
+    if isinstance(item, Scenario):
+        # A bare `Scenario` (what older scripts build) becomes the domain's,
+        # its fields validated as the domain's goal and state.
+        item = dict(item)
     if isinstance(item, Mapping):
         try:
-            return Scenario.model_validate(item)
+            return pydantic.TypeAdapter(domain.scenario_type).validate_python(item)
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "record"
@@ -161,13 +170,16 @@ def _as_scenario(item: object, index: int, path: Path, line: int | None) -> Scen
                 f"scenario {index}: {where}: {first['msg']}", path=path, line=line
             ) from None
     raise ScenarioError(
-        f"scenario {index} is a {type(item).__name__}; expected a Scenario or a dict",
+        f"scenario {index} is a {type(item).__name__}; expected a "
+        f"{domain.scenario_type.__name__} of domain {domain.name!r} or a dict",
         path=path,
         line=line,
     )
 
 
-def _collect(module: ModuleType, lines: dict[str, int], path: Path) -> tuple[Scenario, ...]:
+def _collect(
+    domain: Domain[Any], module: ModuleType, lines: dict[str, int], path: Path
+) -> tuple[Scenario, ...]:
     found: object
     line: int | None
     if hasattr(module, "SCENARIOS"):
@@ -183,14 +195,14 @@ def _collect(module: ModuleType, lines: dict[str, int], path: Path) -> tuple[Sce
                 line=_failure_line(exc, path) or line,
             ) from exc
     elif hasattr(module, "DIALOGUE"):
-        return (_dialogue_scenario(module, lines, path),)
+        return (_dialogue_scenario(domain, module, lines, path),)
     else:
         return ()
     if isinstance(found, str | bytes | Mapping) or not isinstance(found, Iterable):
         raise ScenarioError(
             f"expected a list of scenarios, got a {type(found).__name__}", path=path, line=line
         )
-    scenarios = tuple(_as_scenario(item, i, path, line) for i, item in enumerate(found))
+    scenarios = tuple(_as_scenario(domain, item, i, path, line) for i, item in enumerate(found))
     seen: set[str] = set()
     for scenario in scenarios:
         if scenario.id in seen:
@@ -199,7 +211,9 @@ def _collect(module: ModuleType, lines: dict[str, int], path: Path) -> tuple[Sce
     return scenarios
 
 
-def _dialogue_scenario(module: ModuleType, lines: dict[str, int], path: Path) -> Scenario:
+def _dialogue_scenario(
+    domain: Domain[Any], module: ModuleType, lines: dict[str, int], path: Path
+) -> Any:
     dialogue = module.DIALOGUE
     line = lines.get("DIALOGUE")
     if isinstance(dialogue, str) or not all(isinstance(m, str) for m in dialogue):
@@ -208,12 +222,12 @@ def _dialogue_scenario(module: ModuleType, lines: dict[str, int], path: Path) ->
         )
     data = {
         "id": path.stem,
-        "system_prompt": getattr(module, "SYSTEM_PROMPT", CALENDAR_SYSTEM_PROMPT),
+        "system_prompt": getattr(module, "SYSTEM_PROMPT", domain.system_prompt),
         "user_script": tuple(dialogue),
         "expected_state": getattr(module, "EXPECTED_STATE", None),
         "max_turns": getattr(module, "MAX_TURNS", None),
     }
-    return _as_scenario(data, 0, path, line)
+    return _as_scenario(domain, data, 0, path, line)
 
 
 def _hook(module: ModuleType, name: str, params: int, path: Path, line: int | None) -> Any:
@@ -231,17 +245,25 @@ def _hook(module: ModuleType, name: str, params: int, path: Path, line: int | No
     return hook
 
 
-def load_script(path: str | Path) -> ScenarioScript:
+def load_script(path: str | Path, *, domain: str | None = None) -> ScenarioScript:
     """Execute a scenario script and collect what it defines.
+
+    Args:
+        path: the script.
+        domain: the domain of its scenarios when the script sets no
+            `DOMAIN` (default `calendar`); a script that sets another one
+            is refused.
 
     Raises:
         ScenarioError: the file cannot be read, has a syntax error, raises
-            while it runs, defines no scenarios, or defines malformed ones;
+            while it runs, names a domain that is not installed or not
+            `domain`, defines no scenarios, or defines malformed ones;
             `exc.path` names the file and `exc.line` the line, when known.
     """
     path = Path(path).resolve()
     module, lines = _execute(path)
-    scenarios = _collect(module, lines, path)
+    chosen = _domain(module, lines, path, domain)
+    scenarios = _collect(chosen, module, lines, path)
     main = getattr(module, "main", None)
     if main is not None and not inspect.iscoroutinefunction(main):
         raise ScenarioError(
@@ -272,6 +294,7 @@ def load_script(path: str | Path) -> ScenarioScript:
         _check_personas(scenarios, path, lines.get("SCENARIOS") or lines.get("scenarios"))
     return ScenarioScript(
         path=path,
+        domain=chosen,
         scenarios=scenarios,
         assistant=_hook(module, "assistant", 2, path, lines.get("assistant")),
         user=user,
@@ -280,6 +303,27 @@ def load_script(path: str | Path) -> ScenarioScript:
         main=main,
         samples=samples,
     )
+
+
+def _domain(
+    module: ModuleType, lines: dict[str, int], path: Path, wanted: str | None
+) -> Domain[Any]:
+    name = getattr(module, "DOMAIN", None)
+    line = lines.get("DOMAIN")
+    if name is None:
+        name = "calendar" if wanted is None else wanted
+    elif not isinstance(name, str):
+        raise ScenarioError("DOMAIN must be a domain's name (a string)", path=path, line=line)
+    elif wanted is not None and name != wanted:
+        raise ScenarioError(
+            f"the script's DOMAIN is {name!r}, but the run asks for domain {wanted!r}",
+            path=path,
+            line=line,
+        )
+    try:
+        return get(name)
+    except UnknownDomainError as exc:
+        raise ScenarioError(exc.problem, path=path, line=line) from None
 
 
 def _check_personas(scenarios: Sequence[Scenario], path: Path, line: int | None) -> None:
@@ -296,17 +340,17 @@ def _check_personas(scenarios: Sequence[Scenario], path: Path, line: int | None)
         )
 
 
-def script_user(scenario: Scenario, seed: int) -> Actor:
-    """The default user of a script's scenario: `default_user` (its persona when it names one).
+def script_user(domain: Domain[Any], scenario: Scenario, seed: int) -> Actor:
+    """The default user of a script's scenario: the domain's, seeded with the sample's seed.
+
+    Scripts have always given the user the sample's seed as it is, where
+    `convo-sim run` mixes the scenario's own in (`user_seed`); the domain's
+    factory mixes it, and mixing is its own inverse, so mixing first undoes it.
 
     Raises:
         ScenarioError: the scenario names a persona that is not bundled.
     """
-    return default_user(scenario, seed=seed)
-
-
-def _solver(scenario: Scenario, seed: int) -> Actor:
-    return CalendarSolverAssistant()
+    return domain.user(scenario, user_seed(scenario, seed))
 
 
 async def run_script(
@@ -329,27 +373,24 @@ async def run_script(
     """
     if script.main is not None:
         return _main_records(script, await script.main())
-    async with open_rollouts(
-        script.scenarios,
-        assistant=script.assistant or _solver,
-        user=script.user or script_user,
-        verifiers=script.verifiers or calendar_verifiers,
-        samples_per_scenario=script.samples,
+    domain = script.domain
+    plan = domain.plan(
+        assistant=script.assistant or domain.assistant,
+        user=script.user or functools.partial(script_user, domain),
+        verifiers=script.verifiers or domain.verifiers,
         concurrency=concurrency,
         seed=seed,
-        max_turns=max_turns or 20,
+        max_turns=max_turns or domain.max_turns,
         turn_timeout=turn_timeout,
         reward=script.reward,
+    )
+    async with open_rollouts(
+        script.scenarios, plan, samples_per_scenario=script.samples
     ) as rollouts:
         records = [rollout async for rollout in rollouts]
     by_id = {s.id: s for s in script.scenarios}
-    # User-fidelity metrics where there is a goal to measure against.
-    measured = [
-        with_fidelity(r, by_id[r.scenario_id])
-        if by_id[r.scenario_id].goal is not None and by_id[r.scenario_id].persona is not None
-        else r
-        for r in records
-    ]
+    # The domain's user-fidelity metrics, where it has something to measure.
+    measured = [domain.with_fidelity(r, by_id[r.scenario_id]) for r in records]
     return sorted(measured, key=lambda r: r.key)
 
 

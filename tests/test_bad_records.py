@@ -77,7 +77,8 @@ def assert_escaped(record: Rollout) -> None:
 
 def test_a_lone_surrogate_from_an_actor_is_a_recorded_error_not_an_abort() -> None:
     records = generate_rollouts_sync(
-        scenarios(5), assistant=assistant, user=user, verifiers=verifiers, concurrency=2
+        scenarios(5),
+        RolloutPlan(assistant=assistant, user=user, verifiers=verifiers, concurrency=2),
     )
     by_id = {r.scenario_id: r for r in records}
     assert sorted(by_id) == ["s0", "s1", "s2", "s3", "s4"]
@@ -207,7 +208,7 @@ def test_cli_run_over_the_server_with_one_bad_reply_writes_every_other_record(
 async def test_write_rollouts_over_serve_models_with_one_bad_reply(tmp_path: Path) -> None:
     from convo_sim._openai_model import OpenAIChatModel
     from convo_sim.cli.actors_spec import llm_assistant_for, llm_user_for
-    from convo_sim.cli.wiring import calendar_verifier_set
+    from convo_sim.domains.calendar import DOMAIN
     from convo_sim.scenarios import bundled_scenarios
 
     models, poisoned = poisoned_models()
@@ -220,7 +221,7 @@ async def test_write_rollouts_over_serve_models_with_one_bad_reply(tmp_path: Pat
                 plan = RolloutPlan(
                     assistant=lambda s, seed: llm_assistant_for(solver, s, seed),
                     user=lambda s, seed: llm_user_for(simulated, s, seed),
-                    verifiers=calendar_verifier_set,
+                    verifiers=DOMAIN.verifiers,
                     concurrency=4,
                     max_turns=20,
                 )

@@ -11,7 +11,8 @@ import pytest
 
 from convo_sim import DEFAULT_STOP_TOKEN, Message, TerminationReason, Transcript, View
 from convo_sim.agents import CalendarSolverAssistant, FunctionAssistant
-from convo_sim.calendar.intents import parse_request, requested_state, shown_calendar
+from convo_sim.domains.calendar._grading import grade_calendar_response
+from convo_sim.domains.calendar._intents import parse_request, requested_state, shown_calendar
 from convo_sim.scenarios import (
     CalendarGoal,
     GoalStep,
@@ -23,9 +24,15 @@ from convo_sim.scenarios import (
     run_scenario,
 )
 from convo_sim.users import CalendarUser, ScriptedUser
-from convo_sim.verifiers.calendar import grade_calendar_response
 
-NEMO = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "nemo_calendar_example.jsonl"
+NEMO = (
+    Path(__file__).resolve().parents[1]
+    / "convo_sim"
+    / "domains"
+    / "calendar"
+    / "data"
+    / "nemo_calendar_example.jsonl"
+)
 
 
 def nemo_rows() -> list[dict[str, Any]]:

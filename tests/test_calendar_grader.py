@@ -25,8 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import convo_sim.calendar as calendar_package
-from convo_sim.calendar import (
+import convo_sim.domains.calendar as calendar_package
+from convo_sim.domains.calendar import (
     Constraint,
     ExpectedEvent,
     ExpectedState,
@@ -41,12 +41,19 @@ from convo_sim.calendar import (
     parse_time,
     solve_schedule,
 )
-from convo_sim.verifiers import calendar as grader_module
-from convo_sim.verifiers.calendar import CalendarGrade, grade_calendar_response
+from convo_sim.domains.calendar import _grading as grader_module
+from convo_sim.domains.calendar._grading import CalendarGrade, grade_calendar_response
 
 # The five public NeMo-Gym records, as bundled with the package (a byte-for-byte
 # copy of shared/data/nemo-calendar-example.jsonl).
-RECORDS = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "nemo_calendar_example.jsonl"
+RECORDS = (
+    Path(__file__).resolve().parents[1]
+    / "convo_sim"
+    / "domains"
+    / "calendar"
+    / "data"
+    / "nemo_calendar_example.jsonl"
+)
 
 # --- The reference, restated as an oracle --------------------------------------------
 #
@@ -1323,7 +1330,7 @@ def test_list_extraction_reads_each_character_a_bounded_number_of_times(
     # Linear time, checked without a clock: every search in C is counted by
     # the characters it reads, and the total stays a small multiple of the
     # text's length as the text grows (a quadratic search grows with it).
-    from convo_sim.calendar import listing
+    from convo_sim.domains.calendar import _listing as listing
 
     for name in ("_BRACKET", "_TOKEN", "_WALK"):
         monkeypatch.setattr(listing, name, _CountedPattern(getattr(listing, name)))

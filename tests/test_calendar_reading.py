@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from convo_sim import Message, Transcript, TurnContext
-from convo_sim.calendar import parse_listed_events
-from convo_sim.calendar.reply import read_reply, reply_minutes
+from convo_sim.domains.calendar import parse_listed_events
+from convo_sim.domains.calendar._grading import grade_calendar_response
+from convo_sim.domains.calendar._reply import read_reply, reply_minutes
 from convo_sim.scenarios import CalendarGoal, GoalStep, Scenario
 from convo_sim.users import CalendarUser
 from convo_sim.verifiers import ConstraintsHonoured, EventsPresent, NoConflicts, ValidCalendar
-from convo_sim.verifiers.calendar import grade_calendar_response
 
 ASKS = [
     'Please add "Design review" for 60 minutes (event id: 0)',

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from convo_sim.calendar import (
+from convo_sim.domains.calendar import (
     Constraint,
     EventSpec,
     ExpectedEvent,

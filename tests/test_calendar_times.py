@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convo_sim._errors import InputError
-from convo_sim.calendar import (
+from convo_sim.domains.calendar import (
     CalendarDataError,
     Constraint,
     ConstraintFormatError,

@@ -21,8 +21,8 @@ from convo_sim import (
     run_dialogue,
 )
 from convo_sim.agents import CalendarSolverAssistant, ScriptedAssistant
-from convo_sim.calendar import json_list_span, parse_listed_events
-from convo_sim.calendar.intents import shown_calendar
+from convo_sim.domains.calendar import json_list_span, parse_listed_events
+from convo_sim.domains.calendar._intents import shown_calendar
 from convo_sim.scenarios import CalendarGoal, GoalStep, Scenario, bundled_scenarios
 from convo_sim.users import ScriptedUser
 from convo_sim.verifiers import (

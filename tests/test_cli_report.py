@@ -10,20 +10,14 @@ import pytest
 
 from convo_sim import Rollout, RolloutPlan, read_rollouts, summarize, write_rollouts
 from convo_sim.cli import main
-from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+from convo_sim.domains import get
 from convo_sim.scenarios import Scenario, bundled_scenarios
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def calendar_plan(seed: int = 0) -> RolloutPlan[Scenario]:
-    return RolloutPlan(
-        assistant=calendar_assistant,
-        user=calendar_user,
-        verifiers=calendar_verifier_set,
-        max_turns=20,
-        seed=seed,
-    )
+    return get("calendar").plan(seed=seed)
 
 
 @pytest.fixture

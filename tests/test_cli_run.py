@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("convo-sim")
-NEMO = ROOT / "scenarios" / "data" / "nemo_calendar_example.jsonl"
+NEMO = ROOT / "convo_sim" / "domains" / "calendar" / "data" / "nemo_calendar_example.jsonl"
 FIELDS = {
     "scenario_id",
     "seed",

@@ -26,12 +26,15 @@ from convo_sim._collect import CapturingAssistant
 from convo_sim.agents import LLMAssistant
 from convo_sim.cli import main
 from convo_sim.cli.actors_spec import llm_assistant_for, llm_user_for, wire_actors
-from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+from convo_sim.domains.calendar import DOMAIN as CALENDAR
 from convo_sim.openai_model import OpenAIChatModel
 from convo_sim.scenarios import Scenario, bundled_scenarios
 from convo_sim.server import ServedModel, ServerThread, default_models, serve_models
 
 FIELDS = ("prompt_token_ids", "generation_token_ids", "generation_log_probs")
+
+calendar_assistant, calendar_user = CALENDAR.assistant, CALENDAR.user
+calendar_verifier_set = CALENDAR.verifiers
 
 
 def _policy_factory(model: OpenAIChatModel, scenario: Scenario, seed: int) -> Any:

@@ -16,7 +16,7 @@ from convo_sim._sink import read_rollouts
 from convo_sim._stats import bootstrap_interval, wilson_interval
 from convo_sim.cli import main
 from convo_sim.cli.experiment import run_experiment
-from convo_sim.scenarios.generate import generate_calendar_scenarios
+from convo_sim.domains.calendar import generate_scenarios as generate_calendar_scenarios
 
 PERSONAS = ["cooperative", "terse", "impatient"]
 

@@ -21,8 +21,7 @@ from convo_sim._openai_model import OpenAIChatModel
 from convo_sim._served_models import ServedModel, default_models
 from convo_sim._server import ModelServer, serve_models
 from convo_sim.cli.actors_spec import llm_assistant_for, llm_user_for
-from convo_sim.scenarios import Scenario, bundled_scenarios
-from convo_sim.scenarios.run import run_scenario
+from convo_sim.scenarios import Scenario, bundled_scenarios, run_scenario
 
 FAST = RetryPolicy(attempts=4, initial=0.001, max_wait=0.01, jitter=0.001, max_retry_after=0.02)
 # The client's per-request timeout for "slow-solver", whose faults are hangs;

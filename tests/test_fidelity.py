@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from convo_sim import Message
+from convo_sim.domains.calendar._fidelity import message_requests
 from convo_sim.scenarios import CalendarGoal, GoalStep
 from convo_sim.users import Persona, get_persona, user_fidelity
-from convo_sim.users.fidelity import message_requests
 
 STOP = "###STOP###"
 
@@ -169,7 +169,7 @@ def test_message_requests_splits_a_message_that_names_several_events() -> None:
 
 
 def test_message_requests_lives_with_the_parser_and_cuts_at_clause_breaks() -> None:
-    from convo_sim.calendar import intents
+    from convo_sim.domains.calendar import _intents as intents
 
     assert message_requests is intents.message_requests
     # "event id 2:" names event 2 (only a clock time after "event" is not an id).

@@ -28,9 +28,8 @@ from convo_sim._server import ServerThread, serve_models
 from convo_sim.agents import LLMAssistant, ScriptedAssistant
 from convo_sim.cli import main
 from convo_sim.cli.actors_spec import parse_actor_spec, wire_actors
-from convo_sim.cli.wiring import calendar_assistant, calendar_user
-from convo_sim.scenarios import Scenario, bundled_scenarios
-from convo_sim.scenarios.run import run_scenario
+from convo_sim.domains.calendar import DOMAIN
+from convo_sim.scenarios import Scenario, bundled_scenarios, run_scenario
 from convo_sim.users import LLMUser, ScriptedUser
 
 ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
@@ -214,8 +213,8 @@ def test_openai_specs_without_a_server_or_key_are_refused(monkeypatch: pytest.Mo
     with pytest.raises(InputError) as info:
         wire_actors(
             _args("openai:gpt-4o-mini", "builtin", None),
-            builtin_assistant=calendar_assistant,
-            builtin_user=calendar_user,
+            builtin_assistant=DOMAIN.assistant,
+            builtin_user=DOMAIN.user,
         )
     assert "CONVO_SIM_TEST_UNSET_KEY" in str(info.value)
 
@@ -234,15 +233,15 @@ async def test_the_http_llm_path_reaches_the_same_dialogues_and_rewards_as_in_pr
     )
     builtin = wire_actors(
         _args("builtin", "builtin", None),
-        builtin_assistant=calendar_assistant,
-        builtin_user=calendar_user,
+        builtin_assistant=DOMAIN.assistant,
+        builtin_user=DOMAIN.user,
     )
     with anyio.fail_after(50):
         async with serve_models() as server:
             http = wire_actors(
                 _args("openai:calendar-solver", "openai:calendar-user", server.base_url, api),
-                builtin_assistant=calendar_assistant,
-                builtin_user=calendar_user,
+                builtin_assistant=DOMAIN.assistant,
+                builtin_user=DOMAIN.user,
             )
             try:
                 for index, scenario in enumerate(scenarios):

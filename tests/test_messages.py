@@ -11,7 +11,14 @@ from convo_sim import Message, ToolCall, Transcript
 
 ANYIO_BACKENDS = ("asyncio", "trio")  # the core runs on both; see tests/conftest.py
 
-DATA = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "nemo_calendar_example.jsonl"
+DATA = (
+    Path(__file__).resolve().parents[1]
+    / "convo_sim"
+    / "domains"
+    / "calendar"
+    / "data"
+    / "nemo_calendar_example.jsonl"
+)
 
 roles = st.sampled_from(["system", "developer", "user", "assistant", "tool"])
 texts = st.text(max_size=40)

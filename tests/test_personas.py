@@ -24,6 +24,7 @@ from convo_sim import (
 )
 from convo_sim._models import Completion, ModelSettings
 from convo_sim.agents import CalendarSolverAssistant, FunctionAssistant
+from convo_sim.domains.calendar._grading import grade_calendar_response
 from convo_sim.scenarios import (
     CalendarGoal,
     GoalStep,
@@ -43,7 +44,6 @@ from convo_sim.users import (
     persona_prompt,
     user_fidelity,
 )
-from convo_sim.verifiers.calendar import grade_calendar_response
 
 GOAL = CalendarGoal(
     steps=(

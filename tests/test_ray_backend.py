@@ -78,14 +78,12 @@ def comparable(rollout: Rollout) -> dict[str, object]:
 
 
 async def run(backend: RayBackend | None, **kwargs: object) -> list[Rollout]:
+    plan = RolloutPlan(assistant=assistant, user=user, verifiers=verifiers, seed=21)
     with anyio.fail_after(45):
         async with open_rollouts(
             scenarios(8),
-            assistant=assistant,
-            user=user,
-            verifiers=verifiers,
+            plan,
             samples_per_scenario=3,
-            seed=21,
             backend=backend,
             **kwargs,  # type: ignore[arg-type]
         ) as stream:
@@ -131,8 +129,7 @@ async def test_a_worker_failure_reaches_the_driver_as_rollout_error() -> None:
         with anyio.fail_after(45):
             async with open_rollouts(
                 scenarios(6),
-                assistant=assistant,
-                user=failing_user,
+                RolloutPlan(assistant=assistant, user=failing_user),
                 backend=RayBackend(num_workers=2),
             ) as stream:
                 async for _ in stream:
@@ -167,7 +164,9 @@ async def test_work_is_sharded_over_worker_processes() -> None:
 
     with anyio.fail_after(45):
         async with open_rollouts(
-            scenarios(10), assistant=pid_assistant, user=user, backend=RayBackend(num_workers=2)
+            scenarios(10),
+            RolloutPlan(assistant=pid_assistant, user=user),
+            backend=RayBackend(num_workers=2),
         ) as stream:
             rollouts = [r async for r in stream]
     pids = {r.transcript.by_role("assistant")[0].text for r in rollouts}
@@ -176,19 +175,21 @@ async def test_work_is_sharded_over_worker_processes() -> None:
 
 
 async def test_calendar_actors_on_ray_give_the_local_dialogues() -> None:
-    from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+    from convo_sim.domains.calendar import DOMAIN
     from convo_sim.scenarios import bundled_scenarios
 
     async def records(backend: RayBackend | None) -> dict[tuple[str, int], dict[str, object]]:
         with anyio.fail_after(45):
             async with open_rollouts(
                 bundled_scenarios(),
-                assistant=calendar_assistant,
-                user=calendar_user,
-                verifiers=calendar_verifier_set,
+                RolloutPlan(
+                    assistant=DOMAIN.assistant,
+                    user=DOMAIN.user,
+                    verifiers=DOMAIN.verifiers,
+                    seed=8,
+                    max_turns=20,
+                ),
                 samples_per_scenario=2,
-                seed=8,
-                max_turns=20,
                 backend=backend,
             ) as stream:
                 return {r.key: comparable(r) async for r in stream}
@@ -266,8 +267,7 @@ async def test_a_shard_whose_workers_keep_dying_ends_the_run(tmp_path: Path) -> 
     with anyio.fail_after(50), pytest.raises(ray.exceptions.RayActorError):
         async with open_rollouts(
             scenarios(6),
-            assistant=assistant,
-            user=functools.partial(killing_user, marker, 99),
+            RolloutPlan(assistant=assistant, user=functools.partial(killing_user, marker, 99)),
             backend=RayBackend(num_workers=2, max_worker_restarts=1),
         ) as stream:
             async for _ in stream:
@@ -278,7 +278,7 @@ async def test_a_shard_whose_workers_keep_dying_ends_the_run(tmp_path: Path) -> 
 LISTENING = r'''
 import json, os, sys
 import anyio
-from convo_sim import open_rollouts, RayBackend
+from convo_sim import open_rollouts, RayBackend, RolloutPlan
 from convo_sim.agents import FunctionAssistant
 from convo_sim.scenarios import Scenario
 from convo_sim.users import ScriptedUser
@@ -321,11 +321,12 @@ def listening(root):
 async def main():
     seen = []
     scenarios = [Scenario(id=f"s{i}") for i in range(4)]
-    async with open_rollouts(
-        scenarios,
+    plan = RolloutPlan(
         assistant=lambda s, seed: FunctionAssistant(lambda view: "ok"),
         user=lambda s, seed: ScriptedUser(["hi"]),
-        backend=RayBackend(num_workers=1, num_cpus_per_worker=0.5),
+    )
+    async with open_rollouts(
+        scenarios, plan, backend=RayBackend(num_workers=1, num_cpus_per_worker=0.5)
     ) as rollouts:
         async for _ in rollouts:
             if not seen:
@@ -373,7 +374,9 @@ class ShipsBadly:
 async def test_a_plan_a_worker_cannot_load_ends_the_run_instead_of_hanging() -> None:
     with anyio.fail_after(50), pytest.raises(Exception) as info:
         async with open_rollouts(
-            scenarios(4), assistant=assistant, user=ShipsBadly(), backend=RayBackend(num_workers=1)
+            scenarios(4),
+            RolloutPlan(assistant=assistant, user=ShipsBadly()),
+            backend=RayBackend(num_workers=1),
         ) as stream:
             async for _ in stream:
                 pass

@@ -31,7 +31,7 @@ from convo_sim._report_html import render_html
 from convo_sim._sink import RolloutSink, read_rollouts
 from convo_sim.cli import main
 from convo_sim.cli.experiment import run_experiment
-from convo_sim.scenarios.generate import generate_calendar_scenarios
+from convo_sim.domains.calendar import generate_scenarios as generate_calendar_scenarios
 
 pytestmark = pytest.mark.browser
 

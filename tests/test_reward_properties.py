@@ -41,11 +41,11 @@ from convo_sim import (
 from convo_sim._messages import ToolCall
 from convo_sim._verification import RewardFn
 from convo_sim.agents import CalendarSolverAssistant
-from convo_sim.calendar.intents import requested_state
+from convo_sim.domains.calendar._grading import grade_calendar_response
+from convo_sim.domains.calendar._intents import requested_state
 from convo_sim.scenarios import generate_calendar_scenarios
 from convo_sim.users import CalendarUser
 from convo_sim.verifiers import CalendarFinalVerifier, calendar_verifiers
-from convo_sim.verifiers.calendar import grade_calendar_response
 
 SCENARIOS = generate_calendar_scenarios(40, seed=10, min_events=1, max_events=4)
 REWARDS: list[tuple[str, RewardFn]] = [

@@ -9,7 +9,9 @@ import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -22,6 +24,7 @@ from convo_sim import (
     Message,
     Rollout,
     RolloutError,
+    RolloutPlan,
     RolloutSink,
     RolloutStream,
     TerminationReason,
@@ -77,9 +80,17 @@ def verifiers(scenario: Scenario) -> tuple[list[object], list[object]]:
     return [replied], [even_turns]
 
 
-async def collect(**kwargs: object) -> list[Rollout]:
+async def collect(
+    *,
+    scenarios: list[Scenario],
+    samples_per_scenario: int = 1,
+    skip: AbstractSet[tuple[str, int]] = frozenset(),
+    **plan: Any,
+) -> list[Rollout]:
     with anyio.fail_after(20):
-        async with open_rollouts(**kwargs) as rollouts:  # type: ignore[arg-type]
+        async with open_rollouts(
+            scenarios, RolloutPlan(**plan), samples_per_scenario=samples_per_scenario, skip=skip
+        ) as rollouts:
             return [r async for r in rollouts]
 
 
@@ -307,7 +318,9 @@ async def test_stopping_early_cancels_the_running_dialogues() -> None:
         return FunctionUser(say)
 
     with anyio.fail_after(5):
-        async with open_rollouts(scenarios(5), assistant=seeded_assistant, user=user) as rollouts:
+        async with open_rollouts(
+            scenarios(5), RolloutPlan(assistant=seeded_assistant, user=user)
+        ) as rollouts:
             first = await anext(rollouts)
     assert first.scenario_id == "s0"
     assert running.now == 0
@@ -315,7 +328,9 @@ async def test_stopping_early_cancels_the_running_dialogues() -> None:
 
 def test_sync_wrapper_returns_every_rollout() -> None:
     rollouts = generate_rollouts_sync(
-        scenarios(3), assistant=seeded_assistant, user=seeded_user, samples_per_scenario=2, seed=5
+        scenarios(3),
+        RolloutPlan(assistant=seeded_assistant, user=seeded_user, seed=5),
+        samples_per_scenario=2,
     )
     assert sorted(r.key for r in rollouts) == sorted(
         (f"s{i}", k) for i in range(3) for k in range(2)
@@ -336,19 +351,21 @@ async def test_run_max_turns_applies_to_scenarios_without_their_own() -> None:
 
 
 def test_calendar_actors_give_the_same_dialogues_for_the_same_seed() -> None:
-    from convo_sim.cli.wiring import calendar_assistant, calendar_user, calendar_verifier_set
+    from convo_sim.domains.calendar import DOMAIN
     from convo_sim.scenarios import bundled_scenarios
 
     def transcripts(seed: int, concurrency: int) -> dict[tuple[str, int], object]:
         rollouts = generate_rollouts_sync(
             bundled_scenarios(),
-            assistant=calendar_assistant,
-            user=calendar_user,
-            verifiers=calendar_verifier_set,
+            RolloutPlan(
+                assistant=DOMAIN.assistant,
+                user=DOMAIN.user,
+                verifiers=DOMAIN.verifiers,
+                seed=seed,
+                concurrency=concurrency,
+                max_turns=20,
+            ),
             samples_per_scenario=2,
-            seed=seed,
-            concurrency=concurrency,
-            max_turns=20,
         )
         return {r.key: r.responses_create_params["input"] for r in rollouts}
 
@@ -388,9 +405,7 @@ async def test_every_slot_is_filled_when_the_actors_block() -> None:
             tg.start_soon(look_then_release)
             async with open_rollouts(
                 scenarios(concurrency + 50),
-                assistant=seeded_assistant,
-                user=user,
-                concurrency=concurrency,
+                RolloutPlan(assistant=seeded_assistant, user=user, concurrency=concurrency),
             ) as stream:
                 rollouts = [r async for r in stream]
     assert seen == [concurrency]
@@ -514,7 +529,9 @@ async def test_the_collector_is_restored_after_a_cancelled_or_abandoned_run(
             tg.cancel_scope.cancel()
         assert gc.get_threshold() == thresholds
         # The caller stops iterating after the first rollout.
-        async with open_rollouts(scenarios(3), assistant=seeded_assistant, user=user) as stream:
+        async with open_rollouts(
+            scenarios(3), RolloutPlan(assistant=seeded_assistant, user=user)
+        ) as stream:
             await anext(stream)
             assert gc.get_threshold()[0] == 200 * 32
     assert gc.get_threshold() == thresholds
@@ -597,7 +614,8 @@ async def test_a_factory_failure_is_a_rollout_error_whatever_the_body_awaits(
     seen: list[str] = []
     with anyio.fail_after(10), pytest.raises(RolloutError) as info:
         async with open_rollouts(
-            scenarios(6), assistant=seeded_assistant, user=failing_at("s3"), concurrency=2
+            scenarios(6),
+            RolloutPlan(assistant=seeded_assistant, user=failing_at("s3"), concurrency=2),
         ) as rollouts:
             async for rollout in rollouts:
                 seen.append(rollout.scenario_id)
@@ -616,7 +634,7 @@ async def test_a_factory_failure_is_a_rollout_error_whatever_the_body_awaits(
 async def test_a_factory_failure_cancels_a_body_that_never_reads() -> None:
     with anyio.fail_after(10), pytest.raises(RolloutError):
         async with open_rollouts(
-            scenarios(3), assistant=seeded_assistant, user=failing_at("s0")
+            scenarios(3), RolloutPlan(assistant=seeded_assistant, user=failing_at("s0"))
         ) as rollouts:
             assert isinstance(rollouts, RolloutStream)
             await anyio.sleep_forever()
@@ -625,7 +643,7 @@ async def test_a_factory_failure_cancels_a_body_that_never_reads() -> None:
 async def test_the_bodys_own_exception_comes_out_unwrapped() -> None:
     with anyio.fail_after(10), pytest.raises(ZeroDivisionError):
         async with open_rollouts(
-            scenarios(3), assistant=seeded_assistant, user=seeded_user
+            scenarios(3), RolloutPlan(assistant=seeded_assistant, user=seeded_user)
         ) as rollouts:
             async for _ in rollouts:
                 _ = 1 / 0
@@ -648,7 +666,7 @@ async def test_cancelling_the_caller_cancels_the_run() -> None:
     with anyio.fail_after(10):
         with anyio.move_on_after(0.2) as scope:
             async with open_rollouts(
-                scenarios(4), assistant=seeded_assistant, user=user
+                scenarios(4), RolloutPlan(assistant=seeded_assistant, user=user)
             ) as rollouts:
                 async for _ in rollouts:
                     pass
@@ -658,4 +676,6 @@ async def test_cancelling_the_caller_cancels_the_run() -> None:
 
 def test_the_sync_wrapper_raises_rollout_error_too() -> None:
     with pytest.raises(RolloutError):
-        generate_rollouts_sync(scenarios(3), assistant=seeded_assistant, user=failing_at("s1"))
+        generate_rollouts_sync(
+            scenarios(3), RolloutPlan(assistant=seeded_assistant, user=failing_at("s1"))
+        )

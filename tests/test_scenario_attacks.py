@@ -385,8 +385,8 @@ def check_loads_or_fails_cleanly(tmp_path: Path, name: str, text: str) -> None:
 
 
 def check_runnable(scenario: Scenario) -> None:
-    from convo_sim.calendar.model import ExpectedState
     from convo_sim.cli.actors_spec import describe_goal
+    from convo_sim.domains.calendar._model import ExpectedState
 
     json.loads(scenario.model_dump_json())  # writable: no lone surrogates, JSON values only
     assert scenario.id.strip() and scenario.id.isprintable()
@@ -400,7 +400,7 @@ def check_runnable(scenario: Scenario) -> None:
     if scenario.goal is not None:
         for goal_step in scenario.goal.steps:
             if goal_step.constraint is not None:
-                from convo_sim.calendar.model import parse_constraint
+                from convo_sim.domains.calendar._model import parse_constraint
 
                 constraint = parse_constraint(goal_step.constraint)
                 assert constraint is not None and constraint.text

@@ -11,24 +11,31 @@ from typing import Any
 import pytest
 
 from convo_sim import ScenarioError
-from convo_sim.calendar import parse_constraint
-from convo_sim.scenarios import (
+from convo_sim.domains.calendar import (
     CALENDAR_SYSTEM_PROMPT,
     DURATIONS,
     CalendarGoal,
+    CalendarScenario,
     GoalStep,
-    Scenario,
     bundled_scenarios,
-    generate_calendar_scenarios,
     is_goal_solvable,
     load_scenarios,
     native_scenario,
     nemo_replay_scenario,
     nemo_scenario,
+    parse_constraint,
     seed_scenario,
 )
+from convo_sim.domains.calendar import generate_scenarios as generate_calendar_scenarios
 
-NEMO = Path(__file__).resolve().parents[1] / "scenarios" / "data" / "nemo_calendar_example.jsonl"
+NEMO = (
+    Path(__file__).resolve().parents[1]
+    / "convo_sim"
+    / "domains"
+    / "calendar"
+    / "data"
+    / "nemo_calendar_example.jsonl"
+)
 
 NATIVE = {
     "id": "demo",
@@ -290,7 +297,7 @@ def test_goal_steps_validate_themselves() -> None:
                 GoalStep(action="add", event_id=0, name="B", duration=30),
             )
         )
-    assert Scenario(id="x").expected() is None
+    assert CalendarScenario(id="x").expected() is None
 
 
 # ---------------------------------------------------------------- generation

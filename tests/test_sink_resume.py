@@ -177,7 +177,7 @@ def scenario_list(n: int) -> list[Scenario]:
 async def first_records(path: Path, n: int) -> None:
     with anyio.fail_after(10), RolloutSink(path) as sink:
         async with open_rollouts(
-            scenario_list(n), assistant=assistant, user=user, seed=1
+            scenario_list(n), RolloutPlan(assistant=assistant, user=user, seed=1)
         ) as rollouts:
             async for r in rollouts:
                 sink.write(r)
@@ -295,7 +295,9 @@ def test_sink_write_needs_an_open_sink(tmp_path: Path) -> None:
 
     async def one() -> None:
         nonlocal record
-        async with open_rollouts(scenario_list(1), assistant=assistant, user=user) as rollouts:
+        async with open_rollouts(
+            scenario_list(1), RolloutPlan(assistant=assistant, user=user)
+        ) as rollouts:
             async for r in rollouts:
                 record = r
 

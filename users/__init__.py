@@ -1,6 +1,13 @@
-"""User-simulator actors (installed as `convo_sim.users`)."""
+"""User-simulator actors and personas (installed as `convo_sim.users`).
+
+The calendar's users (`CalendarUser`, `PersonaCalendarUser`) and its
+fidelity metrics (`UserFidelity`, `user_fidelity`) are still importable from
+here, as aliases of the same names in `convo_sim.domains.calendar`.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from convo_sim.users._llm import LLMUser
 from convo_sim.users._persona import (
@@ -11,21 +18,42 @@ from convo_sim.users._persona import (
     persona_prompt,
 )
 from convo_sim.users._simple import FunctionUser, ScriptedUser
-from convo_sim.users.calendar import CalendarUser
-from convo_sim.users.fidelity import UserFidelity, user_fidelity
-from convo_sim.users.persona_user import PersonaCalendarUser
+
+if TYPE_CHECKING:
+    from convo_sim.domains.calendar import (
+        CalendarUser as CalendarUser,
+    )
+    from convo_sim.domains.calendar import (
+        PersonaCalendarUser as PersonaCalendarUser,
+    )
+    from convo_sim.domains.calendar import (
+        UserFidelity as UserFidelity,
+    )
+    from convo_sim.domains.calendar import (
+        user_fidelity as user_fidelity,
+    )
+
+_CALENDAR_ALIASES = frozenset(
+    {"CalendarUser", "PersonaCalendarUser", "UserFidelity", "user_fidelity"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the domain imports this package.
+    if name in _CALENDAR_ALIASES:
+        from convo_sim.domains import calendar
+
+        return getattr(calendar, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PERSONAS",
-    "CalendarUser",
     "FunctionUser",
     "LLMUser",
     "Persona",
-    "PersonaCalendarUser",
     "ScriptedUser",
     "UnknownPersonaError",
-    "UserFidelity",
     "get_persona",
     "persona_prompt",
-    "user_fidelity",
 ]

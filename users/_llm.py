@@ -7,7 +7,6 @@ assistant's words arrive as `user` messages and its own as `assistant`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,15 +14,10 @@ from convo_sim._actors import View
 from convo_sim._completion import DEFAULT_STOP_TOKEN
 from convo_sim._messages import Message
 from convo_sim._models import ChatModel, ModelSettings, complete_nonempty
+from convo_sim._scenario_card import SCENARIO_CARD_TAG, format_scenario_card, parse_scenario_card
 from convo_sim.users._persona import PERSONAS, Persona, persona_prompt
 
 __all__ = ["SCENARIO_CARD_TAG", "LLMUser", "parse_scenario_card", "user_system_prompt"]
-
-SCENARIO_CARD_TAG = "convo-sim-scenario"
-"""The tag around the machine-readable goal in an LLM user's system prompt."""
-
-_CARD_OPEN = f"<{SCENARIO_CARD_TAG}>"
-_CARD_CLOSE = f"</{SCENARIO_CARD_TAG}>"
 
 
 def user_system_prompt(
@@ -56,29 +50,9 @@ def user_system_prompt(
     if persona:
         parts.append(f"Your persona:\n{persona.strip()}")
     if scenario_card is not None:
-        card = json.dumps(dict(scenario_card), separators=(",", ":"), sort_keys=True)
-        parts.append(
-            f"Your goal as data (for tools; do not quote it):\n{_CARD_OPEN}{card}{_CARD_CLOSE}"
-        )
+        card = format_scenario_card(scenario_card)
+        parts.append(f"Your goal as data (for tools; do not quote it):\n{card}")
     return "\n\n".join(parts)
-
-
-def parse_scenario_card(text: str) -> dict[str, Any] | None:
-    """The scenario card in a user's system prompt, or None if it has none.
-
-    Raises:
-        ValueError: the tags are there but hold no JSON object.
-    """
-    start = text.find(_CARD_OPEN)
-    if start < 0:
-        return None
-    end = text.find(_CARD_CLOSE, start)
-    if end < 0:
-        raise ValueError(f"the scenario card has no closing {_CARD_CLOSE} tag")
-    card = json.loads(text[start + len(_CARD_OPEN) : end])
-    if not isinstance(card, dict):
-        raise ValueError(f"the scenario card must be a JSON object, got {type(card).__name__}")
-    return card
 
 
 class LLMUser:

@@ -1,72 +1,26 @@
-"""The calendar domain: times, constraints, expected states, replies and exact scheduling.
+"""Aliases of `convo_sim.domains.calendar`, kept for code written before the domain package.
 
-A reply is read one way by everyone who reads it (`read_reply`, in
-`convo_sim.calendar.reply`): the grader, the turn verifiers, the simulated
-user and the solver assistant.
-
-Errors raised here::
-
-    convo_sim._errors.InputError
-    └── CalendarDataError (also a ValueError)   calendar data is malformed
-        ├── TimeFormatError                     not a clock time
-        ├── ConstraintFormatError               not a constraint
-        └── ExpectedStateError                  an expected state is malformed
-
-The grader lives in `convo_sim.verifiers.calendar`.
+`from convo_sim.calendar import X` keeps working for every public name of
+the calendar domain; new code imports from `convo_sim.domains.calendar`.
+The submodules (`convo_sim.calendar.model`, ...) are gone: they are private
+modules of the domain package now.
 """
 
 from __future__ import annotations
 
-from convo_sim.calendar.model import (
-    WORKING_WINDOW,
-    Constraint,
-    ConstraintFormatError,
-    ConstraintKind,
-    ExpectedEvent,
-    ExpectedState,
-    ExpectedStateError,
-    ListedEvent,
-    extract_json_list,
-    format_calendar,
-    json_list_span,
-    parse_constraint,
-    parse_listed_events,
-)
-from convo_sim.calendar.reply import CalendarReading, read_reply, reply_minutes
-from convo_sim.calendar.solve import EventSpec, is_solvable, solve_schedule
-from convo_sim.calendar.times import (
-    MINUTES_PER_DAY,
-    CalendarDataError,
-    TimeFormatError,
-    format_12h,
-    format_24h,
-    parse_time,
-)
+from typing import Any
 
-__all__ = [
-    "MINUTES_PER_DAY",
-    "WORKING_WINDOW",
-    "CalendarDataError",
-    "CalendarReading",
-    "Constraint",
-    "ConstraintFormatError",
-    "ConstraintKind",
-    "EventSpec",
-    "ExpectedEvent",
-    "ExpectedState",
-    "ExpectedStateError",
-    "ListedEvent",
-    "TimeFormatError",
-    "extract_json_list",
-    "format_12h",
-    "format_24h",
-    "format_calendar",
-    "is_solvable",
-    "json_list_span",
-    "parse_constraint",
-    "parse_listed_events",
-    "parse_time",
-    "read_reply",
-    "reply_minutes",
-    "solve_schedule",
-]
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that importing this package costs nothing.
+    from convo_sim.domains import calendar
+
+    if name in calendar.__all__:
+        return getattr(calendar, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    from convo_sim.domains import calendar
+
+    return sorted(calendar.__all__)

@@ -1,6 +1,6 @@
 """Which actors `convo-sim run` uses: `--assistant` / `--user` specs, as rollout factories.
 
-A spec is `builtin` (the rule-based calendar actors, the default) or
+A spec is `builtin` (the domain's rule-based actors, the default) or
 `openai:MODEL` (an LLM actor over an OpenAI-compatible API: OpenAI, vLLM, or
 `convo-sim serve`, whose models `calendar-solver` and `calendar-user` are
 the rule-based actors again, behind HTTP)::
@@ -31,7 +31,7 @@ from convo_sim._models import ModelSettings
 if TYPE_CHECKING:  # kept light: `convo-sim --help` imports this module
     from convo_sim._actors import Actor
     from convo_sim._models import ChatModel
-    from convo_sim.scenarios import CalendarGoal, Scenario
+    from convo_sim.scenarios import Scenario
 
 __all__ = [
     "ActorSpec",
@@ -193,30 +193,27 @@ def llm_assistant_for(model: ChatModel, scenario: Scenario, seed: int) -> Actor:
     )
 
 
-def llm_user_for(model: ChatModel, scenario: Scenario, seed: int) -> Actor:
+def llm_user_for(
+    model: ChatModel, scenario: Scenario, seed: int, *, domain: str = "calendar"
+) -> Actor:
     """The LLM user of one sample of `scenario`, pursuing its goal.
 
-    The prompt carries the goal in words and, as a scenario card, as data
-    (id, goal, persona, user script and the sample's user seed, mixed as the
-    built-in user mixes it), so `convo-sim serve`'s `calendar-user` rebuilds
-    exactly the user the built-in run would have used.
+    The prompt carries the goal in words and, as the domain's scenario card,
+    as data (for the calendar: id, goal, persona, user script and the
+    sample's user seed, `user_seed(scenario, seed)`), so `convo-sim serve`'s
+    `calendar-user` rebuilds exactly the user the built-in run would have used.
     """
+    from convo_sim.domains import get
+    from convo_sim.scenarios import user_seed
     from convo_sim.users import LLMUser
 
-    user_seed = seed ^ scenario.seed
-    card = {
-        "id": scenario.id,
-        "goal": scenario.goal.model_dump(mode="json") if scenario.goal else None,
-        "persona": scenario.persona,
-        "seed": user_seed,
-        "user_script": list(scenario.user_script),
-    }
+    chosen = get(domain)
     return LLMUser(
         model,
-        goal=describe_goal(scenario),
+        goal=describe_goal(scenario, domain=domain),
         persona=scenario.persona,  # a bundled persona's name becomes its instructions
-        settings=ModelSettings(seed=user_seed),
-        scenario_card=card,
+        settings=ModelSettings(seed=user_seed(scenario, seed)),
+        scenario_card=chosen.card(scenario, seed) if chosen.card else None,
     )
 
 
@@ -232,44 +229,30 @@ class OpenAIAssistantFactory:
 
 @dataclass
 class OpenAIUserFactory:
-    """`(scenario, seed) -> LLMUser` over one shared model (see `llm_user_for`)."""
+    """`(scenario, seed) -> LLMUser` over one shared model (see `llm_user_for`).
+
+    Holds the domain's name, not the domain, so that it pickles small.
+    """
 
     shared: _SharedModel
+    domain: str = "calendar"
 
     def __call__(self, scenario: Scenario, seed: int) -> Actor:
-        return llm_user_for(self.shared.get(), scenario, seed)
+        return llm_user_for(self.shared.get(), scenario, seed, domain=self.domain)
 
 
-def describe_goal(scenario: Scenario) -> str:
-    """The user's goal in words, for an LLM user's prompt."""
-    if scenario.goal is not None:
-        return _describe_calendar_goal(scenario.goal)
+def describe_goal(scenario: Scenario, *, domain: str = "calendar") -> str:
+    """The user's goal in words, for an LLM user's prompt: the domain's, else its script."""
+    from convo_sim.domains import get
+
+    describe = get(domain).describe_goal
+    text = describe(scenario) if describe is not None else None
+    if text is not None:
+        return text
     if scenario.user_script:
         lines = "\n".join(f"{i}. {text}" for i, text in enumerate(scenario.user_script, 1))
         return f"Say these messages, in this order, one per turn:\n{lines}"
     return "You have nothing to ask for: end the conversation at once."
-
-
-def _describe_calendar_goal(goal: CalendarGoal) -> str:
-    names: dict[int, str] = {}
-    lines: list[str] = []
-    for step in goal.steps:
-        if step.action == "add":
-            names[step.event_id] = step.name or f"event {step.event_id}"
-            what = (
-                f'Add "{names[step.event_id]}" (event id {step.event_id}), {step.duration} minutes'
-            )
-            lines.append(what + (f", {step.constraint}." if step.constraint else "."))
-        else:
-            name = names.get(step.event_id, f"event {step.event_id}")
-            lines.append(f'"{name}" (event id {step.event_id}) must be {step.constraint}.')
-    numbered = "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
-    return (
-        f"You want these events in your calendar for one working day "
-        f"({goal.min_time} to {goal.max_time}), asked for in this order:\n{numbered}\n"
-        "Always mention the event id. Check every calendar the assistant shows against "
-        "what you asked for so far."
-    )
 
 
 @dataclass
@@ -349,5 +332,7 @@ def wire_actors(
     if assistant.kind == "openai":
         wiring.assistant = OpenAIAssistantFactory(model_for(assistant, "assistant"))
     if user.kind == "openai":
-        wiring.user = OpenAIUserFactory(model_for(user, "user"))
+        from convo_sim.cli.domain import domain_name
+
+        wiring.user = OpenAIUserFactory(model_for(user, "user"), domain_name(args))
     return wiring

@@ -14,10 +14,11 @@ metrics in `metadata["fidelity"]`. The run writes, into `--out-dir`:
   fixed seed for means);
 * `report.html`: the HTML report (unless `--no-html`).
 
-Assistants are given by spec: `builtin` is the exact calendar solver;
-`openai:MODEL` is an LLM assistant on an OpenAI-compatible server
-(`--base-url` or `OPENAI_BASE_URL`). The user is the rule-based calendar
-user playing each persona, so the default grid runs offline in seconds.
+Assistants are given by spec: `builtin` is the domain's rule-based
+assistant (the calendar's exact solver); `openai:MODEL` is an LLM assistant
+on an OpenAI-compatible server (`--base-url` or `OPENAI_BASE_URL`). The
+user is the domain's rule-based user playing each persona, so the default
+grid runs offline in seconds. `--domain NAME` runs another domain's grid.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ from convo_sim._records import Rollout
 from convo_sim._report_html import write_html
 from convo_sim._rollouts import open_rollouts, sample_seed
 from convo_sim._sink import RolloutSink
-from convo_sim.agents import CalendarSolverAssistant, LLMAssistant
-from convo_sim.scenarios import Scenario, load_scenarios
-from convo_sim.scenarios.generate import generate_calendar_scenarios
-from convo_sim.users import PersonaCalendarUser, get_persona
-from convo_sim.users.fidelity import with_fidelity
-from convo_sim.verifiers import calendar_verifiers
+from convo_sim.agents import LLMAssistant
+from convo_sim.cli.domain import add_domain_argument, domain_of
+from convo_sim.domains import Domain
+from convo_sim.domains._registry import resolve
+from convo_sim.scenarios import Scenario
+from convo_sim.users import get_persona
 
 __all__ = ["ExperimentOutput", "add_parser", "build_grid", "run", "run_experiment"]
 
@@ -74,16 +75,14 @@ def build_grid(
 
     Raises:
         UnknownPersonaError: a persona name is not bundled.
-        InputError: a base scenario has no calendar goal for the rule-based user.
+        InputError: a base scenario has no goal for the rule-based user.
     """
     for name in personas:
         get_persona(name)
     grid: list[Scenario] = []
     for base in scenarios:
         if base.goal is None:
-            raise InputError(
-                f"scenario {base.id!r} has no calendar goal; the persona user needs one"
-            )
+            raise InputError(f"scenario {base.id!r} has no goal; the persona user needs one")
         for persona in personas:
             for assistant in assistants:
                 grid.append(
@@ -103,14 +102,12 @@ def build_grid(
     return grid
 
 
-def _user(scenario: Scenario, seed: int) -> Actor:
-    return PersonaCalendarUser(scenario, seed=seed)
-
-
-def _assistant(models: Mapping[str, ChatModel], scenario: Scenario, seed: int) -> Actor:
+def _assistant(
+    domain: Domain[Any], models: Mapping[str, ChatModel], scenario: Scenario, seed: int
+) -> Actor:
     spec = str(scenario.metadata["assistant"])
     if spec in ("builtin", "solver"):
-        return CalendarSolverAssistant()
+        return domain.assistant(scenario, seed)
     return LLMAssistant(models[spec])
 
 
@@ -130,6 +127,7 @@ async def run_experiment(
     seeds: int = 3,
     seed: int = 0,
     out_dir: str | Path,
+    domain: str | Domain[Any] = "calendar",
     max_turns: int = 20,
     concurrency: int = 32,
     base_url: str | None = None,
@@ -152,6 +150,7 @@ async def run_experiment(
             raise InputError(f"{flag} must be at least 1, got {value!r}")
     for spec in assistants:
         _check_spec(spec)
+    chosen = resolve(domain)
     grid = build_grid(scenarios, personas, assistants)
     by_id = {s.id: s for s in grid}
     out = Path(out_dir)
@@ -173,19 +172,15 @@ async def run_experiment(
                     )
             skip = frozenset(sink.done)
             _log.info("experiment.started", cells=len(grid), seeds=seeds, skipped=len(skip))
-            async with open_rollouts(
-                grid,
-                assistant=functools.partial(_assistant, models),
-                user=_user,
-                verifiers=calendar_verifiers,
-                samples_per_scenario=seeds,
+            plan = chosen.plan(
+                assistant=functools.partial(_assistant, chosen, models),
                 seed=seed,
                 max_turns=max_turns,
                 concurrency=concurrency,
-                skip=skip,
-            ) as rollouts:
+            )
+            async with open_rollouts(grid, plan, samples_per_scenario=seeds, skip=skip) as rollouts:
                 async for rollout in rollouts:
-                    sink.write(with_fidelity(rollout, by_id[rollout.scenario_id]))
+                    sink.write(chosen.with_fidelity(rollout, by_id[rollout.scenario_id]))
     finally:
         for model in models.values():
             await model.aclose()
@@ -195,6 +190,7 @@ async def run_experiment(
     records.sort(key=lambda r: (r.scenario_id, r.sample_index))
     cells = cell_stats(records, by=("persona", "assistant"))
     meta = {
+        "domain": chosen.name,
         "personas": list(personas),
         "assistants": list(assistants),
         "seeds": seeds,
@@ -237,7 +233,7 @@ def add_parser(sub: Any) -> None:
         "--scenarios",
         type=int,
         default=4,
-        help="generated calendar scenarios, when no --scenario-file (default 4)",
+        help="generated scenarios of the domain, when no --scenario-file (default 4)",
     )
     p.add_argument("--scenario-file", type=Path, help="scenarios to use instead (JSONL/JSON/YAML)")
     p.add_argument(
@@ -249,6 +245,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--base-url", help="OpenAI-compatible server for openai:MODEL assistants")
     p.add_argument("--no-resume", action="store_true", help="start rollouts.jsonl over")
     p.add_argument("--no-html", action="store_true", help="do not write report.html")
+    add_domain_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -269,20 +266,24 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--personas and --assistants need at least one name each")
     if args.scenario_file is not None and args.script is not None:
         raise InputError("use either --scenario-file or --script, not both")
-    if args.scenario_file is not None:
-        scenarios = load_scenarios(args.scenario_file)
-    elif args.script is not None:
+    if args.script is not None:
         from convo_sim.scenarios._script import load_script
 
-        scenarios = list(load_script(args.script).scenarios)
+        script = load_script(args.script, domain=args.domain)
+        domain, scenarios = script.domain, list(script.scenarios)
     else:
-        if args.scenarios < 1:
-            raise InputError(f"--scenarios must be at least 1, got {args.scenarios!r}")
-        scenarios = generate_calendar_scenarios(args.scenarios, seed=args.seed)
+        domain = domain_of(args)
+        if args.scenario_file is not None:
+            scenarios = domain.load(args.scenario_file)
+        else:
+            if args.scenarios < 1:
+                raise InputError(f"--scenarios must be at least 1, got {args.scenarios!r}")
+            scenarios = domain.generate(args.scenarios, seed=args.seed)
     result = anyio.run(
         functools.partial(
             run_experiment,
             scenarios,
+            domain=domain,
             personas=personas,
             assistants=assistants,
             seeds=args.seeds,

@@ -1,4 +1,9 @@
-"""`convo-sim report FILE`: the summary of a rollouts file, recomputed from its records."""
+"""`convo-sim report FILE`: the summary of a rollouts file, recomputed from its records.
+
+The summary is domain-free (rewards, endings, turns, tokens); `--domain`
+is checked like every command's and names the domain in the HTML report's
+title.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 from convo_sim._errors import InputError
 from convo_sim._metrics import summarize, unique_rollouts
 from convo_sim._sink import read_rollouts
+from convo_sim.cli.domain import add_domain_argument, domain_of
 from convo_sim.cli.summary import format_summary
 
 __all__ = ["add_parser", "run"]
@@ -46,6 +52,7 @@ def add_parser(sub: Any) -> None:
         help="also write a self-contained HTML report to OUT: charts, per-persona "
         "comparison, filterable transcripts with turn scores and verifier reasons",
     )
+    add_domain_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -53,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     """Print the summary of the file; returns the exit code.
 
     Raises:
-        InputError: the file is missing or not a rollouts file, or the HTML
-            report cannot be written (one line, exit 2).
+        InputError: the file is missing or not a rollouts file, the domain is
+            unknown, or the HTML report cannot be written (one line, exit 2).
     """
+    domain = domain_of(args) if getattr(args, "domain", None) is not None else None
     records = read_rollouts(args.file)
     summary = summarize(records, threshold=args.threshold)
     records, _ = unique_rollouts(records)  # the page shows each sample once, as counted
@@ -64,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
         from convo_sim._report_html import write_html
 
         try:
-            write_html(records, args.html, source=str(args.file), threshold=args.threshold)
+            title = "convo-sim report" + (f" ({domain.name})" if domain else "")
+            write_html(
+                records, args.html, title=title, source=str(args.file), threshold=args.threshold
+            )
         except OSError as exc:
             raise InputError(
                 f"cannot write the report: {exc.strerror or exc}", path=args.html

@@ -1,9 +1,10 @@
-"""`convo-sim run`: run calendar scenarios offline and write one rollout record per dialogue.
+"""`convo-sim run`: run a domain's scenarios offline and write one rollout record per dialogue.
 
-With no arguments it runs the bundled native calendar scenarios with the two
-rule-based actors (`CalendarSolverAssistant` and `CalendarUser`, or
-`PersonaCalendarUser` for a scenario that names a persona), writes
-`rollouts.jsonl` and prints a summary. `--samples K` runs K dialogues per
+With no arguments it runs the calendar domain's default bundled scenarios
+with its two rule-based actors (`CalendarSolverAssistant` and
+`CalendarUser`, or `PersonaCalendarUser` for a scenario that names a
+persona), writes `rollouts.jsonl` and prints a summary; `--domain NAME`
+runs another installed domain's. `--samples K` runs K dialogues per
 scenario (pass@k, pass^k); at most `--concurrency` run at once, in this
 process or on Ray (`--backend ray`).
 
@@ -36,10 +37,11 @@ def add_parser(sub: Any) -> None:
     """Register `run` on the `convo-sim` sub-command parser."""
     p: argparse.ArgumentParser = sub.add_parser(
         "run",
-        help="run calendar dialogues offline and write rollouts",
+        help="run dialogues offline and write rollouts",
         description=(
-            "Run calendar scenarios with the rule-based solver assistant and simulated user "
-            "(offline, deterministic), write one JSON record per dialogue and print a summary."
+            "Run a domain's scenarios (default: the calendar's) with its rule-based assistant "
+            "and simulated user (offline, deterministic), write one JSON record per dialogue "
+            "and print a summary."
         ),
     )
     p.add_argument(
@@ -47,8 +49,8 @@ def add_parser(sub: Any) -> None:
         metavar="FILE",
         type=Path,
         default=None,
-        help="scenario file: native JSONL/YAML, NeMo-Gym rows or seed records "
-        "(default: the bundled calendar examples)",
+        help="scenario file in a format of the domain; for the calendar: native JSONL/YAML, "
+        "NeMo-Gym rows or seed records (default: the domain's bundled examples)",
     )
     p.add_argument(
         "--script",
@@ -62,7 +64,7 @@ def add_parser(sub: Any) -> None:
         "--max-turns",
         type=_positive,
         default=None,
-        help="turn limit per dialogue (default: each scenario's, else 20)",
+        help="turn limit per dialogue (default: each scenario's, else the domain's: 20)",
     )
     p.add_argument(
         "--seed",
@@ -114,7 +116,9 @@ def add_parser(sub: Any) -> None:
         help="dialogues run at once (default: 32)",
     )
     from convo_sim.cli.actors_spec import add_actor_arguments
+    from convo_sim.cli.domain import add_domain_argument
 
+    add_domain_argument(p)
     add_actor_arguments(p)  # --assistant, --user, their endpoints and keys, --capture-tokens
     p.set_defaults(handler=run)
 
@@ -128,12 +132,12 @@ def run(args: argparse.Namespace) -> int:
             another seed, or Ray is missing for `--backend ray`.
         RolloutError: building an actor or verifier failed for some sample.
     """
-    if args.script is not None:
+    from convo_sim.cli.domain import domain_of
+    from convo_sim.cli.wiring import load_scenario_set, run_rollouts_command
+
+    if args.script is not None:  # the script may name its own DOMAIN
         from convo_sim.cli.script import run_script_command
 
         return run_script_command(args)
-    from convo_sim.cli.wiring import run_rollouts_command
-    from convo_sim.scenarios import bundled_scenarios, load_scenarios
-
-    scenarios = load_scenarios(args.scenarios) if args.scenarios else bundled_scenarios()
-    return run_rollouts_command(args, scenarios)
+    domain = domain_of(args)  # an unknown --domain is one line, exit 2
+    return run_rollouts_command(args, domain, load_scenario_set(domain, args.scenarios))

@@ -32,7 +32,7 @@ def run_script_command(args: argparse.Namespace) -> int:
 
     if getattr(args, "scenarios", None) is not None:
         raise InputError("use either --script or --scenarios, not both")
-    script = load_script(args.script)
+    script = load_script(args.script, domain=getattr(args, "domain", None))
     seed = args.seed if args.seed is not None else 0
     rollouts = anyio.run(
         lambda: run_script(

@@ -1,7 +1,9 @@
 """`convo-sim serve`: the bundled OpenAI-compatible server, offline, no key needed.
 
-Serves the rule-based actors as models (`calendar-solver`, `calendar-user`,
-`echo`) so that the LLM path runs end to end without network::
+Serves every installed domain's rule-based actors as models (the
+calendar's `calendar-solver` and `calendar-user`) and `echo`, so that the
+LLM path runs end to end without network (`--domain NAME`: only that
+domain's, and `echo`)::
 
     convo-sim serve --port 8000
     convo-sim run --assistant openai:calendar-solver --user openai:calendar-user \\
@@ -29,8 +31,10 @@ import anyio
 
 from convo_sim._canned import CANNED_MODEL, CannedModel
 from convo_sim._errors import InputError
+from convo_sim._served_models import EchoModel, ServedModel
 from convo_sim._server import ModelServer, ServerLimits
 from convo_sim._server_tokens import TokenOptions
+from convo_sim.cli.domain import domain_of
 
 __all__ = ["add_parser", "run"]
 
@@ -83,6 +87,12 @@ def add_parser(sub: Any) -> None:
         help="ignore the token ids a client passes back on earlier assistant messages "
         "(as stock vLLM does) and template the whole history",
     )
+    p.add_argument(
+        "--domain",
+        metavar="NAME",
+        default=None,
+        help="serve only this domain's models, and echo (default: every installed domain's)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -90,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; returns the exit code.
 
     Raises:
-        InputError: the port is out of range or the address cannot be bound.
+        InputError: the port is out of range, the address cannot be bound, or
+            the domain is unknown.
     """
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be between 0 and 65535, got {args.port!r}")
@@ -105,9 +116,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--idle-timeout must be between 0 and 86400 seconds, got {idle_timeout!r}"
         )
-    models = (
-        None if canned is None else {CANNED_MODEL: CannedModel(canned, latency=latency_ms / 1000)}
-    )
+    models: dict[str, ServedModel] | None = None  # every domain's
+    if canned is not None:
+        if getattr(args, "domain", None) is not None:
+            raise InputError("--canned serves only the canned model: drop --domain")
+        models = {CANNED_MODEL: CannedModel(canned, latency=latency_ms / 1000)}
+    elif getattr(args, "domain", None) is not None:
+        models = {"echo": EchoModel(), **domain_of(args).served_models()}
     limits = ServerLimits(idle_timeout=idle_timeout)
     tokens = TokenOptions(
         drift=getattr(args, "token_drift", False),

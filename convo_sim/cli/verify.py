@@ -1,10 +1,11 @@
 """`convo-sim verify FILE`: re-score saved rollouts with the current verifiers.
 
 Each record's dialogue is rebuilt from the file and scored again by the
-calendar turn verifiers and NeMo-Gym's final rule, exactly as in a live run
-but without running any actor. Useful after a verifier fix, or to check a
-file produced elsewhere. The scenarios the records came from are needed
-(`--scenarios`, default: every bundled set).
+domain's verifiers (`--domain`, default the calendar: its turn verifiers
+and NeMo-Gym's final rule), exactly as in a live run but without running
+any actor. Useful after a verifier fix, or to check a file produced
+elsewhere. The scenarios the records came from are needed (`--scenarios`,
+default: every set the domain bundles).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from convo_sim._metrics import summarize
 from convo_sim._records import Rollout
 from convo_sim._rescore import rescore
 from convo_sim._sink import RolloutSink, read_rollouts
+from convo_sim.cli.domain import add_domain_argument, domain_of
 from convo_sim.cli.report import add_threshold
 from convo_sim.cli.summary import format_summary
-from convo_sim.scenarios import Scenario
+from convo_sim.cli.wiring import load_scenario_set
+from convo_sim.domains import Domain
 
 __all__ = ["add_parser", "run"]
 
@@ -45,7 +48,7 @@ def add_parser(sub: Any) -> None:
         metavar="FILE",
         type=Path,
         default=None,
-        help="the scenarios the rollouts came from (default: every bundled set)",
+        help="the scenarios the rollouts came from (default: every set the domain bundles)",
     )
     p.add_argument(
         "--out",
@@ -56,18 +59,17 @@ def add_parser(sub: Any) -> None:
     )
     add_threshold(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_domain_argument(p)
     p.set_defaults(handler=run)
 
 
 async def _rescore_all(
-    rollouts: Sequence[Rollout], scenarios: Mapping[str, Scenario], path: Path
+    domain: Domain[Any], rollouts: Sequence[Rollout], scenarios: Mapping[str, Any], path: Path
 ) -> list[Rollout]:
-    from convo_sim.cli.wiring import calendar_verifier_set
-
     out: list[Rollout] = []
     for rollout in rollouts:
         scenario = scenarios[rollout.scenario_id]
-        turn_verifiers, final_verifiers = calendar_verifier_set(scenario)
+        turn_verifiers, final_verifiers = domain.verifiers(scenario)
         try:
             out.append(
                 await rescore(
@@ -99,13 +101,13 @@ def run(args: argparse.Namespace) -> int:
     """Re-score the file, print the summary, write the records if asked; returns the exit code.
 
     Raises:
-        InputError: the rollouts or scenarios file is missing or malformed, or a
-            record's scenario is not among the scenarios (one line, exit 2).
+        InputError: the rollouts or scenarios file is missing or malformed, a
+            record's scenario is not among the scenarios, or the domain is
+            unknown (one line, exit 2).
     """
-    from convo_sim.cli.wiring import load_scenario_set
-
+    domain = domain_of(args)
     rollouts = read_rollouts(args.file)
-    scenarios = {s.id: s for s in load_scenario_set(args.scenarios)}
+    scenarios = {s.id: s for s in load_scenario_set(domain, args.scenarios, every_set=True)}
     missing = sorted({r.scenario_id for r in rollouts} - scenarios.keys())
     if missing:
         raise InputError(
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             "pass the scenario file the rollouts came from with --scenarios",
             path=args.file,
         )
-    rescored = anyio.run(_rescore_all, rollouts, scenarios, args.file)
+    rescored = anyio.run(_rescore_all, domain, rollouts, scenarios, args.file)
     summary = summarize(rescored, threshold=args.threshold)
     if args.out is not None:
         _write(args.out, rescored)

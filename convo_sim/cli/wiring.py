@@ -1,8 +1,8 @@
-"""The CLI's wiring of the rollout engine to the calendar domain.
+"""The CLI's wiring of the rollout engine to a domain (`--domain`, default `calendar`).
 
-The core never imports the family packages; the CLI does, here. Every
-factory is a top-level function, so `RayBackend` can ship it to workers by
-reference (workers import this module). `run_rollouts_command` is what
+The core never imports a domain; the CLI takes one by name from the
+registry. A domain's factories are top-level functions, so `RayBackend`
+ships them to workers by reference. `run_rollouts_command` is what
 `convo-sim run` does with them.
 """
 
@@ -13,70 +13,40 @@ import functools
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from convo_sim._actors import Actor
 from convo_sim._errors import InputError
 from convo_sim._metrics import summarize
 from convo_sim._progress import Progress
-from convo_sim._rollouts import RolloutPlan
 from convo_sim._sink import read_rollouts, write_rollouts
-from convo_sim._verification import FinalVerifier, TurnVerifier
 from convo_sim.backends import RayBackend
 from convo_sim.cli.summary import format_summary
-from convo_sim.scenarios import Scenario
 
-__all__ = [
-    "calendar_assistant",
-    "calendar_user",
-    "calendar_verifier_set",
-    "load_scenario_set",
-    "run_rollouts_command",
-]
+if TYPE_CHECKING:
+    from convo_sim.domains import Domain
+
+__all__ = ["load_scenario_set", "run_rollouts_command"]
 
 
-def calendar_assistant(scenario: Scenario, seed: int) -> Actor:
-    """The rule-based calendar assistant (a constraint solver; it needs no seed)."""
-    from convo_sim.agents.calendar import CalendarSolverAssistant
-
-    return CalendarSolverAssistant()
-
-
-def calendar_user(scenario: Scenario, seed: int) -> Actor:
-    """The scenario's default user, its wording seeded per sample.
-
-    The scenario's own seed is mixed in, so changing it in a scenario file
-    still changes the wording, as the scenario format promises.
-    """
-    from convo_sim.scenarios.run import default_user
-
-    return default_user(scenario, seed=seed ^ scenario.seed)
-
-
-def calendar_verifier_set(
-    scenario: Scenario,
-) -> tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]:
-    """The calendar turn verifiers and NeMo-Gym's final rule, for one scenario."""
-    from convo_sim.verifiers import calendar_verifiers
-
-    return calendar_verifiers(scenario)
-
-
-def load_scenario_set(path: Path | None) -> list[Scenario]:
-    """The scenarios in `path`, or every bundled set when it is None.
+def load_scenario_set(
+    domain: Domain[Any], path: Path | None, *, every_set: bool = False
+) -> list[Any]:
+    """The domain's scenarios in `path`; when it is None, its default bundled sets
+    (every bundled set with `every_set`).
 
     Raises:
         ScenarioError: the file is missing or malformed.
     """
-    from convo_sim.scenarios import bundled_scenarios, load_scenarios
-
     if path is not None:
-        return load_scenarios(path)
-    return [*bundled_scenarios("calendar_examples"), *bundled_scenarios("nemo_calendar_example")]
+        return domain.load(path)
+    return domain.scenarios(list(domain.bundled) if every_set else None)
 
 
-def run_rollouts_command(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> int:
+def run_rollouts_command(
+    args: argparse.Namespace, domain: Domain[Any], scenarios: Sequence[Any]
+) -> int:
     """`convo-sim run` on the rollout engine: resumable file, progress, summary.
 
     Reads `args.out`, `samples`, `seed`, `max_turns`, `concurrency`,
@@ -87,22 +57,18 @@ def run_rollouts_command(args: argparse.Namespace, scenarios: Sequence[Scenario]
             this run's seed, or Ray is missing for `--backend ray`.
         RolloutError: a factory failed for some sample.
     """
-    from convo_sim.scenarios.run import DEFAULT_MAX_TURNS
-
     out: Path = args.out
     if args.max_turns is not None:
         # The flag overrides every scenario's own limit.
         scenarios = [s.model_copy(update={"max_turns": args.max_turns}) for s in scenarios]
     from convo_sim.cli.actors_spec import wire_actors
 
-    actors = wire_actors(args, builtin_assistant=calendar_assistant, builtin_user=calendar_user)
-    plan = RolloutPlan(
+    actors = wire_actors(args, builtin_assistant=domain.assistant, builtin_user=domain.user)
+    plan = domain.plan(
         assistant=actors.assistant,
         user=actors.user,
-        verifiers=calendar_verifier_set,
         concurrency=args.concurrency,
         seed=args.seed,
-        max_turns=DEFAULT_MAX_TURNS,
     )
     backend: RayBackend | None = None
     if args.backend == "ray":

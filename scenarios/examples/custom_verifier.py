@@ -14,9 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from convo_sim import FinalContext, FinalVerifier, TurnVerifier, Verdict, final_only
-from convo_sim.calendar.model import parse_listed_events
-from convo_sim.scenarios import CalendarGoal, GoalStep, Scenario
-from convo_sim.verifiers import calendar_verifiers
+from convo_sim.domains.calendar import (
+    CalendarGoal,
+    CalendarScenario,
+    GoalStep,
+    calendar_verifiers,
+    parse_listed_events,
+)
 
 
 class StableCalendar:
@@ -38,7 +42,9 @@ class StableCalendar:
         )
 
 
-def verifiers(scenario: Scenario) -> tuple[Sequence[TurnVerifier], Sequence[FinalVerifier]]:
+def verifiers(
+    scenario: CalendarScenario,
+) -> tuple[Sequence[TurnVerifier[CalendarScenario]], Sequence[FinalVerifier[CalendarScenario]]]:
     turn, final = calendar_verifiers(scenario)
     return turn, [*final, StableCalendar()]
 
@@ -46,7 +52,7 @@ def verifiers(scenario: Scenario) -> tuple[Sequence[TurnVerifier], Sequence[Fina
 REWARD = final_only(combine="min")
 
 SCENARIOS = [
-    Scenario(
+    CalendarScenario(
         id="stable-day",
         goal=CalendarGoal(
             steps=(
@@ -56,7 +62,7 @@ SCENARIOS = [
             )
         ),
     ),
-    Scenario(
+    CalendarScenario(
         id="reshuffled-day",
         goal=CalendarGoal(
             steps=(

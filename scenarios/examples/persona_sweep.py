@@ -11,15 +11,15 @@ twice, each sample with its own seed, so pass^2 is defined.
 
 from __future__ import annotations
 
+from convo_sim.domains.calendar import generate_scenarios
 from convo_sim.scenarios import Scenario
-from convo_sim.scenarios.generate import generate_calendar_scenarios
 
 PERSONAS = ("cooperative", "terse", "indecisive", "noisy", "impatient")
 SAMPLES = 2
 
 
 def scenarios() -> list[Scenario]:
-    base = generate_calendar_scenarios(2, seed=11)
+    base = generate_scenarios(2, seed=11)
     return [
         s.model_copy(
             update={

@@ -26,10 +26,10 @@ GENERATED_SEED = 12
 
 
 def _scenarios() -> tuple[list[Any], list[Any]]:
-    from convo_sim.scenarios import bundled_scenarios, generate_calendar_scenarios
+    from convo_sim.domains.calendar import bundled_scenarios, generate_scenarios
 
     bundled = [*bundled_scenarios("calendar_examples"), *bundled_scenarios("nemo_calendar_example")]
-    return bundled, list(generate_calendar_scenarios(GENERATED, seed=GENERATED_SEED))
+    return bundled, list(generate_scenarios(GENERATED, seed=GENERATED_SEED))
 
 
 def _digest(value: object) -> str:
@@ -61,8 +61,8 @@ def _cli_rows(tmp: Path) -> list[dict[str, Any]]:
 
     script = tmp / "generated.py"
     script.write_text(
-        "from convo_sim.scenarios import generate_calendar_scenarios\n"
-        f"SCENARIOS = generate_calendar_scenarios({GENERATED}, seed={GENERATED_SEED})\n"
+        "from convo_sim.domains.calendar import generate_scenarios\n"
+        f"SCENARIOS = generate_scenarios({GENERATED}, seed={GENERATED_SEED})\n"
     )
     rows: list[dict[str, Any]] = []
     for name, extra in (("cli", []), ("cli-script", ["--script", str(script)])):

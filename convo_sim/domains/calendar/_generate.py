@@ -5,12 +5,12 @@ overlap in the working window), so that its final constraints hold together
 by construction; "moves" add an earlier constraint that a later step
 replaces. Then every prefix of its steps, which is what the user has asked
 for at each point of the dialogue, is checked with the exact solver
-(`convo_sim.calendar.solve.is_solvable`), and the scenario is drawn again if
+(`convo_sim.domains.calendar._solve.is_solvable`), and the scenario is drawn again if
 any is impossible.
 
 Scenario `i` of a seed depends only on `(seed, i)`, so the first `k`
-scenarios of `generate_calendar_scenarios(n)` are those of
-`generate_calendar_scenarios(k)`.
+scenarios of `generate_scenarios(n)` are those of
+`generate_scenarios(k)`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from convo_sim.calendar.model import WORKING_WINDOW, Constraint, ExpectedState
-from convo_sim.calendar.solve import is_solvable
-from convo_sim.scenarios.model import CalendarGoal, GoalStep, Scenario
-from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.domains.calendar._model import WORKING_WINDOW, Constraint, ExpectedState
+from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.domains.calendar._scenario import CalendarGoal, CalendarScenario, GoalStep
+from convo_sim.domains.calendar._solve import is_solvable
 
-__all__ = ["DURATIONS", "PERSONA_CHOICES", "generate_calendar_scenarios", "is_goal_solvable"]
+__all__ = ["DURATIONS", "PERSONA_CHOICES", "generate_scenarios", "is_goal_solvable"]
 
 DURATIONS = (15, 30, 45, 60, 75, 90, 105, 120)
 """Event durations the generator draws from, in minutes."""
@@ -62,7 +62,7 @@ def is_goal_solvable(goal: CalendarGoal, *, window: tuple[int, int] = WORKING_WI
     return True
 
 
-def generate_calendar_scenarios(
+def generate_scenarios(
     n: int,
     *,
     seed: int = 0,
@@ -70,7 +70,7 @@ def generate_calendar_scenarios(
     max_events: int = 6,
     move_rate: float = 0.35,
     id_prefix: str = "generated",
-) -> list[Scenario]:
+) -> list[CalendarScenario]:
     """Generate `n` varied calendar scenarios, each proven solvable at every step.
 
     Args:
@@ -107,13 +107,13 @@ def generate_calendar_scenarios(
 
 def _scenario(
     rng: random.Random, scenario_id: str, min_events: int, max_events: int, move_rate: float
-) -> Scenario:
+) -> CalendarScenario:
     while True:
         count = rng.randint(min_events, max_events)
         goal = _goal(rng, count, rng.random() < move_rate)
         if is_goal_solvable(goal):
             break
-    return Scenario(
+    return CalendarScenario(
         id=scenario_id,
         system_prompt=CALENDAR_SYSTEM_PROMPT,
         goal=goal,

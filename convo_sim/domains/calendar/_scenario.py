@@ -1,20 +1,17 @@
-"""The `Scenario` model: everything one dialogue needs."""
+"""The calendar's scenario: `CalendarGoal` (steps revealed turn by turn) and `CalendarScenario`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from convo_sim._messages import Message, Transcript
-from convo_sim.calendar.model import Constraint, parse_constraint
-from convo_sim.calendar.times import MINUTES_PER_DAY, parse_time
+from convo_sim.domains.calendar._model import Constraint, parse_constraint
+from convo_sim.domains.calendar._times import MINUTES_PER_DAY, parse_time
+from convo_sim.scenarios._model import Scenario
 
-MAX_ID_LENGTH = 200
-"""The longest scenario id: ids name records, log events and report rows."""
-
-__all__ = ["CalendarGoal", "GoalStep", "Scenario"]
+__all__ = ["CalendarGoal", "CalendarScenario", "CalendarState", "GoalStep", "expected_state_of"]
 
 
 class GoalStep(BaseModel):
@@ -131,66 +128,29 @@ class CalendarGoal(BaseModel):
         return state
 
 
-class Scenario(BaseModel):
-    """Everything one dialogue needs.
+CalendarState: TypeAlias = Mapping[str, Mapping[str, Any]]
+"""An expected calendar: NeMo-Gym `exp_cal_state` or seed `expected_state` format."""
 
-    Attributes:
-        id: unique within a scenario set; rollouts are keyed by it.
-        system_prompt: the assistant's system prompt (None: the prefix has it,
-            or the assistant brings its own).
-        prefix: a conversation prefix to start from (NeMo-Gym rows).
-        user_script: user messages to replay, for scripted users.
-        goal: the calendar goal a goal-driven user reveals.
-        persona: name of the user persona, if any.
-        expected_state: the expected final calendar, in NeMo-Gym
-            `exp_cal_state` or seed `expected_state` format.
-        max_turns: this scenario's turn limit (None: the run's default).
-        seed: seeds the user's phrasing and any sampling.
-        metadata: anything else, kept in rollout records.
+
+def expected_state_of(scenario: Scenario) -> CalendarState | None:
+    """The expected final calendar of a scenario: its `expected_state`, else its goal's.
+
+    Reads any `Scenario` (a `CalendarScenario`, or a bare `Scenario` holding
+    a `CalendarGoal`), so calendar code never depends on which class built it.
+    """
+    if scenario.expected_state is not None:
+        return cast(CalendarState, scenario.expected_state)
+    goal = scenario.goal
+    return goal.expected_state() if isinstance(goal, CalendarGoal) else None
+
+
+class CalendarScenario(Scenario[CalendarGoal, CalendarState]):
+    """A calendar scenario: `Scenario` with a `CalendarGoal` and an expected calendar.
+
+    `expected_state` is in NeMo-Gym `exp_cal_state` or seed `expected_state`
+    format; `expected()` falls back on the goal's when it is None.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    system_prompt: str | None = None
-    prefix: tuple[Message, ...] = ()
-    user_script: tuple[str, ...] = ()
-    goal: CalendarGoal | None = None
-    persona: str | None = None
-    expected_state: Mapping[str, Mapping[str, Any]] | None = None
-    max_turns: int | None = Field(default=None, ge=1)
-    seed: int = Field(default=0, ge=-(2**63), lt=2**63)
-    metadata: Mapping[str, Any] = Field(default_factory=dict)
-
-    @field_validator("id")
-    @classmethod
-    def _printable_id(cls, value: str) -> str:
-        # An id names a record, a log event and a line of a report: a blank
-        # one, or one with a line break or a lone surrogate, would garble them.
-        if not value.strip():
-            raise ValueError(f"a scenario id must not be blank, got {value!r}")
-        if not value.isprintable():
-            raise ValueError(
-                f"a scenario id must be printable text (no line breaks or control "
-                f"characters), got {value!r}"
-            )
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise ValueError(f"a scenario id must be valid Unicode text, got {value!r}") from None
-        return value
-
-    def expected(self) -> Mapping[str, Mapping[str, Any]] | None:
+    def expected(self) -> CalendarState | None:
         """The expected final calendar: `expected_state`, else the goal's, else None."""
-        if self.expected_state is not None:
-            return self.expected_state
-        return self.goal.expected_state() if self.goal is not None else None
-
-    def opening_transcript(self) -> Transcript:
-        """The transcript a dialogue of this scenario starts from."""
-        messages = list(self.prefix)
-        if self.system_prompt is not None and not (
-            messages and messages[0].role in ("system", "developer")
-        ):
-            messages.insert(0, Message(role="system", content=self.system_prompt))
-        return Transcript(messages=tuple(messages))
+        return expected_state_of(self)

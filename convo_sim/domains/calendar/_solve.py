@@ -28,8 +28,8 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from convo_sim.calendar.model import WORKING_WINDOW, Constraint, ExpectedEvent
-from convo_sim.calendar.times import MINUTES_PER_DAY
+from convo_sim.domains.calendar._model import WORKING_WINDOW, Constraint, ExpectedEvent
+from convo_sim.domains.calendar._times import MINUTES_PER_DAY
 
 __all__ = ["EventSpec", "is_solvable", "solve_schedule"]
 

@@ -7,7 +7,7 @@ are read as documented (and a malformed one is reported up front), a
 duration that is not a number is a wrong duration rather than a grader
 crash, an id listed twice fails instead of the last entry silently winning,
 and a truncated list is graded in linear time. The reply is read with the
-pieces every other reader shares (`convo_sim.calendar.reply`).
+pieces every other reader shares (`convo_sim.domains.calendar._reply`).
 
 The steps run in the reference's order, and where the reference would
 crash on the reply, we fail with `error_in_grading` at the same point, so
@@ -25,17 +25,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from convo_sim.calendar.listing import decode_list, json_list_span
-from convo_sim.calendar.model import Constraint, ExpectedEvent, ExpectedState
-from convo_sim.calendar.overlaps import Span, overlapping, partner
-from convo_sim.calendar.reply import (
+from convo_sim.domains.calendar._listing import decode_list, json_list_span
+from convo_sim.domains.calendar._model import Constraint, ExpectedEvent, ExpectedState
+from convo_sim.domains.calendar._overlaps import Span, overlapping, partner
+from convo_sim.domains.calendar._reply import (
     THINK_MARKER,
     EntryError,
     entry_duration,
     entry_start,
     reply_minutes,
 )
-from convo_sim.calendar.times import CalendarDataError, format_24h
+from convo_sim.domains.calendar._times import CalendarDataError, format_24h
 
 __all__ = ["CalendarGrade", "GradeReason", "grade_calendar_response"]
 

@@ -2,7 +2,7 @@
 
 An *expected state* says what a correct calendar must look like at one point
 of a dialogue (NeMo-Gym's `exp_cal_state`); a *listed event* is one entry of
-the JSON calendar an assistant prints (read in `convo_sim.calendar.reply`,
+the JSON calendar an assistant prints (read in `convo_sim.domains.calendar._reply`,
 re-exported here). Event ids are strings throughout, because the reference
 grader keys every event by `str(event_id)`.
 """
@@ -15,15 +15,15 @@ from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Va
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from convo_sim.calendar.listing import json_list_span
-from convo_sim.calendar.reply import (
+from convo_sim.domains.calendar._listing import json_list_span
+from convo_sim.domains.calendar._reply import (
     ListedEvent,
     _json_id,
     extract_json_list,
     format_calendar,
     parse_listed_events,
 )
-from convo_sim.calendar.times import (
+from convo_sim.domains.calendar._times import (
     MINUTES_PER_DAY,
     CalendarDataError,
     _parse_time,

@@ -3,13 +3,13 @@
 `CalendarSolverAssistant` is the offline default of the calendar domain. It
 rebuilds its state from the transcript it is shown every turn (so it can
 continue a NeMo-Gym conversation prefix written by someone else), schedules
-with the exact search of `convo_sim.calendar.solve`, keeps events where the
+with the exact search of `convo_sim.domains.calendar._solve`, keeps events where the
 last calendar shown put them whenever it can, and prints the whole calendar
 as a JSON list in every reply.
 
 A user message may hold several requests (an `upfront` user states its
 whole goal at once); they are read with
-`convo_sim.calendar.intents.message_requests` and applied in order. When the
+`convo_sim.domains.calendar._intents.message_requests` and applied in order. When the
 latest user message asks for nothing (a greeting, "Okay.", a deflection),
 the reply invites the next request ("Is there anything else you'd like to
 schedule?"). That is not a follow-up question about a request, which the
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from convo_sim._actors import View
 from convo_sim._messages import Message
-from convo_sim.calendar.intents import (
+from convo_sim.domains.calendar._intents import (
     CalendarRequest,
     RequestedEvent,
     RequestedState,
@@ -32,12 +32,12 @@ from convo_sim.calendar.intents import (
     message_requests,
     shown_calendar,
 )
-from convo_sim.calendar.model import (
+from convo_sim.domains.calendar._model import (
     WORKING_WINDOW,
     ListedEvent,
     format_calendar,
 )
-from convo_sim.calendar.solve import EventSpec, solve_schedule
+from convo_sim.domains.calendar._solve import EventSpec, solve_schedule
 
 __all__ = ["CalendarSolverAssistant"]
 
@@ -71,7 +71,7 @@ class CalendarSolverAssistant:
     """An exact, deterministic calendar assistant.
 
     Every turn it reads all user messages in the transcript with
-    `convo_sim.calendar.intents.message_requests` (several requests in one
+    `convo_sim.domains.calendar._intents.message_requests` (several requests in one
     message are applied one after the other), and schedules the result. A
     request that would make the calendar impossible (no placement honours
     every constraint) is not applied, and the reply says so. Events keep the

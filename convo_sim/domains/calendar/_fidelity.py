@@ -42,9 +42,9 @@ from convo_sim._records import Rollout
 
 # `message_requests` lives with the request parser (the solver needs it too);
 # it is re-exported here, where it was first defined.
-from convo_sim.calendar.intents import RequestedState, message_requests
-from convo_sim.calendar.model import ConstraintFormatError, parse_constraint
-from convo_sim.scenarios.model import CalendarGoal, Scenario
+from convo_sim.domains.calendar._intents import RequestedState, message_requests
+from convo_sim.domains.calendar._model import ConstraintFormatError, parse_constraint
+from convo_sim.domains.calendar._scenario import CalendarGoal, CalendarScenario
 from convo_sim.users._persona import Persona, get_persona
 
 __all__ = [
@@ -267,7 +267,9 @@ def _breaks_pacing(
     return persona.disclosure == "when_asked" and not asked
 
 
-def with_fidelity(rollout: Rollout, scenario: Scenario, *, threshold: float = 1.0) -> Rollout:
+def with_fidelity(
+    rollout: Rollout, scenario: CalendarScenario, *, threshold: float = 1.0
+) -> Rollout:
     """`rollout` with `metadata["fidelity"]` measured against `scenario`'s goal and persona.
 
     The goal counts as met when the rollout's reward reaches `threshold`

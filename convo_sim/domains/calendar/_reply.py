@@ -1,6 +1,6 @@
 """Reading an assistant's reply as a calendar: one reading, shared by everyone who reads it.
 
-The grader (`convo_sim.verifiers.calendar`), the turn verifiers, the
+The grader (`convo_sim.domains.calendar._grading`), the turn verifiers, the
 simulated user and the solver assistant all ask one question of a reply:
 which calendar does it show? They must get one answer, or a policy could be
 paid by one of them and failed by another for the same text. This module is
@@ -33,8 +33,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from convo_sim.calendar.listing import decode_list, json_list_span
-from convo_sim.calendar.times import CalendarDataError, format_24h
+from convo_sim.domains.calendar._listing import decode_list, json_list_span
+from convo_sim.domains.calendar._times import CalendarDataError, format_24h
 
 __all__ = [
     "THINK_MARKER",

@@ -29,12 +29,12 @@ from pydantic import ValidationError
 
 from convo_sim._errors import ScenarioError
 from convo_sim._messages import Message, Transcript
-from convo_sim.calendar.model import ExpectedState, ExpectedStateError
-from convo_sim.calendar.times import MINUTES_PER_DAY
+from convo_sim.domains.calendar._model import ExpectedState, ExpectedStateError
+from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.domains.calendar._scenario import CalendarScenario, _within_day
+from convo_sim.domains.calendar._times import MINUTES_PER_DAY
 from convo_sim.scenarios import _bounds as bounds
 from convo_sim.scenarios._reading import Record, line_of, read_records
-from convo_sim.scenarios.model import Scenario, _within_day
-from convo_sim.scenarios.prompts import CALENDAR_SYSTEM_PROMPT
 from convo_sim.users._persona import UnknownPersonaError, get_persona
 
 __all__ = [
@@ -72,7 +72,7 @@ class _Problem(Exception):
 # ---------------------------------------------------------------- public API
 
 
-def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scenario]:
+def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[CalendarScenario]:
     """Read every scenario in a file.
 
     Args:
@@ -95,7 +95,7 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
             line=1,
         )
     kind = _detect(records[0], path)
-    scenarios: list[Scenario] = []
+    scenarios: list[CalendarScenario] = []
     first_line: dict[str, int] = {}
     for index, record in enumerate(records):
         if not isinstance(record.data, Mapping):
@@ -128,7 +128,7 @@ def load_scenarios(path: str | Path, *, nemo: NemoMode = "prefix") -> list[Scena
     return scenarios
 
 
-def bundled_scenarios(name: BundledSet = "calendar_examples") -> list[Scenario]:
+def bundled_scenarios(name: BundledSet = "calendar_examples") -> list[CalendarScenario]:
     """The scenario sets shipped with convo-sim.
 
     `calendar_examples` holds hand-written native calendar scenarios;
@@ -138,12 +138,12 @@ def bundled_scenarios(name: BundledSet = "calendar_examples") -> list[Scenario]:
     Raises:
         ScenarioError: the bundled file is missing or malformed (a broken install).
     """
-    resource = importlib.resources.files("convo_sim.scenarios") / "data" / f"{name}.jsonl"
+    resource = importlib.resources.files("convo_sim.domains.calendar") / "data" / f"{name}.jsonl"
     with importlib.resources.as_file(resource) as path:
         return load_scenarios(path)
 
 
-def nemo_scenario(row: Mapping[str, Any], *, id: str | None = None) -> Scenario:
+def nemo_scenario(row: Mapping[str, Any], *, id: str | None = None) -> CalendarScenario:
     """A NeMo-Gym row as NeMo-Gym runs it: continue the prefix for one graded reply.
 
     The whole `responses_create_params.input` is the prefix (system prompt and
@@ -156,7 +156,7 @@ def nemo_scenario(row: Mapping[str, Any], *, id: str | None = None) -> Scenario:
     return _public(lambda: _nemo(row, id or "nemo-0", "prefix"))
 
 
-def nemo_replay_scenario(row: Mapping[str, Any], *, id: str | None = None) -> Scenario:
+def nemo_replay_scenario(row: Mapping[str, Any], *, id: str | None = None) -> CalendarScenario:
     """A NeMo-Gym row replayed: the prefix is only the system prompt, and a
     scripted user says every user message of the row again, in order.
 
@@ -169,7 +169,7 @@ def nemo_replay_scenario(row: Mapping[str, Any], *, id: str | None = None) -> Sc
     return _public(lambda: _nemo(row, id or "nemo-replay-0", "replay"))
 
 
-def seed_scenario(record: Mapping[str, Any], *, id: str | None = None) -> Scenario:
+def seed_scenario(record: Mapping[str, Any], *, id: str | None = None) -> CalendarScenario:
     """A seed-format record: a conversation and the exact calendar expected after it.
 
     Raises:
@@ -178,7 +178,7 @@ def seed_scenario(record: Mapping[str, Any], *, id: str | None = None) -> Scenar
     return _public(lambda: _seed(record, id or "seed-0"))
 
 
-def native_scenario(record: Mapping[str, Any]) -> Scenario:
+def native_scenario(record: Mapping[str, Any]) -> CalendarScenario:
     """A native convo-sim record (`id`, `steps`, ...; see `docs/scenarios.md`).
 
     Raises:
@@ -187,7 +187,7 @@ def native_scenario(record: Mapping[str, Any]) -> Scenario:
     return _public(lambda: _native(record))
 
 
-def _public(build: Callable[[], Scenario]) -> Scenario:
+def _public(build: Callable[[], CalendarScenario]) -> CalendarScenario:
     try:
         return build()
     except _Problem as problem:
@@ -215,7 +215,9 @@ def _detect(record: Record, path: Path) -> Format:
     )
 
 
-def _build(kind: Format, data: Mapping[str, Any], default_id: str, nemo: NemoMode) -> Scenario:
+def _build(
+    kind: Format, data: Mapping[str, Any], default_id: str, nemo: NemoMode
+) -> CalendarScenario:
     if kind == "nemo":
         return _nemo(data, default_id, nemo)
     if kind == "seed":
@@ -223,7 +225,7 @@ def _build(kind: Format, data: Mapping[str, Any], default_id: str, nemo: NemoMod
     return _native(data)
 
 
-def _nemo(row: Mapping[str, Any], default_id: str, mode: NemoMode) -> Scenario:
+def _nemo(row: Mapping[str, Any], default_id: str, mode: NemoMode) -> CalendarScenario:
     params = _require(row, "responses_create_params", Mapping, "an object")
     raw_input = _require(
         params,
@@ -264,7 +266,7 @@ def _nemo(row: Mapping[str, Any], default_id: str, mode: NemoMode) -> Scenario:
     )
 
 
-def _seed(record: Mapping[str, Any], default_id: str) -> Scenario:
+def _seed(record: Mapping[str, Any], default_id: str) -> CalendarScenario:
     expected = _require(record, "expected_state", Mapping, "an object mapping event ids to events")
     _expected_state(expected, "expected_state", ExpectedState.from_seed)
     prefix: tuple[Message, ...] = ()
@@ -309,7 +311,7 @@ def _seed(record: Mapping[str, Any], default_id: str) -> Scenario:
     )
 
 
-def _native(record: Mapping[str, Any]) -> Scenario:
+def _native(record: Mapping[str, Any]) -> CalendarScenario:
     unknown = [key for key in record if key not in _NATIVE_FIELDS]
     if unknown:
         raise _Problem(
@@ -332,7 +334,7 @@ def _native(record: Mapping[str, Any]) -> Scenario:
         # Strict JSON validation: a duration of "60" or an id of 7 is a
         # mistake in a hand-written file, not something to coerce.
         payload = json.dumps(data, default=str)
-        scenario = Scenario.model_validate_json(payload, strict=True)
+        scenario = CalendarScenario.model_validate_json(payload, strict=True)
     except ValidationError as exc:
         raise _from_validation(exc, strip=("goal",)) from None
     # The goal-driven user plays the persona by name, so a misspelt name is
@@ -350,9 +352,9 @@ def _native(record: Mapping[str, Any]) -> Scenario:
 # ---------------------------------------------------------------- helpers
 
 
-def _scenario(**fields: Any) -> Scenario:
+def _scenario(**fields: Any) -> CalendarScenario:
     try:
-        return Scenario(**fields)
+        return CalendarScenario(**fields)
     except ValidationError as exc:
         raise _from_validation(exc) from None
 

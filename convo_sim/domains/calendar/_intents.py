@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convo_sim._messages import Message
-from convo_sim.calendar.model import Constraint, ListedEvent, parse_constraint
-from convo_sim.calendar.reply import read_reply
-from convo_sim.calendar.times import format_12h, parse_time
+from convo_sim.domains.calendar._model import Constraint, ListedEvent, parse_constraint
+from convo_sim.domains.calendar._reply import read_reply
+from convo_sim.domains.calendar._times import format_12h, parse_time
 
 __all__ = [
     "CalendarRequest",
@@ -468,7 +468,7 @@ def shown_calendar(text: str) -> tuple[ListedEvent, ...] | None:
 
     The reading is the grader's (think tags, the first JSON list, its time
     and duration rules), shared with the turn verifiers, the simulated user
-    and the solver; see `convo_sim.calendar.reply`.
+    and the solver; see `convo_sim.domains.calendar._reply`.
     """
     return read_reply(text).events
 

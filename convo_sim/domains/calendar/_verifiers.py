@@ -2,7 +2,7 @@
 
 Turn verifiers judge each calendar against what the user has asked for *so
 far*, which they read from the user's messages in the transcript with the
-same parser the solver uses (`convo_sim.calendar.intents`), so they work on
+same parser the solver uses (`convo_sim.domains.calendar._intents`), so they work on
 NeMo-Gym prefixes as well as on simulated dialogues:
 
 * `valid_calendar`: the reply shows a calendar (a JSON list of events) with
@@ -13,7 +13,7 @@ NeMo-Gym prefixes as well as on simulated dialogues:
 * `constraints_honoured`: share of requested events listed inside the
   working window and within their latest constraint.
 
-They read a reply exactly as the grader does (`convo_sim.calendar.reply`):
+They read a reply exactly as the grader does (`convo_sim.domains.calendar._reply`):
 a reply that is blank or holds `<think>` scores 0 on every one of them,
 with reason `empty_reply` or `think_found`, even before anything has been
 asked for. Together they are at least as strict as the grader: when all
@@ -39,17 +39,19 @@ from convo_sim._verification import (
     TurnContext,
     TurnVerifier,
 )
-from convo_sim.calendar.intents import (
+from convo_sim.domains.calendar._grading import grade_calendar_response
+from convo_sim.domains.calendar._intents import (
     RequestedState,
     constraint_of,
     message_requests,
     requested_state,
 )
-from convo_sim.calendar.model import WORKING_WINDOW, ExpectedState, ListedEvent
-from convo_sim.calendar.overlaps import overlapping, partner
-from convo_sim.calendar.reply import CalendarReading, read_reply
-from convo_sim.calendar.times import MINUTES_PER_DAY, format_24h, parse_time
-from convo_sim.verifiers.calendar import grade_calendar_response
+from convo_sim.domains.calendar._model import WORKING_WINDOW, ExpectedState, ListedEvent
+from convo_sim.domains.calendar._overlaps import overlapping, partner
+from convo_sim.domains.calendar._reply import CalendarReading, read_reply
+from convo_sim.domains.calendar._scenario import CalendarGoal, expected_state_of
+from convo_sim.domains.calendar._times import MINUTES_PER_DAY, format_24h, parse_time
+from convo_sim.scenarios._model import Scenario
 
 # Readings no turn may pass, asked for or not: the grader fails them all.
 _UNREADABLE: Final = frozenset(("empty_reply", "think_found"))
@@ -292,9 +294,10 @@ class CalendarFinalVerifier:
 
     Args:
         expected: the expected state (`ExpectedState`, NeMo `exp_cal_state`
-            or seed `expected_state`). None: the scenario's (`Scenario.expected()`)
-            if the dialogue has a scenario with one, else everything the user
-            asked for in the transcript.
+            or seed `expected_state`). None: the scenario's (its
+            `expected_state`, else its calendar goal's) if the dialogue has a
+            scenario with one, else everything the user asked for in the
+            transcript.
     """
 
     name = "calendar_final"
@@ -302,7 +305,7 @@ class CalendarFinalVerifier:
     def __init__(self, expected: ExpectedState | Mapping[str, Any] | None = None) -> None:
         self.expected = expected
 
-    def __call__(self, ctx: FinalContext) -> Verdict:
+    def __call__(self, ctx: FinalContext[Scenario]) -> Verdict:
         expected, source = self._expected(ctx)
         # The final reply or nothing: never an earlier reply (see `final_reply`).
         reply = ctx.final_reply
@@ -319,12 +322,13 @@ class CalendarFinalVerifier:
             details={"detail": grade.detail, "expected_from": source},
         )
 
-    def _expected(self, ctx: FinalContext) -> tuple[ExpectedState | Mapping[str, Any], str]:
+    def _expected(
+        self, ctx: FinalContext[Scenario]
+    ) -> tuple[ExpectedState | Mapping[str, Any], str]:
         if self.expected is not None:
             return self.expected, "verifier"
-        scenario_expected = getattr(ctx.scenario, "expected", None)
-        if callable(scenario_expected):
-            found = scenario_expected()
+        if ctx.scenario is not None:
+            found = expected_state_of(ctx.scenario)
             if isinstance(found, Mapping):
                 return found, "scenario"
         return _from_transcript(ctx.transcript), "transcript"
@@ -335,24 +339,24 @@ def _from_transcript(transcript: Transcript) -> dict[str, dict[str, Any]]:
 
 
 def calendar_verifiers(
-    scenario: object | None = None,
-) -> tuple[list[TurnVerifier], list[FinalVerifier]]:
+    scenario: Scenario | None = None,
+) -> tuple[list[TurnVerifier], list[FinalVerifier[Scenario]]]:
     """The calendar domain's verifiers for a scenario: (turn verifiers, final verifiers).
 
-    The working window comes from the scenario's goal when it has one; the
-    final verifier reads the scenario's expected state when the dialogue
-    ends (see `CalendarFinalVerifier`).
+    The working window comes from the scenario's calendar goal when it has
+    one; the final verifier reads the scenario's expected state when the
+    dialogue ends (see `CalendarFinalVerifier`).
     """
     window = WORKING_WINDOW
-    goal = getattr(scenario, "goal", None)
-    if goal is not None:
+    goal = scenario.goal if scenario is not None else None
+    if isinstance(goal, CalendarGoal):
         window = (parse_time(goal.min_time), parse_time(goal.max_time))
     verifiers = (ValidCalendar(), NoConflicts(), EventsPresent(), ConstraintsHonoured(window))
     shared = _Requested()
     for verifier in verifiers:
         verifier._replay = shared
     turn: list[TurnVerifier] = [*verifiers]
-    final: list[FinalVerifier] = [CalendarFinalVerifier()]
+    final: list[FinalVerifier[Scenario]] = [CalendarFinalVerifier()]
     return turn, final
 
 

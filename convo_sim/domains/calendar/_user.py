@@ -2,7 +2,7 @@
 
 `CalendarUser` plays the user side of the calendar domain offline. Each turn
 it reads the calendar the assistant showed exactly as the grader reads it
-(`convo_sim.calendar.reply`: think tags, the first JSON list, its times and
+(`convo_sim.domains.calendar._reply`: think tags, the first JSON list, its times and
 durations) and checks it, with the grader's constraint checks,
 against everything it has asked for so far. A mistake gets pointed out, at
 most `max_corrections` times; after that the user gives up. Otherwise it
@@ -12,7 +12,7 @@ thanks with the stop token.
 Phrasings are picked by `random.Random` seeded with the scenario's seed and
 the message's position, so a seed always gives the same dialogue, and
 different seeds give different wordings (of the same requests). Every
-phrasing is one that `convo_sim.calendar.intents.parse_request` reads back
+phrasing is one that `convo_sim.domains.calendar._intents.parse_request` reads back
 exactly, and names events the way NeMo-Gym's users do: "(event id: 3)".
 """
 
@@ -25,17 +25,17 @@ from dataclasses import dataclass
 from convo_sim._actors import View
 from convo_sim._completion import DEFAULT_STOP_TOKEN
 from convo_sim._messages import Message
-from convo_sim.calendar.model import (
+from convo_sim.domains.calendar._model import (
     Constraint,
     ExpectedEvent,
     ExpectedState,
     ListedEvent,
     parse_constraint,
 )
-from convo_sim.calendar.overlaps import overlapping, partner
-from convo_sim.calendar.reply import read_reply
-from convo_sim.calendar.times import format_12h, format_24h
-from convo_sim.scenarios.model import GoalStep, Scenario
+from convo_sim.domains.calendar._overlaps import overlapping, partner
+from convo_sim.domains.calendar._reply import read_reply
+from convo_sim.domains.calendar._scenario import CalendarScenario, GoalStep
+from convo_sim.domains.calendar._times import format_12h, format_24h
 from convo_sim.users._persona import PERSONAS
 
 __all__ = ["CalendarUser"]
@@ -131,7 +131,7 @@ class CalendarUser:
 
     def __init__(
         self,
-        scenario: Scenario,
+        scenario: CalendarScenario,
         *,
         seed: int | None = None,
         max_corrections: int = 2,
@@ -263,7 +263,7 @@ class CalendarUser:
         return self._expected[1]
 
     def _check(self, text: str) -> _Problem | None:
-        # The grader's reading of the reply (`convo_sim.calendar.reply`): a
+        # The grader's reading of the reply (`convo_sim.domains.calendar._reply`): a
         # reply it cannot see a calendar in is one the user cannot see one in.
         reading = read_reply(text)
         if reading.events is None:

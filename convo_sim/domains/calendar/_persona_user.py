@@ -34,12 +34,12 @@ from collections.abc import Callable
 from convo_sim._actors import View
 from convo_sim._completion import DEFAULT_STOP_TOKEN
 from convo_sim._messages import Message
-from convo_sim.calendar.intents import message_requests, parse_request
-from convo_sim.calendar.model import parse_constraint
-from convo_sim.calendar.times import format_12h, parse_time
-from convo_sim.scenarios.model import Scenario
+from convo_sim.domains.calendar._intents import message_requests, parse_request
+from convo_sim.domains.calendar._model import parse_constraint
+from convo_sim.domains.calendar._scenario import CalendarScenario
+from convo_sim.domains.calendar._times import format_12h, parse_time
+from convo_sim.domains.calendar._user import CalendarUser
 from convo_sim.users._persona import Persona, get_persona
-from convo_sim.users.calendar import CalendarUser
 
 __all__ = ["PersonaCalendarUser"]
 
@@ -116,7 +116,7 @@ class PersonaCalendarUser:
 
     def __init__(
         self,
-        scenario: Scenario,
+        scenario: CalendarScenario,
         *,
         persona: Persona | None = None,
         seed: int | None = None,
