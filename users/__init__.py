@@ -21,6 +21,13 @@ from convo_sim.users._persona import (
 )
 from convo_sim.users._population import PopulationDiversity, population_diversity, sample_personas
 from convo_sim.users._profile import PersonaProfile, Traits
+from convo_sim.users._reviewer import (
+    USER_REVIEW_PROMPT,
+    USER_REVIEW_VERSION,
+    JudgedUserReview,
+    UserReview,
+    UserReviewer,
+)
 from convo_sim.users._simple import FunctionUser, ScriptedUser
 
 if TYPE_CHECKING:
@@ -54,7 +61,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "PERSONAS",
     "PERSONA_SPEC_KEY",
+    "USER_REVIEW_PROMPT",
+    "USER_REVIEW_VERSION",
     "FunctionUser",
+    "JudgedUserReview",
     "LLMUser",
     "Persona",
     "PersonaProfile",
@@ -62,6 +72,8 @@ __all__ = [
     "ScriptedUser",
     "Traits",
     "UnknownPersonaError",
+    "UserReview",
+    "UserReviewer",
     "get_persona",
     "persona_prompt",
     "population_diversity",

@@ -37,6 +37,7 @@ the population sampler (`convo_sim.users.sample_personas`, seeded by
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ import anyio
 from convo_sim._actors import Actor
 from convo_sim._errors import InputError
 from convo_sim._experiments import CellStats, cell_stats, write_table_csv, write_table_json
+from convo_sim._judging import JudgeCache
 from convo_sim._logging import get_logger
 from convo_sim._models import ChatModel
 from convo_sim._paired import PairedComparison, paired_comparisons, paired_json, write_paired_csv
@@ -63,7 +65,9 @@ from convo_sim.scenarios import Scenario
 from convo_sim.users import (
     PERSONA_SPEC_KEY,
     PERSONAS,
+    JudgedUserReview,
     Persona,
+    UserReviewer,
     get_persona,
     population_diversity,
     sample_personas,
@@ -190,6 +194,8 @@ async def run_experiment(
     concurrency: int = 32,
     base_url: str | None = None,
     user: str = "builtin",
+    user_reviewer: str = "rules",
+    judge_cache: str | Path | None = None,
     resume: bool = True,
     html: bool = True,
     meta: Mapping[str, Any] | None = None,
@@ -209,6 +215,11 @@ async def run_experiment(
         concurrency: dialogues at once.
         base_url: the OpenAI-compatible server of `openai:` specs.
         user: `builtin` (the domain's rule-based user) or `openai:MODEL`.
+        user_reviewer: who decides `user_failure`: `rules` (the domain's
+            rule-based review) or `openai:MODEL`, an LLM judge
+            (`convo_sim.users.UserReviewer`) on every record.
+        judge_cache: a JSONL file caching the judge's answers by content
+            hash (None: in memory, for this run).
         resume: continue the rollouts file; False starts it over.
         html: write `report.html`.
         meta: more to record in `results.json`'s `meta`.
@@ -239,6 +250,7 @@ async def run_experiment(
 
             models[spec] = OpenAIChatModel(spec.partition(":")[2], base_url=base_url)
     users = _user_factory(user, chosen, base_url)
+    reviewer = _reviewer(user_reviewer, chosen, base_url, judge_cache)
     try:
         plan = chosen.plan(
             assistant=functools.partial(_assistant, chosen, models),
@@ -248,6 +260,8 @@ async def run_experiment(
             concurrency=concurrency,
             seed_key=pair_key,
         )
+        if reviewer is not None:
+            plan = dataclasses.replace(plan, annotate=reviewer.annotator)
         with RolloutSink(paths["rollouts"], resume=resume) as sink:
             for (scenario_id, index), recorded in sink.done.items():
                 cell = by_id.get(scenario_id)
@@ -266,6 +280,8 @@ async def run_experiment(
         for model in models.values():
             await model.aclose()
         await users.aclose()
+        if reviewer is not None:
+            await reviewer.aclose()
     from convo_sim._sink import read_rollouts
 
     records = [r for r in read_rollouts(paths["rollouts"]) if r.scenario_id in by_id]
@@ -277,6 +293,7 @@ async def run_experiment(
         "personas": [p if isinstance(p, str) else p.name for p in personas],
         "assistants": list(assistants),
         "user": user,
+        "user_reviewer": user_reviewer,
         "seeds": seeds,
         "seed": seed,
         "scenarios": [s.id for s in scenarios],
@@ -330,6 +347,44 @@ def _user_factory(spec: str, domain: Domain[Any], base_url: str | None) -> _User
     return _Users(OpenAIUserFactory(shared, domain.name), shared)
 
 
+@dataclass
+class _Reviewer:
+    """The LLM reviewer of an experiment's users: one model and cache, made on first use."""
+
+    shared: Any
+    cache: JudgeCache
+    domain: str
+    _reviewer: UserReviewer | None = None
+
+    def get(self) -> UserReviewer:
+        if self._reviewer is None:
+            self._reviewer = UserReviewer(
+                self.shared.get(), model_name=self.shared.endpoint.model, cache=self.cache
+            )
+        return self._reviewer
+
+    @property
+    def annotator(self) -> JudgedUserReview:
+        return JudgedUserReview(self.get, self.domain)
+
+    async def aclose(self) -> None:
+        await self.shared.aclose()
+
+
+def _reviewer(
+    spec: str, domain: Domain[Any], base_url: str | None, cache: str | Path | None
+) -> _Reviewer | None:
+    if spec == "rules":
+        return None
+    from convo_sim.cli.actors_spec import ModelEndpoint, _SharedModel
+
+    kind, _, model = spec.partition(":")
+    if kind != "openai" or not model.strip():
+        raise InputError(f"--user-reviewer {spec!r}: expected 'rules' or 'openai:MODEL'")
+    shared = _SharedModel(ModelEndpoint(model.strip(), base_url))
+    return _Reviewer(shared, JudgeCache(cache), domain.name)
+
+
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "experiment",
@@ -361,6 +416,21 @@ def add_parser(sub: Any) -> None:
         default="builtin",
         help="the simulated user: builtin (rule-based, plays each persona) or openai:MODEL "
         "(an LLM given each persona as instructions)",
+    )
+    p.add_argument(
+        "--user-reviewer",
+        metavar="SPEC",
+        default="rules",
+        help="who reviews the simulated user for user_failure: rules (the domain's rule-based "
+        "review, default) or openai:MODEL (an LLM judge; convo-sim serve's "
+        "calendar-user-reviewer is the rule-based one behind HTTP)",
+    )
+    p.add_argument(
+        "--judge-cache",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="a JSONL file caching the LLM judge's answers by content hash (default: in memory)",
     )
     p.add_argument("--seeds", type=int, default=3, help="samples per scenario and cell (default 3)")
     p.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
@@ -440,6 +510,8 @@ def run(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             base_url=args.base_url,
             user=args.user,
+            user_reviewer=args.user_reviewer,
+            judge_cache=args.judge_cache,
             resume=not args.no_resume,
             html=not args.no_html,
             meta=meta,
