@@ -44,11 +44,13 @@ from convo_sim._export import (
     token_samples,
     write_export,
 )
+from convo_sim._judging import JudgeCache
 from convo_sim._logging import configure_logging
 from convo_sim._messages import TOKEN_FIELDS, Message, Role, ToolCall, Transcript
 from convo_sim._metrics import Summary, pass_at_k, pass_hat_k, summarize
 from convo_sim._models import ChatModel, Completion, ModelSettings
 from convo_sim._orchestrator import run_dialogue
+from convo_sim._paired import PairedComparison, paired_comparisons
 from convo_sim._progress import Progress
 from convo_sim._records import Rollout
 from convo_sim._rescore import rescore
@@ -71,6 +73,7 @@ from convo_sim._rollouts import (
     sample_seed,
 )
 from convo_sim._sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
+from convo_sim._user_failure import UserFailureTag, is_simulator_failure
 from convo_sim._verification import (
     NO_FINAL_REPLY,
     FinalContext,
@@ -120,11 +123,13 @@ __all__ = [
     "FinalContext",
     "FinalVerifier",
     "InputError",
+    "JudgeCache",
     "LocalBackend",
     "Message",
     "ModelError",
     "ModelSettings",
     "OpenAIChatModel",
+    "PairedComparison",
     "Progress",
     "RayBackend",
     "RetryPolicy",
@@ -150,6 +155,7 @@ __all__ = [
     "TurnVerifier",
     "UnknownDomainError",
     "Usage",
+    "UserFailureTag",
     "Verdict",
     "View",
     "WriteStats",
@@ -164,7 +170,9 @@ __all__ = [
     "final_only",
     "final_reply",
     "generate_rollouts_sync",
+    "is_simulator_failure",
     "open_rollouts",
+    "paired_comparisons",
     "pass_at_k",
     "pass_hat_k",
     "read_rollouts",
