@@ -180,7 +180,10 @@ def test_a_worse_assistant_shows_as_a_paired_difference(
     assert code == 0
     out = capsys.readouterr().out
     assert "paired differences (other - builtin)" in out
-    rows = {r["group"]["persona"]: r for r in json.loads((tmp_path / "results.json").read_text())["paired"]}
+    rows = {
+        r["group"]["persona"]: r
+        for r in json.loads((tmp_path / "results.json").read_text())["paired"]
+    }
     pooled = rows["(all)"]
     assert pooled["pairs"] == 12 and pooled["losses"] == 12 and pooled["mean_difference"] == -1.0
     assert pooled["test"] == "exact sign test"
@@ -189,7 +192,9 @@ def test_a_worse_assistant_shows_as_a_paired_difference(
     # The echo's failures are the assistant's, not the simulator's.
     cells = json.loads((tmp_path / "results.json").read_text())["cells"]
     echo = [c for c in cells if c["group"]["assistant"] == "openai:echo"]
-    assert all(c["assistant_failures"] == c["rollouts"] and c["simulator_failures"] == 0 for c in echo)
+    assert all(
+        c["assistant_failures"] == c["rollouts"] and c["simulator_failures"] == 0 for c in echo
+    )
 
 
 def test_a_population_replaces_the_named_personas(tmp_path: Path) -> None:
@@ -284,4 +289,37 @@ def test_experiment_takes_its_scenarios_from_a_script(tmp_path: Path) -> None:
     assert (
         run_cli("--script", str(script), "--scenario-file", str(script), "--out-dir", str(tmp_path))
         == 2
+    )
+
+
+@pytest.mark.timeout(90)
+def test_llm_users_reviewed_by_an_llm_judge_over_http(tmp_path: Path) -> None:
+    # The served calendar-user plays each persona from the scenario card, and
+    # the served calendar-user-reviewer reviews it; the judge's answers are
+    # cached by content hash in a file, so a second run asks nothing new.
+    cache = tmp_path / "judge.jsonl"
+    args = (
+        "--personas", "cooperative,impatient", "--seeds", "1", "--scenarios", "2",
+        "--user", "openai:calendar-user", "--user-reviewer", "openai:calendar-user-reviewer",
+        "--judge-cache", str(cache), "--no-html",
+    )  # fmt: skip
+    with ServerThread() as server:
+        assert run_cli(*args, "--out-dir", str(tmp_path / "a"), "--base-url", server.base_url) == 0
+        cached = len(cache.read_text().splitlines())
+        assert run_cli(*args, "--out-dir", str(tmp_path / "b"), "--base-url", server.base_url) == 0
+    assert cached == 4 and len(cache.read_text().splitlines()) == cached
+    for run in ("a", "b"):
+        records = read_rollouts(tmp_path / run / "rollouts.jsonl")
+        assert len(records) == 4
+        assert all(r.reward == 1.0 and r.user_failure is False for r in records)
+        reviews = [r.metadata["user_review"] for r in records]
+        assert all(
+            v["reviewer"] == "judge" and v["prompt_version"] == "user-review/1" for v in reviews
+        )
+        assert all(v["cached"] is (run == "b") for v in reviews)
+        assert {r.metadata["persona"] for r in records} == {"cooperative", "impatient"}
+    meta = json.loads((tmp_path / "a" / "results.json").read_text())["meta"]
+    assert (meta["user"], meta["user_reviewer"]) == (
+        "openai:calendar-user",
+        "openai:calendar-user-reviewer",
     )

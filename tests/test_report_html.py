@@ -39,9 +39,9 @@ from convo_sim._actors import Actor
 from convo_sim._records import Rollout
 from convo_sim._report_html import render_html
 from convo_sim._sink import RolloutSink, read_rollouts
+from convo_sim.agents import FunctionAssistant
 from convo_sim.cli import main
 from convo_sim.cli.experiment import run_experiment
-from convo_sim.agents import FunctionAssistant
 from convo_sim.domains import get
 from convo_sim.domains.calendar import generate_scenarios as generate_calendar_scenarios
 from convo_sim.users import FunctionUser
@@ -238,7 +238,9 @@ def test_filters_from_the_url_fragment(report: tuple[Path, list[Rollout]], tmp_p
     # careless assistant's the assistant's.
     simulator = [r for r in failed if r.user_failure and r.user_failure[0].severity == "critical"]
     assert len(simulator) == 4
-    assert all(r.user_failure and r.user_failure[0].kind == "premature_termination" for r in simulator)
+    assert all(
+        r.user_failure and r.user_failure[0].kind == "premature_termination" for r in simulator
+    )
     by_simulator = dump(page, "#blame=simulator", tmp_path / "p4")
     assert len(by_simulator.visible()) == len(simulator)
     assert {a["data-persona"] for a in by_simulator.visible()} == {"cooperative", "terse"}
