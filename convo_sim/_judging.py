@@ -162,9 +162,7 @@ class JudgeCache:
                     continue
 
     @staticmethod
-    def key(
-        version: str, model: str, messages: Sequence[Message], settings: ModelSettings
-    ) -> str:
+    def key(version: str, model: str, messages: Sequence[Message], settings: ModelSettings) -> str:
         """The SHA-256 of everything that decides the answer."""
         data = {
             "version": version,
@@ -268,7 +266,9 @@ async def ask_judge(
         return JudgeOutcome(error=f"invalid_output: {exc}", attempts=attempts)
     except Exception as exc:  # a failed request (ModelError); cancellation passes through
         _log.warning("judge.failed", judge=version, error=type(exc).__name__)
-        return JudgeOutcome(error=f"model_error: {type(exc).__name__}: {exc}"[:500], attempts=attempts)
+        return JudgeOutcome(
+            error=f"model_error: {type(exc).__name__}: {exc}"[:500], attempts=attempts
+        )
     if cache is not None:
         cache.put(key, answer.model_dump(mode="json"))
     return JudgeOutcome(answer=answer, attempts=attempts)

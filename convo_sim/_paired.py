@@ -122,9 +122,10 @@ def paired_comparisons(
     for other in (c for c in conditions if c != base):
         shared = scored[base].keys() & scored[other].keys()
         groups = sorted({group for group, _ in shared})
-        for group in [*groups, None]:
-            keys = sorted(k for k in shared if group is None or k[0] == group)
-            labels = (ALL_GROUPS,) * len(within) if group is None else group
+        chosen: list[tuple[str, ...] | None] = [*groups, None]
+        for wanted in chosen:  # each group, then all of them pooled
+            keys = sorted(k for k in shared if wanted is None or k[0] == wanted)
+            labels = (ALL_GROUPS,) * len(within) if wanted is None else wanted
             rows.append(
                 _compare(
                     dict(zip(within, labels, strict=True)),

@@ -105,7 +105,7 @@ def attribution_section(rollouts: Sequence[Rollout], threshold: float) -> str:
         "unreachable (a critical user-failure tag: it left early, withheld its goal, asked "
         "for something else); otherwise it is the assistant's.</p>"
         f'{cards}<div class="scroll"><table class="grid" id="attribution-table">{head}'
-        f'{"".join(rows)}</table></div>{tag_table}</section>'
+        f"{''.join(rows)}</table></div>{tag_table}</section>"
     )
 
 

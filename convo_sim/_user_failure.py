@@ -96,6 +96,4 @@ def user_failure_of(tags: Iterable[UserFailureTag]) -> UserFailure:
 
 def is_simulator_failure(user_failure: UserFailure | None) -> bool:
     """Whether the user did something that made its goal unreachable (a `critical` tag)."""
-    return bool(user_failure) and any(
-        tag.severity == "critical" for tag in user_failure or ()
-    )
+    return bool(user_failure) and any(tag.severity == "critical" for tag in user_failure or ())

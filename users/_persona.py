@@ -32,8 +32,8 @@ from convo_sim._errors import InputError
 from convo_sim.users._profile import PersonaProfile
 
 __all__ = [
-    "PERSONA_SPEC_KEY",
     "PERSONAS",
+    "PERSONA_SPEC_KEY",
     "Disclosure",
     "Expertise",
     "Persona",

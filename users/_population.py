@@ -107,7 +107,11 @@ def _behaviour(rng: random.Random, name: str, profile: PersonaProfile) -> Person
     t = profile.traits
     jitter = rng.uniform(-0.15, 0.15)
     verbosity: Verbosity = (
-        "verbose" if t.extraversion + jitter > 0.65 else "terse" if t.extraversion + jitter < 0.35 else "normal"
+        "verbose"
+        if t.extraversion + jitter > 0.65
+        else "terse"
+        if t.extraversion + jitter < 0.35
+        else "normal"
     )
     tense = t.neuroticism + rng.uniform(-0.1, 0.1)
     patience = None if tense < 0.45 else 1 if tense < 0.7 else 0
@@ -251,13 +255,13 @@ def population_diversity(personas: Sequence[Persona]) -> PopulationDiversity:
     """Diversity metrics of `personas` (see `PopulationDiversity`)."""
     fields = [_fields(p) for p in personas]
     names = sorted({key for f in fields for key in f}, key=list(_CATEGORIES).index)
-    entropy = {
-        key: _entropy([f.get(key, "") for f in fields], _CATEGORIES[key]) for key in names
-    }
+    entropy = {key: _entropy([f.get(key, "") for f in fields], _CATEGORIES[key]) for key in names}
     traits = [p.profile.traits for p in personas if p.profile is not None]
-    trait_sd = {
-        name: round(_sd([getattr(t, name) for t in traits]), 4) for name in _TRAITS
-    } if traits else {}
+    trait_sd = (
+        {name: round(_sd([getattr(t, name) for t in traits]), 4) for name in _TRAITS}
+        if traits
+        else {}
+    )
     distances = [
         _distance(a, b, fa, fb)
         for (a, fa), (b, fb) in itertools.combinations(zip(personas, fields, strict=True), 2)
@@ -265,9 +269,11 @@ def population_diversity(personas: Sequence[Persona]) -> PopulationDiversity:
     behaviours = Counter(
         p.model_dump_json(exclude={"name", "description", "profile"}) for p in personas
     )
-    distinct = sum(1 for p in personas if behaviours[
-        p.model_dump_json(exclude={"name", "description", "profile"})
-    ] == 1)
+    distinct = sum(
+        1
+        for p in personas
+        if behaviours[p.model_dump_json(exclude={"name", "description", "profile"})] == 1
+    )
     return PopulationDiversity(
         size=len(personas),
         entropy=entropy,

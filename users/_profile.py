@@ -58,9 +58,7 @@ class PersonaProfile(BaseModel):
     def describe(self) -> str:
         """A few lines about the person, for an LLM user's prompt."""
         second = (
-            ""
-            if self.first_language == "English"
-            else f" (you write English as a second language)"
+            "" if self.first_language == "English" else " (you write English as a second language)"
         )
         return (
             f"About you: {self.age} years old; occupation: {self.occupation}; "

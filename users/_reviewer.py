@@ -231,9 +231,11 @@ class JudgedUserReview:
         review: dict[str, Any] = {
             "reviewer": "judge",
             "prompt_version": USER_REVIEW_VERSION,
-            "rules": None if rules is None else [] if rules is False else [
-                t.model_dump(mode="json") for t in rules
-            ],
+            "rules": None
+            if rules is None
+            else []
+            if rules is False
+            else [t.model_dump(mode="json") for t in rules],
             "cached": outcome.cached,
         }
         update: dict[str, Any] = {}

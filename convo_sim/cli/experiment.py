@@ -141,9 +141,11 @@ def build_grid(
             raise InputError(f"scenario {base.id!r} has no goal; the persona user needs one")
         limit = base.max_turns if base.max_turns is not None else max_turns
         for persona in chosen:
-            spec = {} if PERSONAS.get(persona.name) == persona else {
-                PERSONA_SPEC_KEY: persona.model_dump(mode="json")
-            }
+            spec = (
+                {}
+                if PERSONAS.get(persona.name) == persona
+                else {PERSONA_SPEC_KEY: persona.model_dump(mode="json")}
+            )
             for assistant in assistants:
                 grid.append(
                     base.model_copy(

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from convo_sim._completion import DEFAULT_STOP_TOKEN
 from convo_sim._messages import Message, Transcript
 from convo_sim._records import Rollout
-from convo_sim._user_failure import UserFailure, UserFailureTag, user_failure_of
+from convo_sim._user_failure import Severity, UserFailure, UserFailureTag, user_failure_of
 from convo_sim._verification import TurnContext
 from convo_sim.domains.calendar._fidelity import user_fidelity
 from convo_sim.domains.calendar._intents import RequestedState, message_requests
@@ -53,9 +53,7 @@ def turns_right(transcript: Transcript) -> list[bool]:
     for index, message in enumerate(messages):
         if message.role != "assistant":
             continue
-        ctx = TurnContext(
-            Transcript(messages=messages[: index + 1]), message, len(right) + 1, None
-        )
+        ctx = TurnContext(Transcript(messages=messages[: index + 1]), message, len(right) + 1, None)
         right.append(all(v(ctx).score >= 1.0 for v in turn_verifiers))  # type: ignore[union-attr]
     return right
 
@@ -120,7 +118,9 @@ def review_user(
     fidelity = user_fidelity(
         transcript, expected=goal, persona=persona, goal_met=goal_met, stop_token=stop_token
     )
-    met = goal_met if goal_met is not None else fidelity.goal_coverage == 1.0 and (ok or [0])[-1]
+    met = (
+        goal_met if goal_met is not None else fidelity.goal_coverage == 1.0 and bool(ok and ok[-1])
+    )
     wanted = {
         int(key): (entry["duration"], entry.get("constraint"))
         for key, entry in goal.expected_state().items()
@@ -165,7 +165,7 @@ def review_user(
                 f"{idle_after_right} message(s) that told nothing new",
             )
         )
-    severe = "minor" if met else "critical"
+    severe: Severity = "minor" if met else "critical"
     for key, event in sorted(state.events.items()):
         if key not in wanted:
             tags.append(
@@ -191,8 +191,7 @@ def review_user(
                 UserFailureTag(
                     kind="contradicted_goal",
                     severity=severe,
-                    detail=f"event {key}: last asked for {said[1]!r}, its goal says "
-                    f"{constraint!r}",
+                    detail=f"event {key}: last asked for {said[1]!r}, its goal says {constraint!r}",
                 )
             )
     if fidelity.pacing_violations:
