@@ -126,6 +126,9 @@ BAD_ANSWERS = (
     '{"score": "high", "reason": "ok"}',  # wrong type
     '{"score": 1.0, "reason": "ok"} and some prose after it',
     "<think>the reply is fine</think>",  # reasoning, no answer
+    '{"score": true, "reason": "a boolean is no score"}',
+    '{"score": "1.0", "reason": "a string is no score"}',
+    '{"score": NaN, "reason": "not a number"}',
 )
 
 

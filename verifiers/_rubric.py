@@ -56,9 +56,13 @@ Answer with one JSON object and nothing else: {"score": <number 0..1>, "reason":
 
 
 class JudgeScore(BaseModel):
-    """The answer a rubric judge must give."""
+    """The answer a rubric judge must give.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: a score must be a JSON number (an integer is one), never a
+    boolean or a string, so a malformed answer cannot pass as full marks.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     score: float = Field(ge=0.0, le=1.0)
     reason: str = Field(max_length=2000)
