@@ -48,12 +48,14 @@ from convo_sim._models import ChatModel, ModelSettings
 from convo_sim._retry import RetryPolicy, Transient
 
 __all__ = [
+    "DEFAULT_JUDGE_RETRY",
     "JUDGE_TAG",
     "InvalidJudgeAnswer",
     "JudgeCache",
     "JudgeOutcome",
     "ask_judge",
     "format_judge_payload",
+    "judge_settings",
     "parse_judge_answer",
     "parse_judge_payload",
     "response_format",
@@ -71,6 +73,17 @@ _THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.IGNORECASE)
 
 A = TypeVar("A", bound=BaseModel)
+
+
+DEFAULT_JUDGE_RETRY = RetryPolicy(attempts=3, initial=0.0, max_wait=0.0, jitter=0.0)
+"""Three attempts at a valid answer, without waiting: an invalid answer is no overload."""
+
+
+def judge_settings(answer_type: type[BaseModel], name: str) -> ModelSettings:
+    """A judge's default settings: temperature 0 and the answer's JSON schema."""
+    return ModelSettings(
+        temperature=0.0, extra={"response_format": response_format(answer_type, name)}
+    )
 
 
 def format_judge_payload(data: Mapping[str, Any]) -> str:

@@ -27,11 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from convo_sim._errors import InputError
 from convo_sim._judging import (
+    DEFAULT_JUDGE_RETRY,
     JudgeCache,
     JudgeOutcome,
     ask_judge,
     format_judge_payload,
-    response_format,
+    judge_settings,
 )
 from convo_sim._messages import Message, Transcript
 from convo_sim._models import ChatModel, ModelSettings
@@ -85,9 +86,6 @@ class UserReview(BaseModel):
     failures: list[UserFailureTag] = Field(max_length=20)
 
 
-_DEFAULT_RETRY = RetryPolicy(attempts=3, initial=0.0, max_wait=0.0, jitter=0.0)
-
-
 class UserReviewer:
     """An LLM judge of the simulated user (see the module docstring).
 
@@ -107,13 +105,11 @@ class UserReviewer:
         *,
         model_name: str | None = None,
         settings: ModelSettings | None = None,
-        retry: RetryPolicy = _DEFAULT_RETRY,
+        retry: RetryPolicy = DEFAULT_JUDGE_RETRY,
         cache: JudgeCache | None = None,
     ) -> None:
         self.model = model
-        self.settings = settings or ModelSettings(
-            temperature=0.0, extra={"response_format": response_format(UserReview, "user_review")}
-        )
+        self.settings = settings or judge_settings(UserReview, "user_review")
         self.model_name = model_name or self.settings.model or "reviewer"
         self.retry = retry
         self.cache = cache

@@ -23,10 +23,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from convo_sim._judging import (
+    DEFAULT_JUDGE_RETRY,
     JudgeCache,
     ask_judge,
     format_judge_payload,
-    response_format,
+    judge_settings,
     strip_think,
 )
 from convo_sim._messages import Message
@@ -68,9 +69,6 @@ class JudgeScore(BaseModel):
     reason: str = Field(max_length=2000)
 
 
-_DEFAULT_RETRY = RetryPolicy(attempts=3, initial=0.0, max_wait=0.0, jitter=0.0)
-
-
 class RubricJudge:
     """A turn verifier whose score comes from an LLM judge and a rubric.
 
@@ -98,7 +96,7 @@ class RubricJudge:
         name: str = "rubric_judge",
         model_name: str | None = None,
         settings: ModelSettings | None = None,
-        retry: RetryPolicy = _DEFAULT_RETRY,
+        retry: RetryPolicy = DEFAULT_JUDGE_RETRY,
         cache: JudgeCache | None = None,
         think: Literal["fail", "strip"] = "fail",
         context: int | None = None,
@@ -110,9 +108,7 @@ class RubricJudge:
         self.model = model
         self.rubric = rubric.strip()
         self.name = name
-        self.settings = settings or ModelSettings(
-            temperature=0.0, extra={"response_format": response_format(JudgeScore, "judge_score")}
-        )
+        self.settings = settings or judge_settings(JudgeScore, "judge_score")
         self.model_name = model_name or self.settings.model or "judge"
         self.retry = retry
         self.cache = cache
