@@ -33,6 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from convo_sim import _logging
 from convo_sim._actors import Actor, ActorRole, View
+from convo_sim._affinity import dialogue_scope
 from convo_sim._completion import (
     CompletionContext,
     Detector,
@@ -216,7 +217,12 @@ async def run_dialogue(
     state = _State(transcript=start if start is not None else Transcript())
     started = time.perf_counter()
 
-    with structlog.contextvars.bound_contextvars(dialogue_id=dialogue_id):
+    # The dialogue scope lets a `ModelPool` keep the dialogue on one replica
+    # (the actor tasks copy it when they start) and frees its binding at the end.
+    with (
+        structlog.contextvars.bound_contextvars(dialogue_id=dialogue_id),
+        dialogue_scope(dialogue_id),
+    ):
         # One concrete logger per dialogue: the lazy proxy would rebuild one
         # on every event, and turn events are on the hot path.
         log = _log.bind()

@@ -19,6 +19,7 @@ import anyio
 from convo_sim._actors import Actor
 from convo_sim._errors import InputError
 from convo_sim._metrics import summarize
+from convo_sim._pool import format_replicas
 from convo_sim._progress import Progress
 from convo_sim._rollouts import RolloutPlan
 from convo_sim._sink import read_rollouts, write_rollouts
@@ -111,7 +112,12 @@ def run_rollouts_command(args: argparse.Namespace, scenarios: Sequence[Scenario]
         backend = RayBackend(
             num_workers=args.workers, log_level=getattr(args, "log_level", "warning")
         )
-    progress = None if args.no_progress else Progress()
+
+    def replicas() -> str:
+        stats = actors.replica_stats()
+        return f"replicas {format_replicas(stats)}" if stats else ""
+
+    progress = None if args.no_progress else Progress(status=replicas)
     try:
         stats = anyio.run(
             functools.partial(
@@ -130,6 +136,9 @@ def run_rollouts_command(args: argparse.Namespace, scenarios: Sequence[Scenario]
     in_run = {(s.id, i) for s in scenarios for i in range(args.samples)}
     records = [r for r in read_rollouts(out) if r.key in in_run]
     print(format_summary(summarize(records)))
+    replica_stats = actors.replica_stats()
+    if replica_stats:
+        print(f"replicas     {format_replicas(replica_stats)} (requests answered)")
     resumed = f" ({stats.resumed} already there)" if stats.resumed else ""
     print(f"wrote        {stats.written} records to {out}{resumed}")
     return 0
