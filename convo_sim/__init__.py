@@ -32,6 +32,7 @@ from convo_sim._messages import Message, Role, ToolCall, Transcript
 from convo_sim._metrics import Summary, pass_at_k, pass_hat_k, summarize
 from convo_sim._models import ChatModel, Completion, ModelSettings
 from convo_sim._orchestrator import run_dialogue
+from convo_sim._pool import ModelPool, ReplicaStats
 from convo_sim._progress import Progress
 from convo_sim._records import Rollout
 from convo_sim._rescore import rescore
@@ -99,10 +100,12 @@ __all__ = [
     "LocalBackend",
     "Message",
     "ModelError",
+    "ModelPool",
     "ModelSettings",
     "OpenAIChatModel",
     "Progress",
     "RayBackend",
+    "ReplicaStats",
     "RetryPolicy",
     "Role",
     "Rollout",

@@ -135,18 +135,22 @@ def _at_least_one(text: str) -> int:
 
 
 def check_base_url(url: str) -> str:
-    """`url` if it is an http(s) URL with a host.
+    """`url` if it is an http(s) URL with a host (and a valid port, if any).
 
     Raises:
         InputError: anything else, naming the flag and the expected form.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"--base-url {url!r}: expected an http(s) URL such as http://host:8000/v1")
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018 - raises for a port that is no number or out of range
-    except ValueError:
-        raise InputError(f"--base-url {url!r}: the port is not a number from 0 to 65535") from None
+    except ValueError:  # a malformed IPv6 host or port
+        parts = None
+    spaced = any(c.isspace() or not c.isprintable() for c in url)
+    if parts is None or spaced or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(
+            f"--base-url {url!r}: expected an http(s) URL with a host and an optional "
+            "port, such as http://127.0.0.1:8000/v1"
+        )
     return url
 
 
