@@ -150,10 +150,10 @@ async def dialogue(pool: ModelPool, name: str, turns: int = 2) -> DialogueResult
     return await run_dialogue(assistant, user, max_turns=turns, completion=())
 
 
-async def wait_for(condition: Any, what: str, timeout: float = 10.0) -> None:
-    """Wait until `condition()` holds (a counter reached), checking each loop turn."""
-    with anyio.fail_after(timeout):
-        while not condition():
+async def wait_for(condition: Any, what: str, seconds: float = 10.0) -> None:
+    """Wait until `condition()` holds (a counter reached); `what` names it in a failure."""
+    with anyio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110 - the counters live in other code: poll them
             await anyio.sleep(0.005)
 
 
@@ -162,7 +162,9 @@ def bound(pool: ModelPool) -> list[int]:
 
 
 async def test_a_dialogue_stays_on_one_replica_and_new_ones_spread_evenly() -> None:
-    scenarios = [Scenario(id=f"d{i}") for i in range(24)]
+    # 25, not a multiple of 3: a router that ignored dialogues and took the
+    # replicas in turn would move most of them between turns.
+    scenarios = [Scenario(id=f"d{i}") for i in range(25)]
     async with fleet(3) as f:
         assistant = {s.id: actors(f.pool, s.id)[0] for s in scenarios}
         user = {s.id: actors(f.pool, s.id)[1] for s in scenarios}
@@ -172,7 +174,7 @@ async def test_a_dialogue_stays_on_one_replica_and_new_ones_spread_evenly() -> N
                 assistant=lambda s, seed: assistant[s.id],
                 user=lambda s, seed: user[s.id],
                 completion=lambda s: (),
-                concurrency=24,
+                concurrency=25,
                 max_turns=3,
             ) as rollouts:
                 results = [r async for r in rollouts]
@@ -181,10 +183,10 @@ async def test_a_dialogue_stays_on_one_replica_and_new_ones_spread_evenly() -> N
         owners = {s.id: [i for i, r in enumerate(f.recorders) if s.id in r.seen] for s in scenarios}
         assert all(len(servers) == 1 for servers in owners.values()), owners
         assert all(f.recorders[o[0]].seen[d] == 6 for d, o in owners.items())
-        # The 24 dialogues started together: 8 on each replica.
-        assert sorted(Counter(o[0] for o in owners.values()).values()) == [8, 8, 8]
+        # The 25 dialogues started together: 8 or 9 on each replica.
+        assert sorted(Counter(o[0] for o in owners.values()).values()) == [8, 8, 9]
         stats = f.pool.stats()
-        assert [s.requests for s in stats] == [48, 48, 48]
+        assert sorted(s.requests for s in stats) == [48, 48, 54]
         assert bound(f.pool) == [0, 0, 0]  # every binding released at the dialogue's end
         assert all(s.healthy and s.failures == 0 and s.in_flight == 0 for s in stats)
 
