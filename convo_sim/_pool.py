@@ -280,6 +280,10 @@ class ModelPool:
                 if probe:
                     replica.probing = False  # answered, failed or cancelled: the probe is over
             self._succeeded(replica)
+            if probe and scope is not None and scope.replica_for(self) is None:
+                # The probe proved the replica: the dialogue stays with it.
+                scope.bind(self, index)
+                replica.dialogues += 1
             return completion
 
     async def _send(
@@ -318,8 +322,7 @@ class ModelPool:
                 self._replicas[bound].moved += 1
         index, probe = self._pick(tried)
         if scope is not None and not probe:
-            # A probe binds nothing: the dialogue may not stay on a replica
-            # that has not proved itself yet.
+            # A probe binds only once it is answered (see `complete`).
             scope.bind(self, index)
             self._replicas[index].dialogues += 1
         return index, probe
