@@ -12,7 +12,12 @@ always names the URL, so scripts can read it. `--idle-timeout` closes
 connections idle that long (default 10 s; also the time a request's head
 may take to arrive). `--canned [TEXT]` serves one
 model, `canned`, that answers TEXT to everything, after `--latency-ms`:
-what `benchmarks/run.py` measures clients against.
+what `benchmarks/run.py` measures clients against. `--prefill-us-per-token
+US` adds US microseconds per prompt token that is not in the server's
+prefix cache (an LRU of `--prefix-cache-tokens` tokens, in blocks of 16),
+as a server with prefix caching spends on prefill: several such servers
+are replicas on which routing by dialogue pays off measurably. `GET
+/metrics` shows the cache's counters.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 import anyio
 
-from convo_sim._canned import CANNED_MODEL, CannedModel
+from convo_sim._canned import CANNED_MODEL, CannedModel, PrefixCache
 from convo_sim._errors import InputError
 from convo_sim._server import ModelServer, ServerLimits
 
@@ -58,6 +63,22 @@ def add_parser(sub: Any) -> None:
         help="with --canned: wait this many milliseconds before every reply (default: 0)",
     )
     p.add_argument(
+        "--prefill-us-per-token",
+        type=float,
+        default=0.0,
+        metavar="US",
+        help="with --canned: also wait this many microseconds per prompt token not in the "
+        "server's prefix cache, as prefill would take (default: 0, no cache)",
+    )
+    p.add_argument(
+        "--prefix-cache-tokens",
+        type=int,
+        default=2_000_000,
+        metavar="N",
+        help="with --prefill-us-per-token: the prefix cache's size in tokens, least recently "
+        "used dropped first (default: 2000000)",
+    )
+    p.add_argument(
         "--idle-timeout",
         type=float,
         default=_DEFAULTS.idle_timeout,
@@ -87,9 +108,25 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--idle-timeout must be between 0 and 86400 seconds, got {idle_timeout!r}"
         )
-    models = (
-        None if canned is None else {CANNED_MODEL: CannedModel(canned, latency=latency_ms / 1000)}
-    )
+    prefill_us = getattr(args, "prefill_us_per_token", 0.0)
+    cache_tokens = getattr(args, "prefix_cache_tokens", 2_000_000)
+    if not 0 <= prefill_us <= 1_000_000:
+        raise InputError(
+            f"--prefill-us-per-token must be between 0 and 1000000, got {prefill_us!r}"
+        )
+    if prefill_us and canned is None:
+        raise InputError("--prefill-us-per-token applies to the canned model: add --canned")
+    if not 16 <= cache_tokens <= 10**9:
+        raise InputError(
+            f"--prefix-cache-tokens must be between 16 and 1000000000, got {cache_tokens!r}"
+        )
+    models = None
+    if canned is not None:
+        cache = PrefixCache(cache_tokens) if prefill_us else None
+        model = CannedModel(
+            canned, latency=latency_ms / 1000, prefix_cache=cache, per_token=prefill_us / 1e6
+        )
+        models = {CANNED_MODEL: model}
     limits = ServerLimits(idle_timeout=idle_timeout)
     server = ModelServer(models, host=args.host, port=args.port, limits=limits)
 
