@@ -13,6 +13,8 @@ Suites (see benchmarks/README.md for the targets):
                 (`calendar`: CalendarSolverAssistant + CalendarUser; `calendar-unverified`:
                 the same without verifiers; `calendar-cli`: what `convo-sim run` wires,
                 whose user plays the persona the scenario names)
+    replicas    4 canned servers with prefix caches, one ModelPool, by affinity and by
+                round robin (see benchmarks/replicas.py)
 
 HTTP suites compare (a) `baseline`: a bare aiohttp loop, (b) `lean`:
 open_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
@@ -48,6 +50,13 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the suites below, also when run from elsewhere
+
+import replicas  # noqa: E402
+
+EXTRA: dict[str, Any] = {"replicas": replicas}
+"""Suites with servers and processes of their own: `run(repeat, timeout)`, `table`,
+`targets`, `as_json` and `failed` on their outcome."""
 SERVE = "import sys; from convo_sim.cli import main; sys.exit(main())"
 MAX_RSS_BYTES = 1.5e9
 
@@ -156,6 +165,10 @@ def worker(spec: dict[str, Any]) -> None:
         run = lambda: workloads.dialogues_http(  # noqa: E731
             spec["url"], spec["n"], spec["k"], "lean"
         )
+    elif kind.startswith("replicas-"):
+        run = lambda: replicas.workload(  # noqa: E731
+            spec["urls"], spec["n"], spec["k"], spec["c"], kind.removeprefix("replicas-")
+        )
     elif kind == "scripted":
         run = lambda: workloads.scripted(spec["n"], spec["k"], spec["c"])  # noqa: E731
     elif kind.startswith("calendar"):
@@ -168,7 +181,8 @@ def worker(spec: dict[str, Any]) -> None:
         )
     else:
         raise SystemExit(f"unknown variant {kind!r}")
-    outcome = anyio.run(run).as_dict()
+    outcome = anyio.run(run)
+    outcome = outcome if isinstance(outcome, dict) else outcome.as_dict()
     outcome["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(outcome), flush=True)
 
@@ -288,7 +302,9 @@ def table(suite: Suite, results: list[Result]) -> list[str]:
     return [*lines, ""]
 
 
-def targets(results: dict[str, list[Result]]) -> list[str]:
+def targets(
+    results: dict[str, list[Result]], extra: list[tuple[str, bool, str]] | None = None
+) -> list[str]:
     def get(suite: str, variant: str) -> Result | None:
         found = [r for r in results.get(suite, []) if r.variant == variant and r.data]
         return found[0] if found else None
@@ -329,6 +345,7 @@ def targets(results: dict[str, list[Result]]) -> list[str]:
             f"peak RSS {scale.rss_mb:.0f} MB"
         )
         checks.append(("10k concurrent: completes, peak RSS <= 1.5 GB", ok, detail))
+    checks += extra or []
     lines = ["| target | result | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, ok, value in checks]
     return lines
@@ -353,7 +370,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--only", help="comma-separated suites: " + ", ".join(s.name for s in SUITES)
+        "--only", help="comma-separated suites: " + ", ".join([*(s.name for s in SUITES), *EXTRA])
     )
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per measurement; best kept (default 3)"
@@ -367,17 +384,23 @@ def main() -> int:
         worker(json.loads(args.worker))
         return 0
     chosen = SUITES
+    extra = list(EXTRA)
     if args.only:
         names = set(args.only.split(","))
-        unknown = names - {s.name for s in SUITES}
+        unknown = names - {s.name for s in SUITES} - set(EXTRA)
         if unknown:
             parser.error(f"unknown suites: {', '.join(sorted(unknown))}")
         chosen = [s for s in SUITES if s.name in names]
+        extra = [name for name in EXTRA if name in names]
     started = time.monotonic()
     results: dict[str, list[Result]] = {}
     for suite in chosen:
         print(f"{suite.name}: {suite.title}", file=sys.stderr, flush=True)
         results[suite.name] = run_suite(suite, max(args.repeat, 1), args.timeout)
+    outcomes: dict[str, Any] = {}
+    for name in extra:
+        print(f"{name}: {EXTRA[name].__doc__.splitlines()[0]}", file=sys.stderr, flush=True)
+        outcomes[name] = EXTRA[name].run(max(args.repeat, 1), args.timeout)
     lines = [
         f"Machine: {machine()}",
         f"Command: `{' '.join(['python', *sys.argv])}` "
@@ -386,10 +409,13 @@ def main() -> int:
     ]
     for suite in chosen:
         lines += table(suite, results[suite.name])
-    lines += targets(results)
+    for name, outcome in outcomes.items():
+        lines += EXTRA[name].table(outcome)
+    checks = [check for name, outcome in outcomes.items() for check in EXTRA[name].targets(outcome)]
+    lines += targets(results, checks)
     print("\n".join(lines))
     if args.json:
-        raw = {
+        raw: dict[str, Any] = {
             name: [
                 {
                     "variant": r.variant,
@@ -402,8 +428,10 @@ def main() -> int:
             ]
             for name, rs in results.items()
         }
+        raw.update({name: EXTRA[name].as_json(outcome) for name, outcome in outcomes.items()})
         args.json.write_text(json.dumps(raw, indent=2))
     failed = any(r.errors and not r.data for rs in results.values() for r in rs)
+    failed = failed or any(EXTRA[name].failed(outcome) for name, outcome in outcomes.items())
     return 1 if failed else 0
 
 

@@ -353,6 +353,13 @@ async def _rollouts(
     k: int,
     **options: Any,
 ) -> Outcome:
+    await timed_rollouts(scenarios(WARMUP_DIALOGUES, "warmup"), c, k, **options)
+    timed = scenarios(n, "bench")  # built before the clock starts
+    return await timed_rollouts(timed, c, k, **options)
+
+
+async def timed_rollouts(items: list[Any], c: int, k: int, **options: Any) -> Outcome:
+    """One run of `open_rollouts` over `items`, C at once, at most K turns, timed."""
     from convo_sim import open_rollouts
     from convo_sim._verification import final_only
 
@@ -370,7 +377,7 @@ async def _rollouts(
         in_flight.end()  # the dialogue's last step
         return final(scores, verdicts)
 
-    async def run(items: list[Any]) -> tuple[int, int, int, float | None]:
+    async def run() -> tuple[int, int, int, float | None]:
         dialogues = turns = failures = 0
         rewards: list[float] = []
         async with open_rollouts(
@@ -384,6 +391,4 @@ async def _rollouts(
                     rewards.append(rollout.reward)
         return dialogues, turns, failures, sum(rewards) / len(rewards) if rewards else None
 
-    await run(scenarios(WARMUP_DIALOGUES, "warmup"))
-    timed = scenarios(n, "bench")  # built before the clock starts
-    return await _timed(lambda: run(timed), in_flight)
+    return await _timed(run, in_flight)

@@ -75,37 +75,34 @@ class PrefixCache:
         self._blocks: OrderedDict[int, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _hashes(self, tokens: Sequence[str]) -> list[int]:
+    def serve(self, prompt: Sequence[str], reply: Sequence[str]) -> int:
+        """Look `prompt` up, then cache it and `reply` after it; the prompt tokens found."""
         size = self.block
-        hashes: list[int] = []
+        tokens = [*prompt, *reply]
+        # Blocks are cut from the start, so the prompt's own whole blocks are
+        # the first ones of prompt + reply: one pass names them all.
+        names: list[int] = []
         chained = 0
         for start in range(0, len(tokens) - size + 1, size):
             chained = hash((chained, *tokens[start : start + size]))
-            hashes.append(chained)
-        return hashes
-
-    def serve(self, prompt: Sequence[str], reply: Sequence[str]) -> int:
-        """Look `prompt` up, then cache it and `reply` after it; the prompt tokens found."""
-        prompt_blocks = self._hashes(prompt)
-        every_block = self._hashes([*prompt, *reply]) if reply else prompt_blocks
+            names.append(chained)
+        in_prompt = len(prompt) // size
         with self._lock:
             blocks = self._blocks
             found = 0
-            for name in prompt_blocks:
-                if name not in blocks:
-                    break
+            while found < in_prompt and names[found] in blocks:
                 found += 1
             # Deepest first, so that a prompt's first blocks are the most
             # recent: beyond the capacity, a prefix loses its tail before its
             # head (as vLLM frees a request's blocks), and what stays is found.
-            for name in reversed(every_block):
+            for name in reversed(names):
                 if name in blocks:
                     blocks.move_to_end(name)
                 else:
                     blocks[name] = None
             while len(blocks) > self.capacity_blocks:
                 blocks.popitem(last=False)
-            cached = found * self.block
+            cached = found * size
             self.queries += len(prompt)
             self.hits += cached
         return cached
