@@ -53,7 +53,7 @@ from convo_sim._rollouts import (
     open_rollouts,
     sample_seed,
 )
-from convo_sim._sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
+from convo_sim._sink import RolloutSink, WriteStats, iter_rollouts, read_rollouts, write_rollouts
 from convo_sim._verification import (
     NO_FINAL_REPLY,
     FinalContext,
@@ -136,6 +136,7 @@ __all__ = [
     "final_only",
     "final_reply",
     "generate_rollouts_sync",
+    "iter_rollouts",
     "open_rollouts",
     "pass_at_k",
     "pass_hat_k",

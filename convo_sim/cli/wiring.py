@@ -22,7 +22,7 @@ from convo_sim._metrics import summarize
 from convo_sim._pool import format_replicas
 from convo_sim._progress import Progress
 from convo_sim._rollouts import RolloutPlan
-from convo_sim._sink import read_rollouts, write_rollouts
+from convo_sim._sink import iter_rollouts, write_rollouts
 from convo_sim._verification import FinalVerifier, TurnVerifier
 from convo_sim.backends import RayBackend
 from convo_sim.cli.summary import format_summary
@@ -133,8 +133,12 @@ def run_rollouts_command(args: argparse.Namespace, scenarios: Sequence[Scenario]
         )
     except OSError as exc:
         raise InputError(f"cannot write the output: {exc.strerror or exc}", path=out) from None
-    in_run = {(s.id, i) for s in scenarios for i in range(args.samples)}
-    records = [r for r in read_rollouts(out) if r.key in in_run]
+    # The file is read one record at a time and the summary keeps counts,
+    # not records: memory stays flat however many rollouts the run wrote.
+    ids = {s.id for s in scenarios}
+    records = (
+        r for r in iter_rollouts(out) if r.scenario_id in ids and r.sample_index < args.samples
+    )
     print(format_summary(summarize(records)))
     replica_stats = actors.replica_stats()
     if replica_stats:
