@@ -8,6 +8,7 @@ Suites (see benchmarks/README.md for the targets):
     http-0ms    convo-sim serve --canned, no latency:  N=200 K=5 C=64
     http-50ms   convo-sim serve --canned, 50 ms:       N=500 K=5 C=256
     scale-10k   convo-sim serve --canned, 50 ms:       N=10000 K=5 C=10000
+    scale-100k  convo-sim serve --canned, 50 ms:       N=100000 K=5 C=100000 (lean, once)
     scripted    in process, scripted actors:           N=4000 K=5 C=64
     calendar    in process, rule-based calendar actors, turn + final verifiers: N=1000 C=64
                 (`calendar`: CalendarSolverAssistant + CalendarUser; `calendar-unverified`:
@@ -15,6 +16,8 @@ Suites (see benchmarks/README.md for the targets):
                 whose user plays the persona the scenario names)
     replicas    4 canned servers with prefix caches, one ModelPool, by affinity and by
                 round robin (see benchmarks/replicas.py)
+    rollouts-memory  peak RSS of `convo-sim run` writing 10,000 and 100,000 rollouts
+                (see benchmarks/memory.py)
 
 HTTP suites compare (a) `baseline`: a bare aiohttp loop, (b) `lean`:
 open_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
@@ -52,9 +55,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the suites below, also when run from elsewhere
 
+import memory  # noqa: E402
 import replicas  # noqa: E402
 
-EXTRA: dict[str, Any] = {"replicas": replicas}
+EXTRA: dict[str, Any] = {"replicas": replicas, "rollouts-memory": memory}
 """Suites with servers and processes of their own: `run(repeat, timeout)`, `table`,
 `targets`, `as_json` and `failed` on their outcome."""
 SERVE = "import sys; from convo_sim.cli import main; sys.exit(main())"
@@ -70,6 +74,7 @@ class Suite:
     k: int
     c: int
     variants: tuple[str, ...]
+    timeout: float = 0.0  # seconds per process, when more than --timeout
 
 
 SUITES = [
@@ -100,6 +105,16 @@ SUITES = [
         10_000,
         ("lean-direct", "lean"),
     ),
+    Suite(
+        "scale-100k",
+        "100,000 concurrent dialogues, 50 ms latency",
+        50.0,
+        100_000,
+        5,
+        100_000,
+        ("lean",),
+        timeout=1800,
+    ),
     Suite("scripted", "In process, scripted actors", None, 4000, 5, 64, ("scripted",)),
     Suite(
         "calendar",
@@ -112,7 +127,7 @@ SUITES = [
     ),
 ]
 # Slow or heavy: run once whatever --repeat says.
-ONCE = {"sdk", "lean@scale-10k", "lean-direct@scale-10k"}
+ONCE = {"sdk", "lean@scale-10k", "lean-direct@scale-10k", "lean@scale-100k"}
 
 
 @dataclass
@@ -234,7 +249,7 @@ def run_suite(suite: Suite, repeat: int, timeout: float) -> list[Result]:
             if result.runs and (variant in ONCE or f"{variant}@{suite.name}" in ONCE):
                 continue
             try:
-                data = measure(suite, variant, url, timeout)
+                data = measure(suite, variant, url, max(timeout, suite.timeout))
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 result.errors.append(str(exc))
                 continue
@@ -345,6 +360,18 @@ def targets(
             f"peak RSS {scale.rss_mb:.0f} MB"
         )
         checks.append(("10k concurrent: completes, peak RSS <= 1.5 GB", ok, detail))
+    huge = get("scale-100k", "lean")
+    if huge:
+        ok = (
+            huge.data["dialogues"] == 100_000
+            and huge.data["peak_in_flight"] == 100_000
+            and huge.data["failures"] == 0
+        )
+        detail = (
+            f"{huge.data['dialogues']} done ({huge.data['peak_in_flight']} at once), "
+            f"{huge.data['failures']} failed, peak RSS {huge.rss_mb:.0f} MB"
+        )
+        checks.append(("100k concurrent: completes, all at once", ok, detail))
     checks += extra or []
     lines = ["| target | result | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, ok, value in checks]
