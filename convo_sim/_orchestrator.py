@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import anyio
-import structlog
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -141,6 +140,9 @@ async def _actor_task(
                 outbox.send_nowait((reply, time.perf_counter() - started))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return
+            # While the other side takes its turn, this turn's view (and the
+            # user's flipped copy of the dialogue it caches) is garbage.
+            del view, reply
     finally:
         inbox.close()
         outbox.close()
@@ -219,10 +221,7 @@ async def run_dialogue(
 
     # The dialogue scope lets a `ModelPool` keep the dialogue on one replica
     # (the actor tasks copy it when they start) and frees its binding at the end.
-    with (
-        structlog.contextvars.bound_contextvars(dialogue_id=dialogue_id),
-        dialogue_scope(dialogue_id),
-    ):
+    with _logging.BoundContext(dialogue_id=dialogue_id), dialogue_scope(dialogue_id):
         # One concrete logger per dialogue: the lazy proxy would rebuild one
         # on every event, and turn events are on the hot path.
         log = _log.bind()

@@ -365,7 +365,10 @@ def wire_actors(
     """
     assistant = parse_actor_spec(getattr(args, "assistant", "builtin"), flag="--assistant")
     user = parse_actor_spec(getattr(args, "user", "builtin"), flag="--user")
-    base_urls = [check_base_url(url) for url in getattr(args, "base_url", None) or ()]
+    given = getattr(args, "base_url", None)  # a list from the parser; one URL from callers
+    base_urls = [
+        check_base_url(url) for url in ([given] if isinstance(given, str) else given or ())
+    ]
     base_url = base_urls[0] if base_urls else None
     replicas = tuple(base_urls) if len(base_urls) > 1 else ()
     max_in_flight = getattr(args, "max_in_flight", 256)
