@@ -133,8 +133,9 @@ class _Indices:
         """Note `index`; False if it was seen before."""
         byte, bit = divmod(index, 8)
         bits = self.bits
-        if byte >= len(bits) and byte < 8 * self.count + 512:
-            self._grow(byte)
+        limit = 8 * self.count + 512
+        if byte >= len(bits) and byte < limit:
+            self._grow(min(max(byte + 1, 2 * len(bits)), limit))
             bits = self.bits
         if byte < len(bits):
             if bits[byte] >> bit & 1:
@@ -149,8 +150,8 @@ class _Indices:
         self.count += 1
         return True
 
-    def _grow(self, byte: int) -> None:
-        self.bits.extend(bytes(max(byte + 1, 2 * len(self.bits)) - len(self.bits)))
+    def _grow(self, size: int) -> None:
+        self.bits.extend(bytes(size - len(self.bits)))
         if self.far:
             limit = 8 * len(self.bits)
             for index in [i for i in self.far if i < limit]:

@@ -97,7 +97,8 @@ def test_routing_bookkeeping_holds_for_any_failures(
     assert all(s.peak_in_flight <= bound for s in stats)
     assert sum(s.requests for s in stats) == answered[0]
     assert [s.failures for s in stats] == [
-        sum(1 for kind, _, r in log.events if kind == "failed" and r == i) for i in range(len(plans))
+        sum(1 for kind, _, r in log.events if kind == "failed" and r == i)
+        for i in range(len(plans))
     ]
     # A dialogue leaves its replica only after that replica failed.
     last: dict[str, int] = {}
