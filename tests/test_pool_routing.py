@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,8 +45,8 @@ class FakeReplica:
         self.log.running[self.index] += 1
         assert self.log.running[self.index] <= self.bound  # admission, at the replica itself
         try:
-            await anyio.sleep(0)  # let the others interleave
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()  # let the others interleave
+            await anyio.lowlevel.checkpoint()
         finally:
             self.log.running[self.index] -= 1
         if outcome == "down":

@@ -130,11 +130,11 @@ async def test_a_dialogue_over_http_hits_the_cache_and_metrics_show_it() -> None
         assert model.prefix_cache is not None
         queries, hits = model.prefix_cache.queries, model.prefix_cache.hits
         assert hits / queries > 0.5  # every turn after the first finds its prefix
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{server.port}/metrics") as response:
-                assert response.status == 200
-                assert response.content_type == "text/plain"
-                text = await response.text()
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert response.status == 200
+            assert response.content_type == "text/plain"
+            text = await response.text()
     values = dict(line.split() for line in text.splitlines() if not line.startswith("#"))
     assert int(values["convo_sim_prefix_cache_queries_total"]) == queries
     assert int(values["convo_sim_prefix_cache_hits_total"]) == hits
