@@ -8,7 +8,7 @@ Suites (see benchmarks/README.md for the targets):
     http-0ms    convo-sim serve --canned, no latency:  N=200 K=5 C=64
     http-50ms   convo-sim serve --canned, 50 ms:       N=500 K=5 C=256
     scale-10k   convo-sim serve --canned, 50 ms:       N=10000 K=5 C=10000
-    scale-100k  convo-sim serve --canned, 50 ms:       N=100000 K=5 C=100000 (lean, once)
+    scale-100k  convo-sim serve --canned, 50 ms:       N=100000 K=5 C=100000 (lean-pool, once)
     scripted    in process, scripted actors:           N=4000 K=5 C=64
     calendar    in process, rule-based calendar actors, turn + final verifiers: N=1000 C=64
                 (`calendar`: CalendarSolverAssistant + CalendarUser; `calendar-unverified`:
@@ -26,7 +26,9 @@ openai SDK, for reference (`lean-aiohttp`: `lean` with aiohttp's client
 in place of its keep-alive pool, the other candidate for the transport;
 `lean-untuned`: `lean` with `tune_gc=False`, the collector left at its
 defaults; `lean-direct`: the LLM actors in N `run_dialogue` tasks started
-at once, the orchestrator without the engine). The server runs in its own process; every measurement runs in a fresh process,
+at once, the orchestrator without the engine; `lean-pool`: `lean` through a
+`ModelPool` over the one server admitting 1000 requests at once, with no
+turn timeout, which 100,000 dialogues at once need). The server runs in its own process; every measurement runs in a fresh process,
 so peak RSS (`ru_maxrss`) is that measurement's alone. With `--repeat R`
 each measurement runs R times and the best (least wall time) is kept:
 noise from other processes only ever adds time.
@@ -112,8 +114,8 @@ SUITES = [
         100_000,
         5,
         100_000,
-        ("lean",),
-        timeout=1800,
+        ("lean-pool",),
+        timeout=3600,
     ),
     Suite("scripted", "In process, scripted actors", None, 4000, 5, 64, ("scripted",)),
     Suite(
@@ -127,7 +129,7 @@ SUITES = [
     ),
 ]
 # Slow or heavy: run once whatever --repeat says.
-ONCE = {"sdk", "lean@scale-10k", "lean-direct@scale-10k", "lean@scale-100k"}
+ONCE = {"sdk", "lean@scale-10k", "lean-direct@scale-10k", "lean-pool@scale-100k"}
 
 
 @dataclass
@@ -167,14 +169,15 @@ def worker(spec: dict[str, Any]) -> None:
     kind = spec["variant"]
     if kind == "baseline":
         run = lambda: workloads.baseline(spec["url"], spec["n"], spec["k"], spec["c"])  # noqa: E731
-    elif kind in ("lean", "sdk", "lean-untuned", "lean-aiohttp"):
+    elif kind in ("lean", "sdk", "lean-untuned", "lean-aiohttp", "lean-pool"):
         run = lambda: workloads.rollouts_http(  # noqa: E731
             spec["url"],
             spec["n"],
             spec["k"],
             spec["c"],
-            kind.removesuffix("-untuned"),
+            kind.removesuffix("-untuned").removesuffix("-pool"),
             tune_gc=not kind.endswith("-untuned"),
+            admission=1000 if kind.endswith("-pool") else None,
         )
     elif kind == "lean-direct":
         run = lambda: workloads.dialogues_http(  # noqa: E731
@@ -360,7 +363,7 @@ def targets(
             f"peak RSS {scale.rss_mb:.0f} MB"
         )
         checks.append(("10k concurrent: completes, peak RSS <= 1.5 GB", ok, detail))
-    huge = get("scale-100k", "lean")
+    huge = get("scale-100k", "lean-pool")
     if huge:
         ok = (
             huge.data["dialogues"] == 100_000

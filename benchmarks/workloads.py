@@ -197,20 +197,33 @@ class AiohttpPost:
 
 
 async def rollouts_http(
-    url: str, n: int, k: int, c: int, transport: str, *, tune_gc: bool = True
+    url: str,
+    n: int,
+    k: int,
+    c: int,
+    transport: str,
+    *,
+    tune_gc: bool = True,
+    admission: int | None = None,
 ) -> Outcome:
     """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via open_rollouts.
 
     `tune_gc`: open_rollouts' own argument (default True, what a user
     gets); False shows what the engine's collector tuning is worth.
+    `admission`: the model is a `ModelPool` over the one server with this
+    many requests in flight at most, and no turn timeout: what 100,000
+    dialogues at once need (the queue for the model is longer than any
+    per-turn or per-request timeout would allow).
     """
-    from convo_sim import configure_logging
+    from convo_sim import ModelPool, configure_logging
     from convo_sim.agents import LLMAssistant
     from convo_sim.scenarios import Scenario
     from convo_sim.users import LLMUser
 
     configure_logging("warning")  # what the CLI does: events below it cost next to nothing
     model = _model(url, transport)
+    if admission is not None:
+        model = ModelPool([model], max_in_flight=admission)
     # Both actors are stateless, so one of each serves every dialogue.
     assistant, user = LLMAssistant(model), LLMUser(model, goal=GOAL)
     try:
@@ -222,6 +235,7 @@ async def rollouts_http(
             assistant=lambda scenario, seed: assistant,
             user=lambda scenario, seed: user,
             tune_gc=tune_gc,
+            turn_timeout=None if admission is not None else 60.0,
         )
     finally:
         await model.aclose()

@@ -84,7 +84,9 @@ def parse_actor_spec(text: str, *, flag: str) -> ActorSpec:
 
 
 def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--assistant`, `--user`, `--base-url`, `--api-key-env` and `--model-api`."""
+    """Add `--assistant`, `--user`, `--base-url`, `--max-in-flight`, `--api-key-env`, `--model-api`."""
+    from convo_sim.cli.run import _positive
+
     for side in ("assistant", "user"):
         parser.add_argument(
             f"--{side}",
@@ -105,7 +107,7 @@ def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-in-flight",
         metavar="N",
-        type=_at_least_one,
+        type=_positive,
         default=256,
         help="with several --base-url: requests at once per replica; the rest wait (default: 256)",
     )
@@ -122,16 +124,6 @@ def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
         default="chat",
         help="OpenAI API for openai: actors: chat completions or the Responses API (default: chat)",
     )
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def check_base_url(url: str) -> str:
