@@ -49,6 +49,7 @@ from convo_sim._messages import TOKEN_FIELDS, Message, Role, ToolCall, Transcrip
 from convo_sim._metrics import Summary, pass_at_k, pass_hat_k, summarize
 from convo_sim._models import ChatModel, Completion, ModelSettings
 from convo_sim._orchestrator import run_dialogue
+from convo_sim._pool import ModelPool, ReplicaStats
 from convo_sim._progress import Progress
 from convo_sim._records import Rollout
 from convo_sim._rescore import rescore
@@ -70,7 +71,7 @@ from convo_sim._rollouts import (
     open_rollouts,
     sample_seed,
 )
-from convo_sim._sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
+from convo_sim._sink import RolloutSink, WriteStats, iter_rollouts, read_rollouts, write_rollouts
 from convo_sim._verification import (
     NO_FINAL_REPLY,
     FinalContext,
@@ -123,10 +124,12 @@ __all__ = [
     "LocalBackend",
     "Message",
     "ModelError",
+    "ModelPool",
     "ModelSettings",
     "OpenAIChatModel",
     "Progress",
     "RayBackend",
+    "ReplicaStats",
     "RetryPolicy",
     "Role",
     "Rollout",
@@ -164,6 +167,7 @@ __all__ = [
     "final_only",
     "final_reply",
     "generate_rollouts_sync",
+    "iter_rollouts",
     "open_rollouts",
     "pass_at_k",
     "pass_hat_k",
