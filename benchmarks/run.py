@@ -8,11 +8,16 @@ Suites (see benchmarks/README.md for the targets):
     http-0ms    convo-sim serve --canned, no latency:  N=200 K=5 C=64
     http-50ms   convo-sim serve --canned, 50 ms:       N=500 K=5 C=256
     scale-10k   convo-sim serve --canned, 50 ms:       N=10000 K=5 C=10000
+    scale-100k  convo-sim serve --canned, 50 ms:       N=100000 K=5 C=100000 (lean-pool, once)
     scripted    in process, scripted actors:           N=4000 K=5 C=64
     calendar    in process, rule-based calendar actors, turn + final verifiers: N=1000 C=64
                 (`calendar`: CalendarSolverAssistant + CalendarUser; `calendar-unverified`:
                 the same without verifiers; `calendar-cli`: what `convo-sim run` wires,
                 whose user plays the persona the scenario names)
+    replicas    4 canned servers with prefix caches, one ModelPool, by affinity and by
+                round robin (see benchmarks/replicas.py)
+    rollouts-memory  peak RSS of `convo-sim run` writing 10,000 and 100,000 rollouts
+                (see benchmarks/memory.py)
 
 HTTP suites compare (a) `baseline`: a bare aiohttp loop, (b) `lean`:
 open_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
@@ -21,7 +26,9 @@ openai SDK, for reference (`lean-aiohttp`: `lean` with aiohttp's client
 in place of its keep-alive pool, the other candidate for the transport;
 `lean-untuned`: `lean` with `tune_gc=False`, the collector left at its
 defaults; `lean-direct`: the LLM actors in N `run_dialogue` tasks started
-at once, the orchestrator without the engine). The server runs in its own process; every measurement runs in a fresh process,
+at once, the orchestrator without the engine; `lean-pool`: `lean` through a
+`ModelPool` over the one server admitting 1000 requests at once, with no
+turn timeout, which 100,000 dialogues at once need). The server runs in its own process; every measurement runs in a fresh process,
 so peak RSS (`ru_maxrss`) is that measurement's alone. With `--repeat R`
 each measurement runs R times and the best (least wall time) is kept:
 noise from other processes only ever adds time.
@@ -48,6 +55,14 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the suites below, also when run from elsewhere
+
+import memory  # noqa: E402
+import replicas  # noqa: E402
+
+EXTRA: dict[str, Any] = {"replicas": replicas, "rollouts-memory": memory}
+"""Suites with servers and processes of their own: `run(repeat, timeout)`, `table`,
+`targets`, `as_json` and `failed` on their outcome."""
 SERVE = "import sys; from convo_sim.cli import main; sys.exit(main())"
 MAX_RSS_BYTES = 1.5e9
 
@@ -61,6 +76,7 @@ class Suite:
     k: int
     c: int
     variants: tuple[str, ...]
+    timeout: float = 0.0  # seconds per process, when more than --timeout
 
 
 SUITES = [
@@ -91,6 +107,16 @@ SUITES = [
         10_000,
         ("lean-direct", "lean"),
     ),
+    Suite(
+        "scale-100k",
+        "100,000 concurrent dialogues, 50 ms latency",
+        50.0,
+        100_000,
+        5,
+        100_000,
+        ("lean-pool",),
+        timeout=3600,
+    ),
     Suite("scripted", "In process, scripted actors", None, 4000, 5, 64, ("scripted",)),
     Suite(
         "calendar",
@@ -103,7 +129,7 @@ SUITES = [
     ),
 ]
 # Slow or heavy: run once whatever --repeat says.
-ONCE = {"sdk", "lean@scale-10k", "lean-direct@scale-10k"}
+ONCE = {"sdk", "lean@scale-10k", "lean-direct@scale-10k", "lean-pool@scale-100k"}
 
 
 @dataclass
@@ -143,18 +169,23 @@ def worker(spec: dict[str, Any]) -> None:
     kind = spec["variant"]
     if kind == "baseline":
         run = lambda: workloads.baseline(spec["url"], spec["n"], spec["k"], spec["c"])  # noqa: E731
-    elif kind in ("lean", "sdk", "lean-untuned", "lean-aiohttp"):
+    elif kind in ("lean", "sdk", "lean-untuned", "lean-aiohttp", "lean-pool"):
         run = lambda: workloads.rollouts_http(  # noqa: E731
             spec["url"],
             spec["n"],
             spec["k"],
             spec["c"],
-            kind.removesuffix("-untuned"),
+            kind.removesuffix("-untuned").removesuffix("-pool"),
             tune_gc=not kind.endswith("-untuned"),
+            admission=1000 if kind.endswith("-pool") else None,
         )
     elif kind == "lean-direct":
         run = lambda: workloads.dialogues_http(  # noqa: E731
             spec["url"], spec["n"], spec["k"], "lean"
+        )
+    elif kind.startswith("replicas-"):
+        run = lambda: replicas.workload(  # noqa: E731
+            spec["urls"], spec["n"], spec["k"], spec["c"], kind.removeprefix("replicas-")
         )
     elif kind == "scripted":
         run = lambda: workloads.scripted(spec["n"], spec["k"], spec["c"])  # noqa: E731
@@ -168,7 +199,8 @@ def worker(spec: dict[str, Any]) -> None:
         )
     else:
         raise SystemExit(f"unknown variant {kind!r}")
-    outcome = anyio.run(run).as_dict()
+    outcome = anyio.run(run)
+    outcome = outcome if isinstance(outcome, dict) else outcome.as_dict()
     outcome["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(outcome), flush=True)
 
@@ -221,7 +253,7 @@ def run_suite(suite: Suite, repeat: int, timeout: float) -> list[Result]:
             if result.runs and (variant in ONCE or f"{variant}@{suite.name}" in ONCE):
                 continue
             try:
-                data = measure(suite, variant, url, timeout)
+                data = measure(suite, variant, url, max(timeout, suite.timeout))
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 result.errors.append(str(exc))
                 continue
@@ -289,7 +321,9 @@ def table(suite: Suite, results: list[Result]) -> list[str]:
     return [*lines, ""]
 
 
-def targets(results: dict[str, list[Result]]) -> list[str]:
+def targets(
+    results: dict[str, list[Result]], extra: list[tuple[str, bool, str]] | None = None
+) -> list[str]:
     def get(suite: str, variant: str) -> Result | None:
         found = [r for r in results.get(suite, []) if r.variant == variant and r.data]
         return found[0] if found else None
@@ -330,6 +364,19 @@ def targets(results: dict[str, list[Result]]) -> list[str]:
             f"peak RSS {scale.rss_mb:.0f} MB"
         )
         checks.append(("10k concurrent: completes, peak RSS <= 1.5 GB", ok, detail))
+    huge = get("scale-100k", "lean-pool")
+    if huge:
+        ok = (
+            huge.data["dialogues"] == 100_000
+            and huge.data["peak_in_flight"] == 100_000
+            and huge.data["failures"] == 0
+        )
+        detail = (
+            f"{huge.data['dialogues']} done ({huge.data['peak_in_flight']} at once), "
+            f"{huge.data['failures']} failed, peak RSS {huge.rss_mb:.0f} MB"
+        )
+        checks.append(("100k concurrent: completes, all at once", ok, detail))
+    checks += extra or []
     lines = ["| target | result | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, ok, value in checks]
     return lines
@@ -354,7 +401,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--only", help="comma-separated suites: " + ", ".join(s.name for s in SUITES)
+        "--only", help="comma-separated suites: " + ", ".join([*(s.name for s in SUITES), *EXTRA])
     )
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per measurement; best kept (default 3)"
@@ -368,17 +415,23 @@ def main() -> int:
         worker(json.loads(args.worker))
         return 0
     chosen = SUITES
+    extra = list(EXTRA)
     if args.only:
         names = set(args.only.split(","))
-        unknown = names - {s.name for s in SUITES}
+        unknown = names - {s.name for s in SUITES} - set(EXTRA)
         if unknown:
             parser.error(f"unknown suites: {', '.join(sorted(unknown))}")
         chosen = [s for s in SUITES if s.name in names]
+        extra = [name for name in EXTRA if name in names]
     started = time.monotonic()
     results: dict[str, list[Result]] = {}
     for suite in chosen:
         print(f"{suite.name}: {suite.title}", file=sys.stderr, flush=True)
         results[suite.name] = run_suite(suite, max(args.repeat, 1), args.timeout)
+    outcomes: dict[str, Any] = {}
+    for name in extra:
+        print(f"{name}: {EXTRA[name].__doc__.splitlines()[0]}", file=sys.stderr, flush=True)
+        outcomes[name] = EXTRA[name].run(max(args.repeat, 1), args.timeout)
     lines = [
         f"Machine: {machine()}",
         f"Command: `{' '.join(['python', *sys.argv])}` "
@@ -387,10 +440,13 @@ def main() -> int:
     ]
     for suite in chosen:
         lines += table(suite, results[suite.name])
-    lines += targets(results)
+    for name, outcome in outcomes.items():
+        lines += EXTRA[name].table(outcome)
+    checks = [check for name, outcome in outcomes.items() for check in EXTRA[name].targets(outcome)]
+    lines += targets(results, checks)
     print("\n".join(lines))
     if args.json:
-        raw = {
+        raw: dict[str, Any] = {
             name: [
                 {
                     "variant": r.variant,
@@ -403,8 +459,10 @@ def main() -> int:
             ]
             for name, rs in results.items()
         }
+        raw.update({name: EXTRA[name].as_json(outcome) for name, outcome in outcomes.items()})
         args.json.write_text(json.dumps(raw, indent=2))
     failed = any(r.errors and not r.data for rs in results.values() for r in rs)
+    failed = failed or any(EXTRA[name].failed(outcome) for name, outcome in outcomes.items())
     return 1 if failed else 0
 
 

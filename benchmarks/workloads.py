@@ -197,20 +197,33 @@ class AiohttpPost:
 
 
 async def rollouts_http(
-    url: str, n: int, k: int, c: int, transport: str, *, tune_gc: bool = True
+    url: str,
+    n: int,
+    k: int,
+    c: int,
+    transport: str,
+    *,
+    tune_gc: bool = True,
+    admission: int | None = None,
 ) -> Outcome:
     """LLMAssistant + LLMUser over `OpenAIChatModel(transport=...)`, via open_rollouts.
 
     `tune_gc`: the RolloutPlan's own option (default True, what a user
     gets); False shows what the engine's collector tuning is worth.
+    `admission`: the model is a `ModelPool` over the one server with this
+    many requests in flight at most, and no turn timeout: what 100,000
+    dialogues at once need (the queue for the model is longer than any
+    per-turn or per-request timeout would allow).
     """
-    from convo_sim import configure_logging
+    from convo_sim import ModelPool, configure_logging
     from convo_sim.agents import LLMAssistant
     from convo_sim.scenarios import Scenario
     from convo_sim.users import LLMUser
 
     configure_logging("warning")  # what the CLI does: events below it cost next to nothing
     model = _model(url, transport)
+    if admission is not None:
+        model = ModelPool([model], max_in_flight=admission)
     # Both actors are stateless, so one of each serves every dialogue.
     assistant, user = LLMAssistant(model), LLMUser(model, goal=GOAL)
     try:
@@ -222,6 +235,7 @@ async def rollouts_http(
             assistant=lambda scenario, seed: assistant,
             user=lambda scenario, seed: user,
             tune_gc=tune_gc,
+            turn_timeout=None if admission is not None else 60.0,
         )
     finally:
         await model.aclose()
@@ -353,6 +367,13 @@ async def _rollouts(
     k: int,
     **options: Any,
 ) -> Outcome:
+    await timed_rollouts(scenarios(WARMUP_DIALOGUES, "warmup"), c, k, **options)
+    timed = scenarios(n, "bench")  # built before the clock starts
+    return await timed_rollouts(timed, c, k, **options)
+
+
+async def timed_rollouts(items: list[Any], c: int, k: int, **options: Any) -> Outcome:
+    """One run of `open_rollouts` over `items`, C at once, at most K turns, timed."""
     from convo_sim import RolloutPlan, open_rollouts
     from convo_sim._verification import final_only
 
@@ -370,7 +391,7 @@ async def _rollouts(
         in_flight.end()  # the dialogue's last step
         return final(scores, verdicts)
 
-    async def run(items: list[Any]) -> tuple[int, int, int, float | None]:
+    async def run() -> tuple[int, int, int, float | None]:
         dialogues = turns = failures = 0
         rewards: list[float] = []
         plan = RolloutPlan(
@@ -385,6 +406,4 @@ async def _rollouts(
                     rewards.append(rollout.reward)
         return dialogues, turns, failures, sum(rewards) / len(rewards) if rewards else None
 
-    await run(scenarios(WARMUP_DIALOGUES, "warmup"))
-    timed = scenarios(n, "bench")  # built before the clock starts
-    return await _timed(lambda: run(timed), in_flight)
+    return await _timed(run, in_flight)

@@ -51,6 +51,7 @@ from convo_sim._metrics import Summary, pass_at_k, pass_hat_k, summarize
 from convo_sim._models import ChatModel, Completion, ModelSettings
 from convo_sim._orchestrator import run_dialogue
 from convo_sim._paired import PairedComparison, paired_comparisons
+from convo_sim._pool import ModelPool, ReplicaStats
 from convo_sim._progress import Progress
 from convo_sim._records import Rollout
 from convo_sim._rescore import rescore
@@ -72,7 +73,7 @@ from convo_sim._rollouts import (
     open_rollouts,
     sample_seed,
 )
-from convo_sim._sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
+from convo_sim._sink import RolloutSink, WriteStats, iter_rollouts, read_rollouts, write_rollouts
 from convo_sim._user_failure import UserFailureTag, is_simulator_failure
 from convo_sim._verification import (
     NO_FINAL_REPLY,
@@ -127,11 +128,13 @@ __all__ = [
     "LocalBackend",
     "Message",
     "ModelError",
+    "ModelPool",
     "ModelSettings",
     "OpenAIChatModel",
     "PairedComparison",
     "Progress",
     "RayBackend",
+    "ReplicaStats",
     "RetryPolicy",
     "Role",
     "Rollout",
@@ -171,6 +174,7 @@ __all__ = [
     "final_reply",
     "generate_rollouts_sync",
     "is_simulator_failure",
+    "iter_rollouts",
     "open_rollouts",
     "paired_comparisons",
     "pass_at_k",

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "content_logging_enabled", "get_logger"]
+__all__ = ["BoundContext", "configure_logging", "content_logging_enabled", "get_logger"]
 
 _content = False
 
@@ -60,6 +61,29 @@ class _LibraryLogger:
         if not structlog.is_configured():
             return getattr(_SILENT, method)
         return getattr(structlog.get_logger(self._name), method)
+
+
+class BoundContext:
+    """`structlog.contextvars.bound_contextvars(**values)` as one small object.
+
+    structlog's is a generator-based context manager: with many dialogues
+    in flight each one held a generator, its frame and two dicts for its
+    whole life. This sets the context variables and resets them with their
+    tokens, which restores exactly what was there before.
+    """
+
+    __slots__ = ("_tokens", "_values")
+
+    def __init__(self, **values: Any) -> None:
+        self._values = values
+        self._tokens: Mapping[str, Any] = {}
+
+    def __enter__(self) -> None:
+        self._tokens = structlog.contextvars.bind_contextvars(**self._values)
+
+    def __exit__(self, *exc_info: object) -> None:
+        tokens, self._tokens = self._tokens, {}
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 def get_logger(name: str) -> Any:

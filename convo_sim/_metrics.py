@@ -21,7 +21,7 @@ counted in `Summary.duplicates`, so it cannot skew pass@k.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -103,53 +103,150 @@ def summarize(rollouts: Iterable[Rollout], *, threshold: float = 1.0) -> Summary
     """Compute the summary of a set of rollouts (any order, any number per scenario).
 
     Each `(scenario_id, sample_index)` counts once, the first record of it
-    seen; later ones are counted in `duplicates` only.
+    seen; later ones are counted in `duplicates` only. The records are read
+    once, as they come, and none is kept: memory grows with the number of
+    scenarios and the samples per scenario (a bit per sample index), not
+    with the records, so a generator over a file of any size will do.
     """
-    records, duplicates = unique_rollouts(rollouts)
-    per_scenario: dict[str, list[float]] = defaultdict(list)
-    counts: Counter[str] = Counter()
-    terminations: Counter[str] = Counter()
-    rewards: list[float] = []
-    usage = Usage()
-    for r in records:
-        counts[r.scenario_id] += 1
-        terminations[r.termination.value] += 1
-        usage = usage + r.usage
+    tally = _Tally(threshold)
+    for rollout in rollouts:
+        tally.add(rollout)
+    return tally.summary()
+
+
+class _Indices:
+    """The sample indices seen of one scenario: a bitmap while they are dense, a set beyond.
+
+    An index far beyond what the bitmap holds (a file's `sample_index`
+    of 10**12, say) goes to the set, so the bitmap never outgrows about
+    8 bytes per index seen.
+    """
+
+    __slots__ = ("bits", "count", "far")
+
+    def __init__(self) -> None:
+        self.bits = bytearray()
+        self.count = 0
+        self.far: set[int] | None = None
+
+    def add(self, index: int) -> bool:
+        """Note `index`; False if it was seen before."""
+        byte, bit = divmod(index, 8)
+        bits = self.bits
+        limit = 8 * self.count + 512
+        if byte >= len(bits) and byte < limit:
+            self._grow(min(max(byte + 1, 2 * len(bits)), limit))
+            bits = self.bits
+        if byte < len(bits):
+            if bits[byte] >> bit & 1:
+                return False
+            bits[byte] |= 1 << bit
+        else:
+            far = self.far if self.far is not None else set()
+            if index in far:
+                return False
+            far.add(index)
+            self.far = far
+        self.count += 1
+        return True
+
+    def _grow(self, size: int) -> None:
+        self.bits.extend(bytes(size - len(self.bits)))
+        if self.far:
+            limit = 8 * len(self.bits)
+            for index in [i for i in self.far if i < limit]:
+                self.far.discard(index)
+                self.bits[index // 8] |= 1 << index % 8
+
+
+class _Tally:
+    """What `summarize` keeps while it reads: counts and sums, no records."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        # scenario id -> [records, scored, passed]
+        self.per_scenario: dict[str, list[int]] = {}
+        self.seen: dict[str, _Indices] = {}
+        self.terminations: Counter[str] = Counter()
+        self.records = self.duplicates = self.turns = self.errors = 0
+        self.usage = Usage()
+        # Welford's running mean and sum of squared deviations of the rewards.
+        self.scored = 0
+        self.mean = 0.0
+        self.squares = 0.0
+
+    def add(self, r: Rollout) -> None:
+        seen = self.seen.get(r.scenario_id)
+        if seen is None:
+            seen = self.seen[r.scenario_id] = _Indices()
+            self.per_scenario[r.scenario_id] = [0, 0, 0]
+        if not seen.add(r.sample_index):
+            self.duplicates += 1
+            return
+        counts = self.per_scenario[r.scenario_id]
+        counts[0] += 1
+        self.records += 1
+        self.terminations[r.termination.value] += 1
+        self.turns += r.turns
+        self.errors += r.error is not None
+        self.usage = self.usage + r.usage
         if r.reward is not None:
-            rewards.append(r.reward)
-            per_scenario[r.scenario_id].append(r.reward)
+            counts[1] += 1
+            counts[2] += r.reward >= self.threshold
+            self.scored += 1
+            delta = r.reward - self.mean
+            self.mean += delta / self.scored
+            self.squares += delta * (r.reward - self.mean)
 
-    mean = sum(rewards) / len(rewards) if rewards else None
-    stderr: float | None = None
-    if mean is not None and len(rewards) >= 2:
-        variance = sum((x - mean) ** 2 for x in rewards) / (len(rewards) - 1)
-        stderr = math.sqrt(variance / len(rewards))
+    def summary(self) -> Summary:
+        mean = self.mean if self.scored else None
+        stderr: float | None = None
+        if self.scored >= 2:
+            stderr = math.sqrt(self.squares / (self.scored - 1) / self.scored)
+        at_k, hat_k = _pass_curves([(n, c) for _, n, c in self.per_scenario.values() if n])
+        sizes = [records for records, _, _ in self.per_scenario.values()]
+        return Summary(
+            rollouts=self.records,
+            scenarios=len(self.per_scenario),
+            samples_min=min(sizes, default=0),
+            samples_max=max(sizes, default=0),
+            scored=self.scored,
+            threshold=self.threshold,
+            mean_reward=mean,
+            reward_stderr=stderr,
+            pass_at_k=at_k,
+            pass_hat_k=hat_k,
+            terminations=dict(self.terminations.most_common()),
+            mean_turns=self.turns / self.records if self.records else None,
+            usage=self.usage,
+            errors=self.errors,
+            duplicates=self.duplicates,
+        )
 
-    at_k: dict[int, float] = {}
-    hat_k: dict[int, float] = {}
-    tallies = [(len(v), sum(x >= threshold for x in v)) for v in per_scenario.values()]
-    for k in range(1, max((n for n, _ in tallies), default=0) + 1):
-        eligible = [(n, c) for n, c in tallies if n >= k]
-        at_k[k] = sum(pass_at_k(n, c, k) for n, c in eligible) / len(eligible)
-        hat_k[k] = sum(pass_hat_k(n, c, k) for n, c in eligible) / len(eligible)
 
-    return Summary(
-        rollouts=len(records),
-        scenarios=len(counts),
-        samples_min=min(counts.values(), default=0),
-        samples_max=max(counts.values(), default=0),
-        scored=len(rewards),
-        threshold=threshold,
-        mean_reward=mean,
-        reward_stderr=stderr,
-        pass_at_k=at_k,
-        pass_hat_k=hat_k,
-        terminations=dict(terminations.most_common()),
-        mean_turns=sum(r.turns for r in records) / len(records) if records else None,
-        usage=usage,
-        errors=sum(r.error is not None for r in records),
-        duplicates=duplicates,
-    )
+def _pass_curves(tallies: list[tuple[int, int]]) -> tuple[dict[int, float], dict[int, float]]:
+    """pass@k and pass^k for every k, averaged over the scenarios with at least k scored.
+
+    Per scenario, C(n-c, k) / C(n, k) and C(c, k) / C(n, k) follow from
+    their values at k-1 by one factor each, so all k cost O(n) floats
+    rather than O(n) big-integer binomials apiece (10,000 samples: 14 s
+    per scenario with `math.comb`).
+    """
+    most = max((n for n, _ in tallies), default=0)
+    fail_all = [0.0] * (most + 1)  # summed C(n-c, k) / C(n, k)
+    pass_all = [0.0] * (most + 1)  # summed C(c, k) / C(n, k)
+    eligible = [0] * (most + 1)
+    for n, c in tallies:
+        fail = hit = 1.0
+        for k in range(1, n + 1):
+            fail *= max(n - c - k + 1, 0) / (n - k + 1)
+            hit *= max(c - k + 1, 0) / (n - k + 1)
+            fail_all[k] += fail
+            pass_all[k] += hit
+            eligible[k] += 1
+    at_k = {k: 1.0 - fail_all[k] / eligible[k] for k in range(1, most + 1)}
+    hat_k = {k: pass_all[k] / eligible[k] for k in range(1, most + 1)}
+    return at_k, hat_k
 
 
 def unique_rollouts(rollouts: Iterable[Rollout]) -> tuple[list[Rollout], int]:

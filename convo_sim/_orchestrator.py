@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import anyio
-import structlog
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from convo_sim import _logging
 from convo_sim._actors import Actor, ActorRole, View
+from convo_sim._affinity import dialogue_scope
 from convo_sim._completion import (
     Detector,
     Stop,
@@ -140,6 +140,9 @@ async def _actor_task(
                 outbox.send_nowait((reply, time.perf_counter() - started))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return
+            # While the other side takes its turn, this turn's view (and the
+            # user's flipped copy of the dialogue it caches) is garbage.
+            del view, reply
     finally:
         inbox.close()
         outbox.close()
@@ -217,7 +220,9 @@ async def run_dialogue(
     state = _State(transcript=start if start is not None else Transcript())
     started = time.perf_counter()
 
-    with structlog.contextvars.bound_contextvars(dialogue_id=dialogue_id):
+    # The dialogue scope lets a `ModelPool` keep the dialogue on one replica
+    # (the actor tasks copy it when they start) and frees its binding at the end.
+    with _logging.BoundContext(dialogue_id=dialogue_id), dialogue_scope(dialogue_id):
         # One concrete logger per dialogue: the lazy proxy would rebuild one
         # on every event, and turn events are on the hot path.
         log = _log.bind()

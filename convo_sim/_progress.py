@@ -35,6 +35,8 @@ class Progress:
             otherwise.
         tty: force in-place redrawing on or off (default: `stream.isatty()`).
         clock: the time source (monotonic seconds), swappable for tests.
+        status: called at every redraw; what it returns, if anything, ends
+            the line (the CLI shows requests per model replica there).
     """
 
     def __init__(
@@ -44,11 +46,13 @@ class Progress:
         interval: float | None = None,
         tty: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        status: Callable[[], str] | None = None,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.interval = interval if interval is not None else (0.1 if self.tty else 10.0)
         self.clock = clock
+        self.status = status
         self.total = 0
         self.already_done = 0
         self.done = 0
@@ -104,6 +108,9 @@ class Progress:
             parts.append(f"ETA {format_duration(remaining / rate)}")
         else:
             parts.append("ETA --")
+        extra = self.status() if self.status is not None else ""
+        if extra:
+            parts.append(extra)
         return " | ".join(parts)
 
     def _draw(self, *, force: bool = False) -> None:

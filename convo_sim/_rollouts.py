@@ -43,11 +43,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from array import array
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeAlias, TypeVar
+from typing import Generic, Protocol, TypeAlias, TypeVar, overload
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -68,6 +69,7 @@ __all__ = [
     "Annotator",
     "Backend",
     "CompletionFactory",
+    "PlanItems",
     "RolloutPlan",
     "RolloutStream",
     "SeedKey",
@@ -225,13 +227,73 @@ class _Limited:
             return await self.actor.respond(view)
 
 
+class PlanItems(Sequence[tuple[S, int]]):
+    """The `(scenario, sample_index)` pairs of a run, sample-major, computed as they are read.
+
+    A run of a million samples would hold a million tuples as a list; this
+    holds the scenarios, and for a resumed run one 8-byte code per sample
+    still to do. Indexing and iteration build the pairs on the fly; a
+    slice is a list.
+    """
+
+    __slots__ = ("_codes", "_count", "_scenarios")
+
+    def __init__(
+        self, scenarios: Sequence[S], samples_per_scenario: int, skip: AbstractSet[RolloutKey]
+    ) -> None:
+        self._scenarios = scenarios
+        width = len(scenarios)
+        self._codes: array[int] | None = None
+        self._count = width * samples_per_scenario
+        if skip:
+            # Code of a pair: sample_index * width + position of its scenario.
+            self._codes = array(
+                "q",
+                (
+                    index * width + position
+                    for index in range(samples_per_scenario)
+                    for position, scenario in enumerate(scenarios)
+                    if (scenario.id, index) not in skip
+                ),
+            )
+            self._count = len(self._codes)
+
+    def _pair(self, code: int) -> tuple[S, int]:
+        index, position = divmod(code, len(self._scenarios))
+        return self._scenarios[position], index
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, item: int) -> tuple[S, int]: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> list[tuple[S, int]]: ...
+
+    def __getitem__(self, item: int | slice) -> tuple[S, int] | list[tuple[S, int]]:
+        if isinstance(item, slice):
+            return [self[i] for i in range(*item.indices(self._count))]
+        if item < 0:
+            item += self._count
+        if not 0 <= item < self._count:
+            raise IndexError("plan item index out of range")
+        return self._pair(item if self._codes is None else self._codes[item])
+
+    def __iter__(self) -> Iterator[tuple[S, int]]:
+        codes: Iterable[int] = range(self._count) if self._codes is None else self._codes
+        for code in codes:
+            yield self._pair(code)
+
+
 def plan_items(
     scenarios: Iterable[S], samples_per_scenario: int, skip: AbstractSet[RolloutKey]
-) -> list[tuple[S, int]]:
+) -> PlanItems[S]:
     """The `(scenario, sample_index)` pairs to run, sample-major.
 
     Sample-major order (every scenario's sample 0, then every sample 1, ...)
     spreads a partial run over all scenarios, so early metrics are fair.
+    The pairs are made as they are read (`PlanItems`), not held.
 
     Raises:
         InputError: two scenarios share an id (rollouts are keyed by it).
@@ -246,12 +308,7 @@ def plan_items(
             raise InputError(f"scenario id {scenario.id!r} appears twice; ids must be unique")
         seen.add(scenario.id)
         unique.append(scenario)
-    return [
-        (scenario, index)
-        for index in range(samples_per_scenario)
-        for scenario in unique
-        if (scenario.id, index) not in skip
-    ]
+    return PlanItems(unique, samples_per_scenario, skip)
 
 
 async def _run_one(

@@ -7,11 +7,13 @@ manager, or `ServerThread`, which runs it on its own event loop).
 
 Endpoints (under `/v1`): `GET /models`, `POST /chat/completions` and
 `POST /responses`, each non-streaming or streaming (server-sent events in
-the wire format the `openai` client parses). The models are `ServedModel`s
-(see `convo_sim._served_models`); a `FaultPlan` injects failures. Whatever
-the model, non-streamed chat completions carry token ids and logprobs when
-asked, as vLLM's do, and `POST /tokenize` and `/detokenize` answer as
-vLLM's (`convo_sim._server_tokens`, `TokenOptions`).
+the wire format the `openai` client parses); `GET /metrics` has counters in
+Prometheus' text format (requests, and the canned model's prefix cache).
+The models are `ServedModel`s (see `convo_sim._served_models`); a
+`FaultPlan` injects failures. Whatever the model, non-streamed chat
+completions carry token ids and logprobs when asked, as vLLM's do, and
+`POST /tokenize` and `/detokenize` answer as vLLM's
+(`convo_sim._server_tokens`, `TokenOptions`).
 
 HTTP is aiohttp's server (llhttp parses the requests), which needs an
 asyncio event loop (anyio's default backend). `ServerLimits` bounds what
@@ -250,6 +252,8 @@ class ModelServer:
             return Reply.json(200, self._model_list())
         if path in ("/health", "/v1/health"):
             return Reply.json(200, {"status": "ok"})
+        if path == "/metrics" and method == "GET":
+            return Reply(200, self._metrics_text(), content_type="text/plain; version=0.0.4")
         raise _HTTPError(404, f"no route {method} {path}", "not_found_error")
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
@@ -283,6 +287,25 @@ class ModelServer:
         except ValueError as exc:
             raise _HTTPError(400, str(exc)) from None
         return Reply.json(200, answer)
+
+    def _metrics_text(self) -> bytes:
+        """Counters in Prometheus' text format, as vLLM serves them at `/metrics`.
+
+        `convo_sim_requests_total`, and whatever the models count (a model
+        with a `metrics()` method, such as the canned model's prefix cache).
+        """
+        totals: dict[str, float] = {"convo_sim_requests_total": self.requests}
+        # A model served under several names counts once.
+        for model in {id(m): m for m in self.models.values()}.values():
+            counters = getattr(model, "metrics", None)
+            if callable(counters):
+                for name, value in counters().items():
+                    totals[name] = totals.get(name, 0) + value
+        lines = []
+        for name, value in totals.items():
+            shown = int(value) if float(value).is_integer() else float(value)
+            lines += [f"# TYPE {name} counter", f"{name} {shown}"]
+        return ("\n".join(lines) + "\n").encode()
 
     def _model_list(self) -> dict[str, Any]:
         data = [

@@ -35,7 +35,7 @@ from convo_sim._rollouts import Backend, RolloutPlan, S, open_plan, plan_items
 if TYPE_CHECKING:
     from convo_sim._progress import Progress
 
-__all__ = ["RolloutSink", "WriteStats", "read_rollouts", "write_rollouts"]
+__all__ = ["RolloutSink", "WriteStats", "iter_rollouts", "read_rollouts", "write_rollouts"]
 
 _log = get_logger("convo_sim.sink")
 
@@ -62,28 +62,27 @@ def _parse(path: Path, number: int, line: bytes) -> Rollout:
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Scan:
-    """What a rollouts file holds, and how to repair its end before appending.
+@dataclass(slots=True)
+class _End:
+    """How a rollouts file ends, and how to repair it before appending.
 
     Attributes:
-        records: every record, in file order.
         cut: the offset to cut a torn last line at, if there is one.
         unterminated: the last line is a whole record without its newline.
     """
 
-    records: list[Rollout]
     cut: int | None = None
     unterminated: bool = False
 
 
-def _scan(path: Path) -> _Scan:
-    """Read every record of the file and see how its last line ends.
+def _records(path: Path, end: _End | None = None) -> Iterator[Rollout]:
+    """Every record of the file, in order, one at a time; a torn last line is left out.
+
+    `end`, when given, learns how the last line ends.
 
     Raises:
         InputError: a complete line is not a rollout record.
     """
-    records: list[Rollout] = []
     for number, offset, line, is_last in _lines(path):
         if not line.strip():
             continue
@@ -92,15 +91,35 @@ def _scan(path: Path) -> _Scan:
             # write, so a last line without one was cut short; or only its
             # newline went missing (`truncate -s -1`), and the record stays.
             try:
-                records.append(Rollout.model_validate_json(line))
+                record = Rollout.model_validate_json(line)
             except pydantic.ValidationError:
-                return _Scan(records, cut=offset)
-            return _Scan(records, unterminated=True)
+                if end is not None:
+                    end.cut = offset
+                return
+            if end is not None:
+                end.unterminated = True
+            yield record
+            return
         # A complete line (newline and all) that is not a record is not a
         # torn write: it is damage or a wrong file, and resuming over it
         # would hide that.
-        records.append(_parse(path, number, line))
-    return _Scan(records)
+        yield _parse(path, number, line)
+
+
+def iter_rollouts(path: str | Path) -> Iterator[Rollout]:
+    """Read a rollouts file back one record at a time, exactly as it was written.
+
+    What `read_rollouts` reads, without holding the file's records: for
+    summaries of files of any size (`summarize(iter_rollouts(path))`). A
+    torn last line is ignored.
+
+    Raises:
+        InputError: the file is missing, or a line is not a rollout record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such rollouts file", path=path)
+    return _records(path)
 
 
 def read_rollouts(path: str | Path) -> list[Rollout]:
@@ -112,10 +131,7 @@ def read_rollouts(path: str | Path) -> list[Rollout]:
     Raises:
         InputError: the file is missing, or a line is not a rollout record.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such rollouts file", path=path)
-    return _scan(path).records
+    return list(iter_rollouts(path))
 
 
 def _lock(fd: int, path: Path) -> None:
@@ -155,7 +171,10 @@ class RolloutSink:
 
     Attributes:
         done: `(scenario_id, sample_index) -> seed` of every record in the
-            file, filled in by `open()`.
+            file when `open()` read it (what a resumed run skips); records
+            written afterwards are not added, so a long run keeps no
+            bookkeeping per record it writes.
+        written: records written since `open()`.
     """
 
     def __init__(self, path: str | Path, *, resume: bool = True, fsync: bool = False) -> None:
@@ -163,6 +182,7 @@ class RolloutSink:
         self.resume = resume
         self.fsync = fsync
         self.done: dict[RolloutKey, int] = {}
+        self.written = 0
         self._fd: int | None = None
 
     def open(self) -> set[RolloutKey]:
@@ -181,29 +201,33 @@ class RolloutSink:
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        done: dict[RolloutKey, int] = {}
+        records = 0
         try:
             _lock(fd, self.path)
             if not self.resume:
                 os.ftruncate(fd, 0)
-            scan = _scan(self.path) if self.resume else _Scan([])
-            if scan.cut is not None:
-                os.ftruncate(fd, scan.cut)
-                _log.warning("sink.torn_line_removed", path=str(self.path), offset=scan.cut)
-            elif scan.unterminated:
+            end = _End()
+            if self.resume:
+                # One record at a time: the file may hold millions.
+                for record in _records(self.path, end):
+                    done[record.key] = record.seed
+                    records += 1
+            if end.cut is not None:
+                os.ftruncate(fd, end.cut)
+                _log.warning("sink.torn_line_removed", path=str(self.path), offset=end.cut)
+            elif end.unterminated:
                 os.write(fd, b"\n")
                 _log.warning("sink.newline_restored", path=str(self.path))
         except BaseException:
             os.close(fd)  # also releases the lock
             raise
-        self.done = {r.key: r.seed for r in scan.records}
-        if len(self.done) < len(scan.records):
-            _log.warning(
-                "sink.duplicates",
-                path=str(self.path),
-                duplicates=len(scan.records) - len(self.done),
-            )
+        self.done = done
+        self.written = 0
+        if len(done) < records:
+            _log.warning("sink.duplicates", path=str(self.path), duplicates=records - len(done))
         self._fd = fd
-        return set(self.done)
+        return set(done)
 
     def write(self, rollout: Rollout) -> None:
         """Append one record as one line and flush it to the OS.
@@ -224,7 +248,7 @@ class RolloutSink:
             data = data[written:]
         if self.fsync:
             os.fsync(self._fd)
-        self.done[rollout.key] = rollout.seed
+        self.written += 1
 
     def close(self) -> None:
         """Close the file and release its lock (idempotent)."""

@@ -12,7 +12,10 @@ the rule-based actors again, behind HTTP)::
 The factories are picklable (plain data and top-level classes) so that the
 Ray backend can ship them; each process builds one `OpenAIChatModel` per
 spec on first use and shares it, with its connection pool, between all the
-dialogues it runs. The API key is read from the environment in the process
+dialogues it runs. `--base-url` given more than once names replicas of the
+same server: each model is then a `ModelPool` over them (a dialogue stays
+on one replica, new dialogues go to the least loaded, a failed replica is
+taken out, at most `--max-in-flight` requests per replica at once). The API key is read from the environment in the process
 that uses it (`--api-key-env`, default `OPENAI_API_KEY`) and never stored in
 a factory, so it is never pickled, printed or written.
 """
@@ -24,6 +27,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeAlias, TypeVar
+from urllib.parse import urlsplit
 
 from convo_sim._errors import InputError
 from convo_sim._models import ModelSettings
@@ -31,6 +35,7 @@ from convo_sim._models import ModelSettings
 if TYPE_CHECKING:  # kept light: `convo-sim --help` imports this module
     from convo_sim._actors import Actor
     from convo_sim._models import ChatModel
+    from convo_sim._pool import ReplicaStats
     from convo_sim.scenarios import Scenario
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "OpenAIAssistantFactory",
     "OpenAIUserFactory",
     "add_actor_arguments",
+    "check_base_url",
     "describe_goal",
     "llm_assistant_for",
     "llm_user_for",
@@ -80,11 +86,14 @@ def parse_actor_spec(text: str, *, flag: str) -> ActorSpec:
 def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags that choose the actors, their endpoints and token capture.
 
-    `--assistant`, `--user`, `--base-url`, `--api-key-env`, `--model-api`;
-    per side `--assistant-base-url`, `--user-base-url`,
-    `--assistant-api-key-env`, `--user-api-key-env` (the policy and the
-    simulated user on separate servers and keys); `--capture-tokens`.
+    `--assistant`, `--user`, `--base-url` (repeated: replicas of one model),
+    `--max-in-flight`, `--api-key-env`, `--model-api`; per side
+    `--assistant-base-url`, `--user-base-url`, `--assistant-api-key-env`,
+    `--user-api-key-env` (the policy and the simulated user on separate
+    servers and keys); `--capture-tokens`.
     """
+    from convo_sim.cli.run import _positive
+
     for side in ("assistant", "user"):
         parser.add_argument(
             f"--{side}",
@@ -96,9 +105,18 @@ def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-url",
         metavar="URL",
+        action="append",
         default=None,
         help="API root for openai: actors, e.g. http://localhost:8000/v1 for vLLM or "
-        "convo-sim serve (default: $OPENAI_BASE_URL, else OpenAI)",
+        "convo-sim serve (default: $OPENAI_BASE_URL, else OpenAI); repeat it for replicas "
+        "of one server: each dialogue stays on one, new ones go to the least loaded",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        metavar="N",
+        type=_positive,
+        default=256,
+        help="with several --base-url: requests at once per replica; the rest wait (default: 256)",
     )
     parser.add_argument(
         "--api-key-env",
@@ -135,9 +153,33 @@ def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_base_url(url: str) -> str:
+    """`url` if it is an http(s) URL with a host (and a valid port, if any).
+
+    Raises:
+        InputError: anything else, naming the flag and the expected form.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is no number or out of range
+    except ValueError:  # a malformed IPv6 host or port
+        parts = None
+    spaced = any(c.isspace() or not c.isprintable() for c in url)
+    if parts is None or spaced or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(
+            f"--base-url {url!r}: expected an http(s) URL with a host and an optional "
+            "port, such as http://127.0.0.1:8000/v1"
+        )
+    return url
+
+
 @dataclass(frozen=True)
 class ModelEndpoint:
-    """Where and how to reach a model; holds the key's variable name, never the key."""
+    """Where and how to reach a model; holds the key's variable name, never the key.
+
+    `replicas`: two or more API roots serving the same model; the model is
+    then a `ModelPool` over them, with `max_in_flight` requests per replica.
+    """
 
     model: str
     base_url: str | None = None
@@ -145,6 +187,8 @@ class ModelEndpoint:
     api: Literal["chat", "responses"] = "chat"
     timeout: float = 60.0
     capture_tokens: bool = False
+    replicas: tuple[str, ...] = ()
+    max_in_flight: int = 256
 
 
 @dataclass
@@ -153,35 +197,56 @@ class _SharedModel:
 
     endpoint: ModelEndpoint
     _model: Any = field(default=None, repr=False)
+    _stats: tuple[ReplicaStats, ...] = field(default=(), repr=False)
 
     def get(self) -> Any:
         if self._model is None:
             from convo_sim._openai_model import LOCAL_API_KEY, OpenAIChatModel
 
+            endpoint = self.endpoint
             # Only the named variable: falling back to another key could send
             # it to a server it was not meant for.
-            self._model = OpenAIChatModel(
-                self.endpoint.model,
-                base_url=self.endpoint.base_url,
-                api_key=os.environ.get(self.endpoint.api_key_env) or LOCAL_API_KEY,
-                api=self.endpoint.api,
-                timeout=self.endpoint.timeout,
-                capture_tokens=self.endpoint.capture_tokens,
-            )
+            key = os.environ.get(endpoint.api_key_env) or LOCAL_API_KEY
+            models = [
+                OpenAIChatModel(
+                    endpoint.model,
+                    base_url=url,
+                    api_key=key,
+                    api=endpoint.api,
+                    timeout=endpoint.timeout,
+                    api_key_env=endpoint.api_key_env,
+                    capture_tokens=endpoint.capture_tokens,
+                )
+                for url in endpoint.replicas or (endpoint.base_url,)
+            ]
+            if len(models) == 1:
+                self._model = models[0]
+            else:
+                from convo_sim._pool import ModelPool
+
+                self._model = ModelPool(models, max_in_flight=endpoint.max_in_flight)
         return self._model
 
+    def replica_stats(self) -> tuple[ReplicaStats, ...]:
+        """The pool's counts per replica, if this process built a pool (kept after closing)."""
+        from convo_sim._pool import ModelPool
+
+        return self._model.stats() if isinstance(self._model, ModelPool) else self._stats
+
     async def aclose(self) -> None:
+        self._stats = self.replica_stats()  # the summary reports them after the run
         model, self._model = self._model, None
         if model is not None:
             await model.aclose()
 
     def __getstate__(self) -> dict[str, Any]:
         # A worker process opens its own connection pool.
-        return {"endpoint": self.endpoint, "_model": None}
+        return {"endpoint": self.endpoint}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.endpoint = state["endpoint"]
         self._model = None
+        self._stats = ()
 
 
 def llm_assistant_for(model: ChatModel, scenario: Scenario, seed: int) -> Actor:
@@ -274,6 +339,16 @@ class ActorWiring:
         for shared in self.models:
             await shared.aclose()
 
+    def replica_stats(self) -> list[ReplicaStats]:
+        """Counts per replica over every model pool this process built, summed by replica.
+
+        Empty when no model has replicas (or they run in other processes,
+        as with Ray).
+        """
+        from convo_sim._pool import merge_stats
+
+        return merge_stats(s for shared in self.models for s in shared.replica_stats())
+
     def closing(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         """Wrap the run's coroutine function so the pools close when it ends."""
 
@@ -302,7 +377,13 @@ def wire_actors(
     """
     assistant = parse_actor_spec(getattr(args, "assistant", "builtin"), flag="--assistant")
     user = parse_actor_spec(getattr(args, "user", "builtin"), flag="--user")
-    base_url = getattr(args, "base_url", None)
+    given = getattr(args, "base_url", None)  # a list from the parser; one URL from callers
+    base_urls = [
+        check_base_url(url) for url in ([given] if isinstance(given, str) else given or ())
+    ]
+    base_url = base_urls[0] if base_urls else None
+    replicas = tuple(base_urls) if len(base_urls) > 1 else ()
+    max_in_flight = getattr(args, "max_in_flight", 256)
     key_env = getattr(args, "api_key_env", "OPENAI_API_KEY")
     api: Literal["chat", "responses"] = getattr(args, "model_api", "chat")
     capture = bool(getattr(args, "capture_tokens", False))
@@ -317,7 +398,8 @@ def wire_actors(
 
     def model_for(spec: ActorSpec, side: str) -> _SharedModel:
         assert spec.model is not None
-        url = getattr(args, f"{side}_base_url", None) or base_url
+        own_url = getattr(args, f"{side}_base_url", None)
+        url = own_url or base_url
         env = getattr(args, f"{side}_api_key_env", None) or key_env
         if not (url or os.environ.get("OPENAI_BASE_URL")) and not os.environ.get(env):
             raise InputError(
@@ -326,9 +408,16 @@ def wire_actors(
                 "or convo-sim serve)"
             )
         # Only the assistant is the policy: the simulated user's tokens are
-        # never captured, and a side with its own endpoint gets its own model.
+        # never captured, and a side with its own endpoint gets its own model
+        # (the replicas of --base-url serve only the sides without one).
         endpoint = ModelEndpoint(
-            spec.model, url, env, api, capture_tokens=capture and side == "assistant"
+            spec.model,
+            url,
+            env,
+            api,
+            capture_tokens=capture and side == "assistant",
+            replicas=() if own_url else replicas,
+            max_in_flight=max_in_flight,
         )
         if endpoint not in shared:
             shared[endpoint] = _SharedModel(endpoint)

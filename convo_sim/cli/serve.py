@@ -14,7 +14,12 @@ always names the URL, so scripts can read it. `--idle-timeout` closes
 connections idle that long (default 10 s; also the time a request's head
 may take to arrive). `--canned [TEXT]` serves one
 model, `canned`, that answers TEXT to everything, after `--latency-ms`:
-what `benchmarks/run.py` measures clients against.
+what `benchmarks/run.py` measures clients against. `--prefill-us-per-token
+US` adds US microseconds per prompt token that is not in the server's
+prefix cache (an LRU of `--prefix-cache-tokens` tokens, in blocks of 16),
+as a server with prefix caching spends on prefill: several such servers
+are replicas on which routing by dialogue pays off measurably. `GET
+/metrics` shows the cache's counters.
 
 Every model's chat completions carry token ids and logprobs when asked, as
 vLLM's do (`convo_sim._server_tokens`); `--token-drift` makes generations
@@ -29,7 +34,7 @@ from typing import Any
 
 import anyio
 
-from convo_sim._canned import CANNED_MODEL, CannedModel
+from convo_sim._canned import CANNED_MODEL, CannedModel, PrefixCache
 from convo_sim._errors import InputError
 from convo_sim._served_models import EchoModel, ServedModel
 from convo_sim._server import ModelServer, ServerLimits
@@ -66,6 +71,22 @@ def add_parser(sub: Any) -> None:
         type=float,
         default=0.0,
         help="with --canned: wait this many milliseconds before every reply (default: 0)",
+    )
+    p.add_argument(
+        "--prefill-us-per-token",
+        type=float,
+        default=0.0,
+        metavar="US",
+        help="with --canned: also wait this many microseconds per prompt token not in the "
+        "server's prefix cache, as prefill would take (default: 0, no cache)",
+    )
+    p.add_argument(
+        "--prefix-cache-tokens",
+        type=int,
+        default=2_000_000,
+        metavar="N",
+        help="with --prefill-us-per-token: the prefix cache's size in tokens, least recently "
+        "used dropped first (default: 2000000)",
     )
     p.add_argument(
         "--idle-timeout",
@@ -116,11 +137,27 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--idle-timeout must be between 0 and 86400 seconds, got {idle_timeout!r}"
         )
+    prefill_us = getattr(args, "prefill_us_per_token", 0.0)
+    cache_tokens = getattr(args, "prefix_cache_tokens", 2_000_000)
+    if not 0 <= prefill_us <= 1_000_000:
+        raise InputError(
+            f"--prefill-us-per-token must be between 0 and 1000000, got {prefill_us!r}"
+        )
+    if prefill_us and canned is None:
+        raise InputError("--prefill-us-per-token applies to the canned model: add --canned")
+    if not 16 <= cache_tokens <= 10**9:
+        raise InputError(
+            f"--prefix-cache-tokens must be between 16 and 1000000000, got {cache_tokens!r}"
+        )
     models: dict[str, ServedModel] | None = None  # every domain's
     if canned is not None:
         if getattr(args, "domain", None) is not None:
             raise InputError("--canned serves only the canned model: drop --domain")
-        models = {CANNED_MODEL: CannedModel(canned, latency=latency_ms / 1000)}
+        cache = PrefixCache(cache_tokens) if prefill_us else None
+        model = CannedModel(
+            canned, latency=latency_ms / 1000, prefix_cache=cache, per_token=prefill_us / 1e6
+        )
+        models = {CANNED_MODEL: model}
     elif getattr(args, "domain", None) is not None:
         models = {"echo": EchoModel(), **domain_of(args).served_models()}
     limits = ServerLimits(idle_timeout=idle_timeout)

@@ -19,8 +19,9 @@ import anyio
 
 from convo_sim._errors import InputError
 from convo_sim._metrics import summarize
+from convo_sim._pool import format_replicas
 from convo_sim._progress import Progress
-from convo_sim._sink import read_rollouts, write_rollouts
+from convo_sim._sink import iter_rollouts, write_rollouts
 from convo_sim.backends import RayBackend
 from convo_sim.cli.summary import format_summary
 
@@ -77,7 +78,12 @@ def run_rollouts_command(
         backend = RayBackend(
             num_workers=args.workers, log_level=getattr(args, "log_level", "warning")
         )
-    progress = None if args.no_progress else Progress()
+
+    def replicas() -> str:
+        stats = actors.replica_stats()
+        return f"replicas {format_replicas(stats)}" if stats else ""
+
+    progress = None if args.no_progress else Progress(status=replicas)
     try:
         stats = anyio.run(
             functools.partial(
@@ -93,9 +99,16 @@ def run_rollouts_command(
         )
     except OSError as exc:
         raise InputError(f"cannot write the output: {exc.strerror or exc}", path=out) from None
-    in_run = {(s.id, i) for s in scenarios for i in range(args.samples)}
-    records = [r for r in read_rollouts(out) if r.key in in_run]
+    # The file is read one record at a time and the summary keeps counts,
+    # not records: memory stays flat however many rollouts the run wrote.
+    ids = {s.id for s in scenarios}
+    records = (
+        r for r in iter_rollouts(out) if r.scenario_id in ids and r.sample_index < args.samples
+    )
     print(format_summary(summarize(records)))
+    replica_stats = actors.replica_stats()
+    if replica_stats:
+        print(f"replicas     {format_replicas(replica_stats)} (requests answered)")
     resumed = f" ({stats.resumed} already there)" if stats.resumed else ""
     print(f"wrote        {stats.written} records to {out}{resumed}")
     return 0
