@@ -44,11 +44,13 @@ from convo_sim._export import (
     token_samples,
     write_export,
 )
+from convo_sim._judging import JudgeCache
 from convo_sim._logging import configure_logging
 from convo_sim._messages import TOKEN_FIELDS, Message, Role, ToolCall, Transcript
 from convo_sim._metrics import Summary, pass_at_k, pass_hat_k, summarize
 from convo_sim._models import ChatModel, Completion, ModelSettings
 from convo_sim._orchestrator import run_dialogue
+from convo_sim._paired import PairedComparison, paired_comparisons
 from convo_sim._pool import ModelPool, ReplicaStats
 from convo_sim._progress import Progress
 from convo_sim._records import Rollout
@@ -72,6 +74,7 @@ from convo_sim._rollouts import (
     sample_seed,
 )
 from convo_sim._sink import RolloutSink, WriteStats, iter_rollouts, read_rollouts, write_rollouts
+from convo_sim._user_failure import UserFailureTag, is_simulator_failure
 from convo_sim._verification import (
     NO_FINAL_REPLY,
     FinalContext,
@@ -121,12 +124,14 @@ __all__ = [
     "FinalContext",
     "FinalVerifier",
     "InputError",
+    "JudgeCache",
     "LocalBackend",
     "Message",
     "ModelError",
     "ModelPool",
     "ModelSettings",
     "OpenAIChatModel",
+    "PairedComparison",
     "Progress",
     "RayBackend",
     "ReplicaStats",
@@ -153,6 +158,7 @@ __all__ = [
     "TurnVerifier",
     "UnknownDomainError",
     "Usage",
+    "UserFailureTag",
     "Verdict",
     "View",
     "WriteStats",
@@ -167,8 +173,10 @@ __all__ = [
     "final_only",
     "final_reply",
     "generate_rollouts_sync",
+    "is_simulator_failure",
     "iter_rollouts",
     "open_rollouts",
+    "paired_comparisons",
     "pass_at_k",
     "pass_hat_k",
     "read_rollouts",

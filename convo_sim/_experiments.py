@@ -11,6 +11,11 @@ keys falls into the `(none)` group.
 Intervals (95%): Wilson score for proportions (pass rate, premature stops,
 stop-token discipline); percentile bootstrap with a fixed seed for means
 (reward, goal coverage, leakage, turns). See `convo_sim._stats`.
+
+Failures are split by who failed (`Rollout.user_failure`): a failed record
+whose user has a `critical` tag is a *simulator* failure, any other failed
+record an *assistant* failure. Paired differences between assistants are in
+`convo_sim._paired`.
 """
 
 from __future__ import annotations
@@ -27,8 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from convo_sim._metrics import summarize
 from convo_sim._records import Rollout
 from convo_sim._stats import DEFAULT_RESAMPLES, bootstrap_interval, mean, wilson_interval
+from convo_sim._user_failure import is_simulator_failure
 
-__all__ = ["NO_GROUP", "CellStats", "cell_stats", "write_table_csv", "write_table_json"]
+__all__ = [
+    "NO_GROUP",
+    "CellStats",
+    "cell_stats",
+    "failure_split",
+    "write_table_csv",
+    "write_table_json",
+]
 
 NO_GROUP = "(none)"
 """The group of rollouts whose metadata lacks a grouping key."""
@@ -54,6 +67,12 @@ class CellStats(BaseModel):
         premature_stop_rate: share of premature stops, with `premature_stop_ci`.
         stop_ok_rate: share with a disciplined stop token, with `stop_ok_ci`.
         leakage: mean leakage over records with a persona, with `leakage_ci`.
+        reviewed: records whose user was reviewed (`user_failure` not None).
+        user_failures: reviewed records whose user did something wrong.
+        failure_kinds: user-failure kind -> records with such a tag.
+        simulator_failures: failed records whose user made the goal
+            unreachable (a `critical` tag): the simulator failed.
+        assistant_failures: the other failed records: the assistant failed.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -78,6 +97,39 @@ class CellStats(BaseModel):
     stop_ok_ci: Interval = None
     leakage: float | None = None
     leakage_ci: Interval = None
+    reviewed: int = 0
+    user_failures: int = 0
+    failure_kinds: dict[str, int] = Field(default_factory=dict)
+    simulator_failures: int = 0
+    assistant_failures: int = 0
+
+
+def failure_split(rollouts: Iterable[Rollout], threshold: float = 1.0) -> dict[str, Any]:
+    """Who failed: `reviewed`, `user_failures`, `failure_kinds`, `simulator_failures`,
+    `assistant_failures` (the `CellStats` fields) over `rollouts`."""
+    kinds: dict[str, int] = defaultdict(int)
+    reviewed = user_failures = simulator = assistant = 0
+    for rollout in rollouts:
+        failure = rollout.user_failure
+        if failure is not None:
+            reviewed += 1
+        if failure:
+            user_failures += 1
+            for kind in sorted({tag.kind for tag in failure}):
+                kinds[kind] += 1
+        if rollout.reward is not None and rollout.reward >= threshold:
+            continue
+        if is_simulator_failure(failure):
+            simulator += 1
+        else:
+            assistant += 1
+    return {
+        "reviewed": reviewed,
+        "user_failures": user_failures,
+        "failure_kinds": dict(sorted(kinds.items())),
+        "simulator_failures": simulator,
+        "assistant_failures": assistant,
+    }
 
 
 def _group_value(rollout: Rollout, key: str) -> str:
@@ -154,6 +206,7 @@ def cell_stats(
                 stop_ok_ci=stop_ok_ci,
                 leakage=leakage,
                 leakage_ci=leakage_ci,
+                **failure_split(records, threshold),
             )
         )
     return rows
@@ -182,6 +235,11 @@ def _flat(row: CellStats, max_k: int) -> dict[str, Any]:
     for k in range(1, max_k + 1):
         out[f"pass_hat_{k}"] = row.pass_hat_k.get(k)
     out["fidelity_n"] = row.fidelity_n
+    out["reviewed"] = row.reviewed
+    out["user_failures"] = row.user_failures
+    out["simulator_failures"] = row.simulator_failures
+    out["assistant_failures"] = row.assistant_failures
+    out["failure_kinds"] = ";".join(f"{k}={v}" for k, v in row.failure_kinds.items())
     out["terminations"] = ";".join(f"{k}={v}" for k, v in row.terminations.items())
     return out
 
@@ -204,14 +262,19 @@ def write_table_csv(rows: Sequence[CellStats], path: str | Path) -> Path:
 
 
 def write_table_json(
-    rows: Sequence[CellStats], path: str | Path, *, meta: Mapping[str, Any] | None = None
+    rows: Sequence[CellStats],
+    path: str | Path,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the table as JSON: `{"meta": ..., "cells": [...]}`."""
+    """Write the table as JSON: `{"meta": ..., "cells": [...], **extra}`."""
     payload = {
         "meta": dict(meta or {}),
         "intervals": "95%: Wilson score for rates; percentile bootstrap "
         f"({DEFAULT_RESAMPLES} resamples, fixed seed) for means",
         "cells": [r.model_dump(mode="json") for r in rows],
+        **dict(extra or {}),
     }
     path = Path(path)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

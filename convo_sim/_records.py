@@ -32,6 +32,7 @@ from convo_sim._results import (
     Usage,
     Verdict,
 )
+from convo_sim._user_failure import UserFailure
 
 __all__ = ["Rollout", "RolloutKey", "ScenarioLike"]
 
@@ -84,7 +85,10 @@ class Rollout(BaseModel):
         duration_s: wall time of the dialogue.
         error: the failure that ended the dialogue, if any.
         dialogue_id: the id bound to the dialogue's log events.
-        metadata: the scenario's metadata (without `responses_create_params`).
+        metadata: the scenario's metadata (without `responses_create_params`),
+            plus what the domain records (`persona`, `fidelity`).
+        user_failure: what the simulated user did wrong: False, or the tags
+            (`convo_sim.UserFailureTag`); None when nobody reviewed it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -107,6 +111,7 @@ class Rollout(BaseModel):
     error: ErrorInfo | None = None
     dialogue_id: str = ""
     metadata: Mapping[str, Any] = Field(default_factory=dict)
+    user_failure: UserFailure | None = None
 
     @property
     def key(self) -> RolloutKey:

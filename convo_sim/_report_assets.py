@@ -66,6 +66,8 @@ ol.messages { list-style:none; padding:0; margin:8px 0; }
 .msg .text { white-space:pre-wrap; word-break:break-word; }
 .msg .call { font-family:ui-monospace, Menlo, Consolas, monospace; font-size:12px; }
 ul.scores { margin:4px 0 0; padding-left:18px; font-size:12px; }
+p.user-failure { color:var(--fail); font-size:13px; }
+p.user-failure.none { color:var(--muted); }
 """
 
 SCRIPT = """
@@ -75,6 +77,7 @@ SCRIPT = """
   var failed = document.getElementById("f-failed");
   var termination = document.getElementById("f-termination");
   var persona = document.getElementById("f-persona");
+  var blame = document.getElementById("f-blame");
   var count = document.getElementById("shown-count");
   function choose(select, value) {
     var known = Array.prototype.some.call(select.options, function (o) { return o.value === value; });
@@ -85,12 +88,14 @@ SCRIPT = """
     failed.checked = params.get("failed") === "1" || params.get("filter") === "failed";
     choose(termination, params.get("termination") || "");
     choose(persona, params.get("persona") || "");
+    choose(blame, params.get("blame") || "");
   }
   function writeHash() {
     var params = new URLSearchParams();
     if (failed.checked) { params.set("failed", "1"); }
     if (termination.value) { params.set("termination", termination.value); }
     if (persona.value) { params.set("persona", persona.value); }
+    if (blame.value) { params.set("blame", blame.value); }
     var text = params.toString();
     history.replaceState(null, "", text ? "#" + text : location.pathname + location.search);
   }
@@ -99,7 +104,8 @@ SCRIPT = """
     items.forEach(function (el) {
       var visible = (!failed.checked || el.dataset.passed === "0")
         && (!termination.value || el.dataset.termination === termination.value)
-        && (!persona.value || el.dataset.persona === persona.value);
+        && (!persona.value || el.dataset.persona === persona.value)
+        && (!blame.value || el.dataset.blame === blame.value);
       el.hidden = !visible;
       if (visible) { shown += 1; }
     });
@@ -111,7 +117,7 @@ SCRIPT = """
     }
     document.body.setAttribute("data-shown", String(shown));
   }
-  [failed, termination, persona].forEach(function (control) {
+  [failed, termination, persona, blame].forEach(function (control) {
     control.addEventListener("change", function () { writeHash(); apply(); });
   });
   window.addEventListener("hashchange", function () { readHash(); apply(); });

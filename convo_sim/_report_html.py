@@ -3,8 +3,11 @@
 One static page, no network: inline CSS, inline SVG charts and one small
 inline script. It shows the summary metrics, the reward distribution and the
 termination reasons, a per-persona (and per-assistant) comparison with
-confidence intervals, and a transcript viewer with per-turn scores and
-verifier reasons, filterable by outcome, termination reason and persona.
+confidence intervals, failures split by who failed (the assistant or the
+simulated user, `convo_sim._report_attribution`), paired differences
+between assistants, and a transcript viewer with per-turn scores and
+verifier reasons, filterable by outcome, termination reason, persona and
+who failed.
 
 Safety: transcripts are untrusted text (a model may write `<script>`). The
 page is rendered on the server side with every piece of data escaped, so no
@@ -13,7 +16,7 @@ reads attribute values. A Content-Security-Policy admits only that one
 script (by its hash) and no network at all, as a second line of defence.
 
 Filter state lives in the URL fragment (`#failed=1&termination=max_turns&
-persona=terse`), so a filtered view can be bookmarked or shared.
+persona=terse&blame=simulator`), so a filtered view can be bookmarked or shared.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ from convo_sim._messages import Message, Transcript
 from convo_sim._metrics import summarize
 from convo_sim._records import Rollout
 from convo_sim._report_assets import CSS, SCRIPT
+from convo_sim._report_attribution import (
+    attribution_section,
+    blame,
+    paired_section,
+    user_failure_line,
+)
 from convo_sim._results import TurnScore
 from convo_sim._stats import bootstrap_interval, wilson_interval
 
@@ -99,6 +108,8 @@ def render_html(
         _chart_card("Mean reward by persona (95% CI)", _persona_bars(cells)),
         "</section>",
         _comparison(cells),
+        attribution_section(rollouts, threshold),
+        paired_section(rollouts),
         _viewer(rollouts, threshold),
         "</main>",
         f"<script>{SCRIPT}</script></body></html>",
@@ -317,6 +328,8 @@ def _viewer(rollouts: Sequence[Rollout], threshold: float) -> str:
         f"{_options(terminations)}</select></label>"
         '<label>persona <select id="f-persona"><option value="">all</option>'
         f"{_options(personas)}</select></label>"
+        '<label>who failed <select id="f-blame"><option value="">all</option>'
+        f"{_options(['assistant', 'simulator'])}</select></label>"
         f'<span id="shown-count" class="muted">Showing {len(rollouts)} of {len(rollouts)} rollouts</span>'
         "</div>"
     )
@@ -339,7 +352,7 @@ def _rollout(r: Rollout, index: int, threshold: float) -> str:
         + (f" · {_e(assistant)}" if assistant is not None else "")
         + f" · {_e(r.termination.value)} · {r.turns} turns"
     )
-    body = [_verdicts(r), _fidelity_line(r)]
+    body = [_verdicts(r), _fidelity_line(r), user_failure_line(r)]
     if r.error is not None:
         body.append(
             f'<p class="error">{_e(r.error.source)} error in turn {r.error.turn}: '
@@ -348,7 +361,8 @@ def _rollout(r: Rollout, index: int, threshold: float) -> str:
     body.append(_messages(r))
     return (
         f'<details class="rollout" id="rollout-{index}" data-passed="{int(passed)}" '
-        f'data-termination="{_e(r.termination.value)}" data-persona="{_e(_persona(r))}"'
+        f'data-termination="{_e(r.termination.value)}" data-persona="{_e(_persona(r))}" '
+        f'data-blame="{blame(r, threshold)}"'
         f"{' open' if index == 0 else ''}><summary>{summary}</summary>"
         f'<div class="body">{"".join(body)}</div></details>'
     )

@@ -29,7 +29,9 @@ see `convo_sim._gc_tuning`).
 
 Every sample gets its own seed, derived from `(seed, scenario.id,
 sample_index)` by a stable hash, so a sample's actors are the same whatever
-the order, concurrency or backend.
+the order, concurrency or backend. A plan's `seed_key` may name another key
+than the id: an experiment keys on the scenario without its assistant, so
+every assistant meets the same simulated user (a paired design).
 
 The factories travel to Ray workers with cloudpickle: make them top-level
 functions, `functools.partial`s of them, or small dataclasses with a
@@ -40,8 +42,9 @@ inside the factory, never in the object that is shipped.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
@@ -63,11 +66,13 @@ from convo_sim._verification import FinalVerifier, RewardFn, TurnVerifier
 __all__ = [
     "DEFAULT_MAX_TURNS",
     "ActorFactory",
+    "Annotator",
     "Backend",
     "CompletionFactory",
     "PlanItems",
     "RolloutPlan",
     "RolloutStream",
+    "SeedKey",
     "VerifierFactory",
     "generate_rollouts_sync",
     "open_plan",
@@ -87,6 +92,10 @@ VerifierFactory: TypeAlias = Callable[
 """Builds a scenario's verifiers: `factory(scenario) -> (turn_verifiers, final_verifiers)`."""
 CompletionFactory: TypeAlias = Callable[[S], Detector | Sequence[Detector]]
 """Builds a scenario's completion detectors (default: the user's stop token)."""
+SeedKey: TypeAlias = Callable[[S], str]
+"""What a sample's seed is derived from besides the run seed and the sample index."""
+Annotator: TypeAlias = Callable[[Rollout, S], Rollout | Awaitable[Rollout]]
+"""Adds what a domain knows to a finished record (persona, fidelity, user failure)."""
 
 DEFAULT_MAX_TURNS = 20
 """The turn limit of scenarios that set none, when neither the run nor the domain sets one.
@@ -125,7 +134,15 @@ class RolloutPlan(Generic[S]):
         concurrency: dialogues at once (per worker for a distributed backend).
         assistant_concurrency: assistant `respond()` calls at once; None: no limit.
         user_concurrency: user `respond()` calls at once; None: no limit.
-        seed: the run's seed; each sample's seed is `sample_seed(seed, id, index)`.
+        seed: the run's seed; each sample's seed is `sample_seed(seed, key, index)`.
+        seed_key: `seed_key(scenario) -> str`, the key of that seed; None:
+            the scenario's id. Scenarios with the same key get the same
+            seeds, so their users are the same: an experiment keys on the
+            scenario without its assistant (a paired comparison).
+        annotate: `annotate(rollout, scenario) -> rollout`, sync or async,
+            called on every record before it is sent (a domain's plan
+            records the persona, the user-fidelity metrics and
+            `user_failure`); None: records as they are.
         max_turns: the limit of scenarios that set none (None:
             `DEFAULT_MAX_TURNS`, 20).
         turn_timeout: seconds one actor may take for one message; None: no limit.
@@ -160,6 +177,13 @@ class RolloutPlan(Generic[S]):
     turn_timeout: float | None = 60.0
     reward: RewardFn | None = None
     tune_gc: bool = True
+    seed_key: SeedKey[S] | None = None
+    annotate: Annotator[S] | None = None
+
+    def seed_for(self, scenario: S, index: int) -> int:
+        """The seed of sample `index` of `scenario` in this plan."""
+        key = scenario.id if self.seed_key is None else self.seed_key(scenario)
+        return sample_seed(self.seed, key, index)
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "assistant_concurrency", "user_concurrency"):
@@ -294,7 +318,7 @@ async def _run_one(
     assistant_limit: anyio.CapacityLimiter | None,
     user_limit: anyio.CapacityLimiter | None,
 ) -> Rollout:
-    seed = sample_seed(plan.seed, scenario.id, index)
+    seed = plan.seed_for(scenario, index)
     assistant = plan.assistant(scenario, seed)
     user = plan.user(scenario, seed)
     if assistant_limit is not None:
@@ -314,7 +338,11 @@ async def _run_one(
         final_verifiers=final_verifiers,
         reward=plan.reward,
     )
-    return Rollout.from_result(scenario, index, seed, result)
+    rollout = Rollout.from_result(scenario, index, seed, result)
+    if plan.annotate is not None:
+        annotated = plan.annotate(rollout, scenario)
+        rollout = await annotated if inspect.isawaitable(annotated) else annotated
+    return rollout
 
 
 async def run_plan(

@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - Windows
 
 from convo_sim._errors import InputError
 from convo_sim._logging import get_logger
-from convo_sim._records import Rollout, RolloutKey, ScenarioLike
-from convo_sim._rollouts import Backend, RolloutPlan, S, open_plan, plan_items, sample_seed
+from convo_sim._records import Rollout, RolloutKey
+from convo_sim._rollouts import Backend, RolloutPlan, S, open_plan, plan_items
 
 if TYPE_CHECKING:
     from convo_sim._progress import Progress
@@ -285,11 +285,12 @@ class WriteStats:
 
 
 def _check_seeds(
-    path: Path, done: dict[RolloutKey, int], scenarios: Iterable[ScenarioLike], seed: int
+    path: Path, done: dict[RolloutKey, int], scenarios: Iterable[S], plan: RolloutPlan[S]
 ) -> None:
-    ids = {s.id for s in scenarios}
+    by_id = {s.id: s for s in scenarios}
     for (scenario_id, index), recorded in done.items():
-        if scenario_id in ids and recorded != sample_seed(seed, scenario_id, index):
+        scenario = by_id.get(scenario_id)
+        if scenario is not None and recorded != plan.seed_for(scenario, index):
             raise InputError(
                 f"holds rollouts made with another seed (first: {scenario_id!r} sample {index}); "
                 "use the same --seed, another output file, or --no-resume to start over",
@@ -338,7 +339,7 @@ async def write_rollouts(
     done = await anyio.to_thread.run_sync(sink.open)
     written = 0
     try:
-        _check_seeds(sink.path, sink.done, scenario_list, plan.seed)
+        _check_seeds(sink.path, sink.done, scenario_list, plan)
         items = plan_items(scenario_list, samples_per_scenario, done)
         total = len(scenario_list) * samples_per_scenario
         resumed = total - len(items)

@@ -7,7 +7,11 @@ Two intervals, both at 95% by default:
   where the normal approximation collapses to a zero-width interval.
 * `bootstrap_interval` for means of bounded values (reward, goal coverage,
   turns): the percentile bootstrap with a fixed seed, so that the same
-  rollouts always give the same table.
+  rollouts always give the same table. Given the differences of paired
+  samples it is the paired bootstrap (pairs are resampled whole).
+
+And one test, for paired designs (two assistants meeting the same users):
+`sign_flip_test`, the paired permutation test.
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ import random
 from collections.abc import Sequence
 from statistics import NormalDist
 
-__all__ = ["DEFAULT_RESAMPLES", "bootstrap_interval", "mean", "wilson_interval"]
+__all__ = [
+    "DEFAULT_RESAMPLES",
+    "bootstrap_interval",
+    "mean",
+    "sign_flip_test",
+    "wilson_interval",
+]
 
 DEFAULT_RESAMPLES = 2000
 
@@ -85,3 +95,53 @@ def bootstrap_interval(
     low = means[max(0, math.floor(alpha * resamples))]
     high = means[min(resamples - 1, math.ceil((1 - alpha) * resamples) - 1)]
     return (low, high)
+
+
+def sign_flip_test(
+    differences: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES * 5, seed: int = 0
+) -> tuple[float | None, str]:
+    """Two-sided paired permutation (sign-flip) test that the mean difference is 0.
+
+    Under the null hypothesis (the two conditions are exchangeable within a
+    pair) each pair's difference is as likely positive as negative, so the
+    null distribution of the mean comes from flipping signs. It assumes
+    nothing about the shape of the rewards (they are bounded, often binary,
+    where a t-test's normality fails). Pairs with no difference carry no
+    information and drop out. The p-value is computed exactly when it can
+    be: when every non-zero difference has the same size (binary rewards)
+    the test is the exact sign test (McNemar's exact test), for any n; with
+    up to 12 non-zero differences every sign pattern is enumerated; beyond
+    that `resamples` random patterns with a fixed seed (the Monte Carlo
+    p-value `(1 + extreme) / (1 + resamples)`, never 0).
+
+    Returns:
+        `(p_value, method)`; `(None, "no pairs")` without differences, and
+        `(1.0, ...)` when every difference is 0.
+    """
+    if not differences:
+        return None, "no pairs"
+    nonzero = [d for d in differences if d != 0]
+    n = len(nonzero)
+    if n == 0:
+        return 1.0, "sign test (all pairs tied)"
+    observed = abs(sum(nonzero))
+    tolerance = 1e-12 * max(1.0, observed)
+    sizes = {abs(d) for d in nonzero}
+    if len(sizes) == 1:
+        # S = size * (2k - n) with k ~ Binomial(n, 1/2): sum the tails.
+        positives = sum(d > 0 for d in nonzero)
+        extreme = min(positives, n - positives)
+        tail = sum(math.comb(n, k) for k in range(extreme + 1)) / 2**n
+        return min(1.0, 2 * tail), "exact sign test"
+    if n <= 12:
+        count = 0
+        for pattern in range(2**n):
+            total = sum(-d if pattern >> i & 1 else d for i, d in enumerate(nonzero))
+            count += abs(total) >= observed - tolerance
+        return count / 2**n, "exact sign-flip permutation test"
+    rng = random.Random(seed)
+    extreme = 0
+    for _ in range(resamples):
+        total = sum(d if rng.random() < 0.5 else -d for d in nonzero)
+        extreme += abs(total) >= observed - tolerance
+    return (1 + extreme) / (1 + resamples), f"sign-flip permutation test ({resamples} resamples)"

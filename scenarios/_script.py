@@ -49,7 +49,7 @@ from typing import Any
 import pydantic
 
 from convo_sim._actors import Actor
-from convo_sim._errors import ScenarioError, UnknownDomainError
+from convo_sim._errors import InputError, ScenarioError, UnknownDomainError
 from convo_sim._records import Rollout
 from convo_sim._results import DialogueResult
 from convo_sim._rollouts import open_rollouts
@@ -57,7 +57,7 @@ from convo_sim._verification import FinalVerifier, RewardFn, TurnVerifier
 from convo_sim.domains import Domain, get
 from convo_sim.scenarios._model import Scenario
 from convo_sim.scenarios._run import user_seed
-from convo_sim.users._persona import PERSONAS
+from convo_sim.users._persona import PERSONAS, UnknownPersonaError, scenario_persona
 
 __all__ = ["ScenarioScript", "load_script", "run_script", "script_user"]
 
@@ -328,12 +328,20 @@ def _domain(
 
 def _check_personas(scenarios: Sequence[Scenario], path: Path, line: int | None) -> None:
     for scenario in scenarios:
-        persona = scenario.persona
-        if persona is None or persona in PERSONAS or scenario.goal is None or scenario.user_script:
+        if scenario.goal is None or scenario.user_script:
+            continue
+        try:
+            scenario_persona(scenario)
+        except UnknownPersonaError:
+            problem = (
+                f"unknown persona {scenario.persona!r}; expected one of: {', '.join(PERSONAS)}"
+            )
+        except InputError as exc:
+            problem = exc.problem
+        else:
             continue
         raise ScenarioError(
-            f"scenario {scenario.id!r}: unknown persona {persona!r}; expected one of: "
-            f"{', '.join(PERSONAS)}",
+            f"scenario {scenario.id!r}: {problem}",
             path=path,
             line=line,
             scenario_id=scenario.id,
@@ -363,8 +371,9 @@ async def run_script(
 ) -> list[Rollout]:
     """Run a loaded script and return its rollouts, sorted by scenario and sample.
 
-    Records of scenarios with a goal and a persona carry the user-fidelity
-    metrics in `metadata["fidelity"]`. A `main()` script is awaited; each
+    Records carry what the domain's plan records (`Domain.plan`): the
+    persona, the user-fidelity metrics in `metadata["fidelity"]` and
+    `user_failure`, where the domain measures them. A `main()` script is awaited; each
     `DialogueResult` it returns becomes a record named `<file stem>-<index>`.
 
     Raises:
@@ -388,10 +397,7 @@ async def run_script(
         script.scenarios, plan, samples_per_scenario=script.samples
     ) as rollouts:
         records = [rollout async for rollout in rollouts]
-    by_id = {s.id: s for s in script.scenarios}
-    # The domain's user-fidelity metrics, where it has something to measure.
-    measured = [domain.with_fidelity(r, by_id[r.scenario_id]) for r in records]
-    return sorted(measured, key=lambda r: r.key)
+    return sorted(records, key=lambda r: r.key)
 
 
 def _main_records(script: ScenarioScript, returned: object) -> list[Rollout]:

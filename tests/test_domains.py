@@ -451,5 +451,6 @@ def test_serve_takes_a_domain() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
-    assert line.endswith("(models: calendar-solver, calendar-user, echo)\n"), line
+    served = "calendar-judge, calendar-solver, calendar-user, calendar-user-reviewer, echo"
+    assert line.endswith(f"(models: {served})\n"), line
     assert main(["serve", "--canned", "--domain", "calendar"]) == 2

@@ -110,7 +110,7 @@ def test_persona_is_frozen_and_validated() -> None:
     for bad in (
         {"cooperativeness": 1.5},
         {"typo_rate": -0.1},
-        {"patience": 0},
+        {"patience": -1},
         {"disclosure": "x"},
     ):
         with pytest.raises(ValidationError):
@@ -128,7 +128,8 @@ def test_unknown_persona_names_the_known_ones() -> None:
 
 def test_persona_prompt_speaks_to_every_field() -> None:
     impatient = persona_prompt(get_persona("impatient"), stop_token="<<bye>>")
-    assert "after 3 of your messages" in impatient and "<<bye>>" in impatient
+    assert "mistakes once, at the next one" in impatient and "<<bye>>" in impatient
+    assert "Never give up while the assistant is getting things right" in impatient
     assert DEFAULT_STOP_TOKEN not in impatient
     noisy = persona_prompt(get_persona("noisy"))
     assert "typos" in noisy and "unrelated remark" in noisy
@@ -186,15 +187,26 @@ async def test_same_seed_same_dialogue_other_seed_other_words() -> None:
 
 
 @pytest.mark.timeout(10)
-async def test_impatient_user_gives_up_after_its_patience() -> None:
-    result = await talk(PersonaCalendarUser(scenario("impatient")))
-    texts = user_texts(result)
+async def test_impatient_user_leaves_after_mistakes_not_after_a_count() -> None:
     patience = get_persona("impatient").patience
-    assert patience is not None and len(texts) == patience + 1
-    assert DEFAULT_STOP_TOKEN in texts[-1]
-    assert not passed(result)
+    assert patience == 1
+    # A perfect assistant never tries its patience, however long the goal.
+    perfect = await talk(PersonaCalendarUser(scenario("impatient")))
+    assert passed(perfect) and perfect.termination.value == "user_stop"
+    assert len(user_texts(perfect)) > 3  # more messages than the old fixed count of 3
+    # An assistant that keeps showing an empty calendar gets one correction,
+    # then the user leaves at the second bad turn.
+    careless = FunctionAssistant(lambda view: "Here is your calendar.\n\n[]")
+    with anyio.fail_after(5):
+        result = await run_dialogue(careless, PersonaCalendarUser(scenario("impatient")))
+    texts = user_texts(result)
+    assert len(texts) == 1 + patience + 1  # the request, the corrections, the give-up
+    assert DEFAULT_STOP_TOKEN in texts[-1] and not passed(result)
     fid = user_fidelity(result.transcript, expected=GOAL, persona="impatient")
-    assert fid.premature_stop and fid.stop_ok and fid.goal_coverage < 1
+    assert fid.premature_stop and fid.stop_ok
+    # A patient user with the same careless assistant corrects twice.
+    patient = await run_dialogue(careless, PersonaCalendarUser(scenario("cooperative")))
+    assert len(user_texts(patient)) == 1 + 2 + 1
 
 
 @pytest.mark.timeout(10)
@@ -305,13 +317,11 @@ async def test_upfront_user_and_solver_reach_full_reward_on_every_bundled_scenar
 
 @pytest.mark.timeout(20)
 async def test_withholding_user_and_solver_complete_every_bundled_scenario() -> None:
-    # The solver invites a request whenever the user says nothing actionable,
-    # so the user never has to volunteer: about two turns per request.
+    # The solver ends every reply with an invitation, so the user never has
+    # to volunteer, and one request per turn fits each scenario's own limit.
     for base in bundled_scenarios():
         assert base.goal is not None
-        s = base.model_copy(
-            update={"persona": "withholding", "max_turns": 2 * len(base.goal.steps) + 2}
-        )
+        s = base.model_copy(update={"persona": "withholding"})
         result = await run_scenario(s)
         assert result.reward == 1.0, (s.id, result.verdicts)
         assert result.termination == TerminationReason.USER_STOP, s.id

@@ -25,13 +25,26 @@ from pathlib import Path
 
 import pytest
 
-from convo_sim import Message, TerminationReason, Transcript, TurnScore, Verdict
+from convo_sim import (
+    DEFAULT_STOP_TOKEN,
+    Message,
+    TerminationReason,
+    Transcript,
+    TurnScore,
+    Verdict,
+    View,
+    generate_rollouts_sync,
+)
+from convo_sim._actors import Actor
 from convo_sim._records import Rollout
 from convo_sim._report_html import render_html
 from convo_sim._sink import RolloutSink, read_rollouts
+from convo_sim.agents import FunctionAssistant
 from convo_sim.cli import main
 from convo_sim.cli.experiment import run_experiment
+from convo_sim.domains import get
 from convo_sim.domains.calendar import generate_scenarios as generate_calendar_scenarios
+from convo_sim.users import FunctionUser
 
 pytestmark = pytest.mark.browser
 
@@ -130,6 +143,35 @@ def attack_rollout() -> Rollout:
     )
 
 
+def careless(scenario: object, seed: int) -> Actor:
+    """An assistant that never shows an event: the impatient user leaves it."""
+    return FunctionAssistant(lambda view: "Here is your calendar.\n\n[]")
+
+
+def quitter(scenario: object, seed: int) -> Actor:
+    """A user that asks for its first event, then leaves although all is well."""
+    calendar = get("calendar")
+    real = calendar.user(scenario, seed)
+
+    async def say(view: View) -> str:
+        if view.last is None:
+            return (await real.respond(view)).text
+        return f"Never mind. {DEFAULT_STOP_TOKEN}"
+
+    return FunctionUser(say)
+
+
+def failures(personas: tuple[str, ...], **factories: object) -> list[Rollout]:
+    """Rollouts of two generated scenarios per persona with some factories replaced."""
+    calendar = get("calendar")
+    scenarios = [
+        s.model_copy(update={"id": f"{s.id}/{p}/{next(iter(factories))}", "persona": p})
+        for s in generate_calendar_scenarios(2, seed=3)
+        for p in personas
+    ]
+    return generate_rollouts_sync(scenarios, calendar.plan(**factories))
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[Rollout]]]:
     import anyio
@@ -145,6 +187,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, lis
         )
     )
     with RolloutSink(out / "rollouts.jsonl") as sink:
+        # The assistant's failures, and the simulator's.
+        for rollout in failures(("impatient",), assistant=careless):
+            sink.write(rollout)
+        for rollout in failures(("cooperative", "terse"), user=quitter):
+            sink.write(rollout)
         sink.write(attack_rollout())
     records = read_rollouts(out / "rollouts.jsonl")
     # The page is made the way users make it: `convo-sim report FILE --html OUT`.
@@ -186,6 +233,21 @@ def test_filters_from_the_url_fragment(report: tuple[Path, list[Rollout]], tmp_p
         1 for r in impatient if r.termination.value == "user_stop" and r in failed
     )
     assert all(a["data-persona"] == "impatient" for a in visible)
+
+    # Who failed: the quitting users are the simulator's failures, the
+    # careless assistant's the assistant's.
+    simulator = [r for r in failed if r.user_failure and r.user_failure[0].severity == "critical"]
+    assert len(simulator) == 4
+    assert all(
+        r.user_failure and r.user_failure[0].kind == "premature_termination" for r in simulator
+    )
+    by_simulator = dump(page, "#blame=simulator", tmp_path / "p4")
+    assert len(by_simulator.visible()) == len(simulator)
+    assert {a["data-persona"] for a in by_simulator.visible()} == {"cooperative", "terse"}
+    by_assistant = dump(page, "#blame=assistant", tmp_path / "p5")
+    assert len(by_assistant.visible()) == len(failed) - len(simulator)
+    shown = "".join(by_simulator.text)
+    assert "Simulator failures" in shown and "premature_termination (critical" in shown
 
 
 @pytest.mark.timeout(90)

@@ -41,8 +41,10 @@ def test_persona_sweep_runs_every_persona(tmp_path: Path) -> None:
     for r in records:
         by_persona.setdefault(r.metadata["persona"], []).append(r.reward or 0.0)
     assert set(by_persona) == {"cooperative", "terse", "indecisive", "noisy", "impatient"}
-    assert min(by_persona["cooperative"]) == 1.0
-    assert max(by_persona["impatient"]) < 1.0  # gives up before the goal is met
+    # The solver makes no mistake, so every persona reaches its goal,
+    # and the records say who the user was and that it played its part.
+    assert all(min(rewards) == 1.0 for rewards in by_persona.values())
+    assert all(r.user_failure is False and "fidelity" in r.metadata for r in records)
 
 
 @pytest.mark.timeout(30)

@@ -11,11 +11,22 @@ from typing import TYPE_CHECKING, Any
 
 from convo_sim.users._llm import LLMUser
 from convo_sim.users._persona import (
+    PERSONA_SPEC_KEY,
     PERSONAS,
     Persona,
     UnknownPersonaError,
     get_persona,
     persona_prompt,
+    scenario_persona,
+)
+from convo_sim.users._population import PopulationDiversity, population_diversity, sample_personas
+from convo_sim.users._profile import PersonaProfile, Traits
+from convo_sim.users._reviewer import (
+    USER_REVIEW_PROMPT,
+    USER_REVIEW_VERSION,
+    JudgedUserReview,
+    UserReview,
+    UserReviewer,
 )
 from convo_sim.users._simple import FunctionUser, ScriptedUser
 
@@ -49,11 +60,23 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PERSONAS",
+    "PERSONA_SPEC_KEY",
+    "USER_REVIEW_PROMPT",
+    "USER_REVIEW_VERSION",
     "FunctionUser",
+    "JudgedUserReview",
     "LLMUser",
     "Persona",
+    "PersonaProfile",
+    "PopulationDiversity",
     "ScriptedUser",
+    "Traits",
     "UnknownPersonaError",
+    "UserReview",
+    "UserReviewer",
     "get_persona",
     "persona_prompt",
+    "population_diversity",
+    "sample_personas",
+    "scenario_persona",
 ]

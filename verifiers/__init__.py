@@ -1,7 +1,8 @@
 """Turn and final verifiers (installed as `convo_sim.verifiers`).
 
 The generic machinery (`TurnVerifier`, `FinalVerifier`, the reward
-aggregations) is in `convo_sim`; each domain brings its own verifiers. The
+aggregations) is in `convo_sim`; each domain brings its own verifiers.
+`RubricJudge` is a generic turn verifier backed by an LLM judge. The
 calendar's (`calendar_verifiers`, `CalendarFinalVerifier`, the four turn
 verifiers, `grade_calendar_response`) are still importable from here, as
 aliases of the same names in `convo_sim.domains.calendar`.
@@ -10,6 +11,13 @@ aliases of the same names in `convo_sim.domains.calendar`.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from convo_sim.verifiers._rubric import (
+    RUBRIC_JUDGE_PROMPT,
+    RUBRIC_JUDGE_VERSION,
+    JudgeScore,
+    RubricJudge,
+)
 
 if TYPE_CHECKING:
     from convo_sim.domains.calendar import (
@@ -61,4 +69,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__: list[str] = []
+__all__ = ["RUBRIC_JUDGE_PROMPT", "RUBRIC_JUDGE_VERSION", "JudgeScore", "RubricJudge"]

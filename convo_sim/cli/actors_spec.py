@@ -270,13 +270,19 @@ def llm_user_for(
     """
     from convo_sim.domains import get
     from convo_sim.scenarios import user_seed
-    from convo_sim.users import LLMUser
+    from convo_sim.users import LLMUser, Persona, scenario_persona
 
     chosen = get(domain)
+    persona: Persona | str | None
+    try:
+        # A bundled or sampled persona becomes its instructions (`persona_prompt`).
+        persona = scenario_persona(scenario)
+    except InputError:
+        persona = scenario.persona  # not a persona convo-sim knows: free text
     return LLMUser(
         model,
         goal=describe_goal(scenario, domain=domain),
-        persona=scenario.persona,  # a bundled persona's name becomes its instructions
+        persona=persona,
         settings=ModelSettings(seed=user_seed(scenario, seed)),
         scenario_card=chosen.card(scenario, seed) if chosen.card else None,
     )

@@ -3,27 +3,41 @@
 Every base scenario is run once per persona and assistant, each with
 `--seeds` samples (each sample has its own seed, so a persona's random
 behaviour, its wording and its noise differ between samples, and pass^k is
-defined for k up to `--seeds`). Each rollout records its cell in
-`metadata` (`persona`, `assistant`, `base_scenario`) and the user-fidelity
-metrics in `metadata["fidelity"]`. The run writes, into `--out-dir`:
+defined for k up to `--seeds`). The design is **paired**: a sample's seed
+depends on the run seed, the base scenario and the sample index only
+(`RolloutPlan.seed_key`), never on the assistant or the persona, so every
+assistant meets the same simulated users and their difference is free of
+the users' randomness. Each rollout records its cell in `metadata`
+(`persona`, `assistant`, `base_scenario`), the user-fidelity metrics in
+`metadata["fidelity"]` and what the user did wrong in `user_failure`. The
+run writes, into `--out-dir`:
 
 * `rollouts.jsonl`: the records (resumable: the same command continues);
 * `results.csv` and `results.json`: one row per (persona, assistant) cell
-  with mean reward, pass rate, pass^k, turns and the fidelity metrics, each
-  with a 95% interval (Wilson score for rates, percentile bootstrap with a
-  fixed seed for means);
+  with mean reward, pass rate, pass^k, turns, the fidelity metrics and the
+  failures split by who failed (assistant or simulator), each with a 95%
+  interval (Wilson score for rates, percentile bootstrap with a fixed seed
+  for means);
+* `paired.csv` (and `paired` in `results.json`), with two or more
+  assistants: each against the first, per persona and pooled, the mean
+  paired difference with its paired-bootstrap interval, wins, losses, ties
+  and the sign-flip permutation test's p-value;
 * `report.html`: the HTML report (unless `--no-html`).
 
 Assistants are given by spec: `builtin` is the domain's rule-based
 assistant (the calendar's exact solver); `openai:MODEL` is an LLM assistant
 on an OpenAI-compatible server (`--base-url` or `OPENAI_BASE_URL`). The
-user is the domain's rule-based user playing each persona, so the default
-grid runs offline in seconds. `--domain NAME` runs another domain's grid.
+user is the domain's rule-based user playing each persona (`--user
+openai:MODEL` for an LLM user), so the default grid runs offline in
+seconds. `--population N` replaces `--personas` by N personas drawn from
+the population sampler (`convo_sim.users.sample_personas`, seeded by
+`--seed`). `--domain NAME` runs another domain's grid.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,20 +49,38 @@ import anyio
 from convo_sim._actors import Actor
 from convo_sim._errors import InputError
 from convo_sim._experiments import CellStats, cell_stats, write_table_csv, write_table_json
+from convo_sim._judging import JudgeCache
 from convo_sim._logging import get_logger
 from convo_sim._models import ChatModel
+from convo_sim._paired import PairedComparison, paired_comparisons, paired_json, write_paired_csv
 from convo_sim._records import Rollout
 from convo_sim._report_html import write_html
-from convo_sim._rollouts import open_rollouts, sample_seed
+from convo_sim._rollouts import open_rollouts
 from convo_sim._sink import RolloutSink
 from convo_sim.agents import LLMAssistant
 from convo_sim.cli.domain import add_domain_argument, domain_of
 from convo_sim.domains import Domain
 from convo_sim.domains._registry import resolve
 from convo_sim.scenarios import Scenario
-from convo_sim.users import get_persona
+from convo_sim.users import (
+    PERSONA_SPEC_KEY,
+    PERSONAS,
+    JudgedUserReview,
+    Persona,
+    UserReviewer,
+    get_persona,
+    population_diversity,
+    sample_personas,
+)
 
-__all__ = ["ExperimentOutput", "add_parser", "build_grid", "run", "run_experiment"]
+__all__ = [
+    "ExperimentOutput",
+    "add_parser",
+    "build_grid",
+    "pair_key",
+    "run",
+    "run_experiment",
+]
 
 _log = get_logger("convo_sim.experiment")
 
@@ -60,40 +92,72 @@ class ExperimentOutput:
     Attributes:
         rollouts: the records of this grid (resumed ones included).
         cells: one row per (persona, assistant).
-        paths: output name (`rollouts`, `csv`, `json`, `html`) -> file.
+        paired: each assistant against the first, per persona and pooled
+            (empty with one assistant).
+        paths: output name (`rollouts`, `csv`, `json`, `paired`, `html`) -> file.
     """
 
     rollouts: list[Rollout]
     cells: list[CellStats]
+    paired: list[PairedComparison]
     paths: dict[str, Path]
 
 
+def pair_key(scenario: Scenario) -> str:
+    """The seed key of a grid scenario: its base scenario, neither assistant nor persona.
+
+    Every cell of one base scenario gets the same sample seeds, so each
+    assistant meets the same user (a paired design), and each persona's
+    user words its requests as the others do.
+    """
+    return str(scenario.metadata.get("base_scenario", scenario.id))
+
+
 def build_grid(
-    scenarios: Sequence[Scenario], personas: Sequence[str], assistants: Sequence[str]
+    scenarios: Sequence[Scenario],
+    personas: Sequence[str | Persona],
+    assistants: Sequence[str],
+    *,
+    max_turns: int | None = None,
 ) -> list[Scenario]:
     """One scenario per (base scenario, persona, assistant), cell recorded in metadata.
 
+    A persona given as a `Persona` that is not bundled rides along as data
+    (`metadata["persona_spec"]`). `max_turns` becomes the limit of the
+    scenarios that set none, so that the user knows the limit it paces
+    itself for.
+
     Raises:
         UnknownPersonaError: a persona name is not bundled.
-        InputError: a base scenario has no goal for the rule-based user.
+        InputError: a base scenario has no goal for the rule-based user, or
+            two personas share a name.
     """
-    for name in personas:
-        get_persona(name)
+    chosen = [get_persona(p) if isinstance(p, str) else p for p in personas]
+    if len({p.name for p in chosen}) < len(chosen):
+        raise InputError("two personas share a name; persona names must be unique")
     grid: list[Scenario] = []
     for base in scenarios:
         if base.goal is None:
             raise InputError(f"scenario {base.id!r} has no goal; the persona user needs one")
-        for persona in personas:
+        limit = base.max_turns if base.max_turns is not None else max_turns
+        for persona in chosen:
+            spec = (
+                {}
+                if PERSONAS.get(persona.name) == persona
+                else {PERSONA_SPEC_KEY: persona.model_dump(mode="json")}
+            )
             for assistant in assistants:
                 grid.append(
                     base.model_copy(
                         update={
-                            "id": f"{base.id}/{persona}/{assistant}",
-                            "persona": persona,
+                            "id": f"{base.id}/{persona.name}/{assistant}",
+                            "persona": persona.name,
+                            "max_turns": limit,
                             "metadata": {
                                 **base.metadata,
+                                **spec,
                                 "base_scenario": base.id,
-                                "persona": persona,
+                                "persona": persona.name,
                                 "assistant": assistant,
                             },
                         }
@@ -122,7 +186,7 @@ def _check_spec(spec: str) -> None:
 async def run_experiment(
     scenarios: Sequence[Scenario],
     *,
-    personas: Sequence[str],
+    personas: Sequence[str | Persona],
     assistants: Sequence[str] = ("builtin",),
     seeds: int = 3,
     seed: int = 0,
@@ -131,10 +195,36 @@ async def run_experiment(
     max_turns: int = 20,
     concurrency: int = 32,
     base_url: str | None = None,
+    user: str = "builtin",
+    user_reviewer: str = "rules",
+    judge_cache: str | Path | None = None,
     resume: bool = True,
     html: bool = True,
+    meta: Mapping[str, Any] | None = None,
 ) -> ExperimentOutput:
     """Run the grid, write rollouts, tables and (optionally) the HTML report.
+
+    Args:
+        scenarios: the base scenarios (each needs a goal).
+        personas: bundled persona names, or `Persona`s (sampled ones).
+        assistants: specs, `builtin` or `openai:MODEL`; the first is the
+            baseline of the paired comparisons.
+        seeds: samples per scenario and cell.
+        seed: the run's seed.
+        out_dir: where the files go.
+        domain: the domain, or its name.
+        max_turns: the limit of scenarios that set none.
+        concurrency: dialogues at once.
+        base_url: the OpenAI-compatible server of `openai:` specs.
+        user: `builtin` (the domain's rule-based user) or `openai:MODEL`.
+        user_reviewer: who decides `user_failure`: `rules` (the domain's
+            rule-based review) or `openai:MODEL`, an LLM judge
+            (`convo_sim.users.UserReviewer`) on every record.
+        judge_cache: a JSONL file caching the judge's answers by content
+            hash (None: in memory, for this run).
+        resume: continue the rollouts file; False starts it over.
+        html: write `report.html`.
+        meta: more to record in `results.json`'s `meta`.
 
     Raises:
         InputError: an unknown persona or assistant spec, a scenario without a
@@ -151,7 +241,7 @@ async def run_experiment(
     for spec in assistants:
         _check_spec(spec)
     chosen = resolve(domain)
-    grid = build_grid(scenarios, personas, assistants)
+    grid = build_grid(scenarios, personas, assistants, max_turns=max_turns)
     by_id = {s.id: s for s in grid}
     out = Path(out_dir)
     paths = {"rollouts": out / "rollouts.jsonl"}
@@ -161,10 +251,23 @@ async def run_experiment(
             from convo_sim._openai_model import OpenAIChatModel
 
             models[spec] = OpenAIChatModel(spec.partition(":")[2], base_url=base_url)
+    users = _user_factory(user, chosen, base_url)
+    reviewer = _reviewer(user_reviewer, chosen, base_url, judge_cache)
     try:
+        plan = chosen.plan(
+            assistant=functools.partial(_assistant, chosen, models),
+            user=users.user,
+            seed=seed,
+            max_turns=max_turns,
+            concurrency=concurrency,
+            seed_key=pair_key,
+        )
+        if reviewer is not None:
+            plan = dataclasses.replace(plan, annotate=reviewer.annotator)
         with RolloutSink(paths["rollouts"], resume=resume) as sink:
             for (scenario_id, index), recorded in sink.done.items():
-                if scenario_id in by_id and recorded != sample_seed(seed, scenario_id, index):
+                cell = by_id.get(scenario_id)
+                if cell is not None and recorded != plan.seed_for(cell, index):
                     raise InputError(
                         "holds rollouts made with another seed; use the same --seed, "
                         "another --out-dir, or --no-resume",
@@ -172,34 +275,41 @@ async def run_experiment(
                     )
             skip = frozenset(sink.done)
             _log.info("experiment.started", cells=len(grid), seeds=seeds, skipped=len(skip))
-            plan = chosen.plan(
-                assistant=functools.partial(_assistant, chosen, models),
-                seed=seed,
-                max_turns=max_turns,
-                concurrency=concurrency,
-            )
             async with open_rollouts(grid, plan, samples_per_scenario=seeds, skip=skip) as rollouts:
                 async for rollout in rollouts:
-                    sink.write(chosen.with_fidelity(rollout, by_id[rollout.scenario_id]))
+                    sink.write(rollout)
     finally:
         for model in models.values():
             await model.aclose()
+        await users.aclose()
+        if reviewer is not None:
+            await reviewer.aclose()
     from convo_sim._sink import read_rollouts
 
     records = [r for r in read_rollouts(paths["rollouts"]) if r.scenario_id in by_id]
     records.sort(key=lambda r: (r.scenario_id, r.sample_index))
     cells = cell_stats(records, by=("persona", "assistant"))
-    meta = {
+    paired = paired_comparisons(records, baseline=assistants[0]) if len(assistants) > 1 else []
+    info = {
         "domain": chosen.name,
-        "personas": list(personas),
+        "personas": [p if isinstance(p, str) else p.name for p in personas],
         "assistants": list(assistants),
+        "user": user,
+        "user_reviewer": user_reviewer,
         "seeds": seeds,
         "seed": seed,
         "scenarios": [s.id for s in scenarios],
         "max_turns": max_turns,
+        "design": "paired: a sample's user seed depends on (run seed, base scenario, "
+        "sample index) only",
+        **dict(meta or {}),
     }
     paths["csv"] = write_table_csv(cells, out / "results.csv")
-    paths["json"] = write_table_json(cells, out / "results.json", meta=meta)
+    paths["json"] = write_table_json(
+        cells, out / "results.json", meta=info, extra={"paired": paired_json(paired)}
+    )
+    if paired:
+        paths["paired"] = write_paired_csv(paired, out / "paired.csv")
     if html:
         paths["html"] = write_html(
             records,
@@ -208,7 +318,73 @@ async def run_experiment(
             source=str(paths["rollouts"]),
         )
     _log.info("experiment.finished", rollouts=len(records), cells=len(cells))
-    return ExperimentOutput(rollouts=records, cells=cells, paths=paths)
+    return ExperimentOutput(rollouts=records, cells=cells, paired=paired, paths=paths)
+
+
+@dataclass
+class _Users:
+    """The user factory of an experiment, and the model it may hold open."""
+
+    user: Any
+    shared: Any = None
+
+    async def aclose(self) -> None:
+        if self.shared is not None:
+            await self.shared.aclose()
+
+
+def _user_factory(spec: str, domain: Domain[Any], base_url: str | None) -> _Users:
+    from convo_sim.cli.actors_spec import (
+        ModelEndpoint,
+        OpenAIUserFactory,
+        _SharedModel,
+        parse_actor_spec,
+    )
+
+    parsed = parse_actor_spec(spec, flag="--user")
+    if parsed.kind == "builtin":
+        return _Users(domain.user)
+    assert parsed.model is not None
+    shared = _SharedModel(ModelEndpoint(parsed.model, base_url))
+    return _Users(OpenAIUserFactory(shared, domain.name), shared)
+
+
+@dataclass
+class _Reviewer:
+    """The LLM reviewer of an experiment's users: one model and cache, made on first use."""
+
+    shared: Any
+    cache: JudgeCache
+    domain: str
+    _reviewer: UserReviewer | None = None
+
+    def get(self) -> UserReviewer:
+        if self._reviewer is None:
+            self._reviewer = UserReviewer(
+                self.shared.get(), model_name=self.shared.endpoint.model, cache=self.cache
+            )
+        return self._reviewer
+
+    @property
+    def annotator(self) -> JudgedUserReview:
+        return JudgedUserReview(self.get, self.domain)
+
+    async def aclose(self) -> None:
+        await self.shared.aclose()
+
+
+def _reviewer(
+    spec: str, domain: Domain[Any], base_url: str | None, cache: str | Path | None
+) -> _Reviewer | None:
+    if spec == "rules":
+        return None
+    from convo_sim.cli.actors_spec import ModelEndpoint, _SharedModel
+
+    kind, _, model = spec.partition(":")
+    if kind != "openai" or not model.strip():
+        raise InputError(f"--user-reviewer {spec!r}: expected 'rules' or 'openai:MODEL'")
+    shared = _SharedModel(ModelEndpoint(model.strip(), base_url))
+    return _Reviewer(shared, JudgeCache(cache), domain.name)
 
 
 def add_parser(sub: Any) -> None:
@@ -223,9 +399,40 @@ def add_parser(sub: Any) -> None:
         help="comma-separated persona names (default: cooperative,terse,impatient)",
     )
     p.add_argument(
+        "--population",
+        metavar="N",
+        type=int,
+        default=None,
+        help="instead of --personas: N personas drawn from the population sampler "
+        "(demographics, OCEAN traits, behaviour), seeded by --seed",
+    )
+    p.add_argument(
         "--assistants",
         default="builtin",
-        help="comma-separated assistant specs: builtin, openai:MODEL (default: builtin)",
+        help="comma-separated assistant specs: builtin, openai:MODEL; the first is the "
+        "baseline of the paired comparisons (default: builtin)",
+    )
+    p.add_argument(
+        "--user",
+        metavar="SPEC",
+        default="builtin",
+        help="the simulated user: builtin (rule-based, plays each persona) or openai:MODEL "
+        "(an LLM given each persona as instructions)",
+    )
+    p.add_argument(
+        "--user-reviewer",
+        metavar="SPEC",
+        default="rules",
+        help="who reviews the simulated user for user_failure: rules (the domain's rule-based "
+        "review, default) or openai:MODEL (an LLM judge; convo-sim serve's "
+        "calendar-user-reviewer is the rule-based one behind HTTP)",
+    )
+    p.add_argument(
+        "--judge-cache",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="a JSONL file caching the LLM judge's answers by content hash (default: in memory)",
     )
     p.add_argument("--seeds", type=int, default=3, help="samples per scenario and cell (default 3)")
     p.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
@@ -242,7 +449,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out-dir", type=Path, default=Path("results"), help="output folder")
     p.add_argument("--max-turns", type=int, default=20, help="turn limit per dialogue")
     p.add_argument("--concurrency", type=int, default=32, help="dialogues at once")
-    p.add_argument("--base-url", help="OpenAI-compatible server for openai:MODEL assistants")
+    p.add_argument("--base-url", help="OpenAI-compatible server for openai:MODEL specs")
     p.add_argument("--no-resume", action="store_true", help="start rollouts.jsonl over")
     p.add_argument("--no-html", action="store_true", help="do not write report.html")
     add_domain_argument(p)
@@ -260,8 +467,20 @@ def _fmt(value: float | None, interval: tuple[float, float] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the experiment the arguments describe; print the table."""
-    personas, assistants = _names(args.personas), _names(args.assistants)
+    """Run the experiment the arguments describe; print the tables."""
+    personas: list[str | Persona] = list(_names(args.personas))
+    assistants = _names(args.assistants)
+    meta: dict[str, Any] = {}
+    if args.population is not None:
+        if args.population < 1:
+            raise InputError(f"--population must be at least 1, got {args.population!r}")
+        population = sample_personas(args.population, seed=args.seed)
+        personas = list(population)
+        meta["population"] = {
+            "size": args.population,
+            "seed": args.seed,
+            "diversity": population_diversity(population).model_dump(mode="json"),
+        }
     if not personas or not assistants:
         raise InputError("--personas and --assistants need at least one name each")
     if args.scenario_file is not None and args.script is not None:
@@ -292,24 +511,58 @@ def run(args: argparse.Namespace) -> int:
             max_turns=args.max_turns,
             concurrency=args.concurrency,
             base_url=args.base_url,
+            user=args.user,
+            user_reviewer=args.user_reviewer,
+            judge_cache=args.judge_cache,
             resume=not args.no_resume,
             html=not args.no_html,
+            meta=meta,
         )
     )
-    k = args.seeds
-    header = (
-        f"{'persona':<12} {'assistant':<10} {'n':>3}  {'reward [95% CI]':<18} pass^{k:<3} "
-        f"{'coverage':<18} {'premature':<18} stop_ok"
-    )
-    print(header)
-    for c in result.cells:
+    _print_cells(result.cells, args.seeds)
+    if result.paired:
+        _print_paired(result.paired)
+    if "population" in meta:
+        diversity = meta["population"]["diversity"]
         print(
-            f"{c.group['persona']:<12} {c.group['assistant']:<10} {c.rollouts:>3}  "
-            f"{_fmt(c.mean_reward, c.reward_ci):<18} {_fmt(c.pass_hat_k.get(k), None):<8} "
-            f"{_fmt(c.goal_coverage, c.coverage_ci):<18} "
-            f"{_fmt(c.premature_stop_rate, c.premature_stop_ci):<18} "
-            f"{_fmt(c.stop_ok_rate, None)}"
+            f"population: {args.population} personas, mean pairwise distance "
+            f"{diversity['mean_pairwise_distance']:.2f}, distinct behaviours "
+            f"{diversity['distinct_behaviours']:.2f}"
         )
     for name, path in result.paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _print_cells(cells: Sequence[CellStats], k: int) -> None:
+    width = max([len(c.group["persona"]) for c in cells] + [11])
+    side = max([len(c.group["assistant"]) for c in cells] + [10])
+    print(
+        f"{'persona':<{width}} {'assistant':<{side}} {'n':>3}  {'reward [95% CI]':<18} pass^{k:<3} "
+        f"{'coverage':<18} {'premature':<18} stop_ok  failed: assistant/simulator"
+    )
+    for c in cells:
+        print(
+            f"{c.group['persona']:<{width}} {c.group['assistant']:<{side}} {c.rollouts:>3}  "
+            f"{_fmt(c.mean_reward, c.reward_ci):<18} {_fmt(c.pass_hat_k.get(k), None):<8} "
+            f"{_fmt(c.goal_coverage, c.coverage_ci):<18} "
+            f"{_fmt(c.premature_stop_rate, c.premature_stop_ci):<18} "
+            f"{_fmt(c.stop_ok_rate, None):<8} {c.assistant_failures}/{c.simulator_failures}"
+        )
+
+
+def _print_paired(rows: Sequence[PairedComparison]) -> None:
+    width = max([len(r.group.get("persona", "")) for r in rows] + [11])
+    side = max([len(r.other) for r in rows] + [10])
+    print(f"\npaired differences (other - {rows[0].baseline}), reward:")
+    print(
+        f"{'persona':<{width}} {'other':<{side}} {'pairs':>5}  {'difference [95% CI]':<22} "
+        "wins/losses/ties  p"
+    )
+    for r in rows:
+        p = "-" if r.p_value is None else f"{r.p_value:.3g}"
+        print(
+            f"{r.group.get('persona', ''):<{width}} {r.other:<{side}} {r.pairs:>5}  "
+            f"{_fmt(r.mean_difference, r.difference_ci):<22} "
+            f"{r.wins}/{r.losses}/{r.ties:<10} {p}"
+        )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from convo_sim._errors import InputError
+from convo_sim._logging import get_logger
 from convo_sim._records import Rollout, ScenarioLike
 from convo_sim._rollouts import (
     DEFAULT_MAX_TURNS,
@@ -34,10 +35,13 @@ from convo_sim._rollouts import (
     VerifierFactory,
 )
 from convo_sim._served_models import ServedModel
+from convo_sim._user_failure import UserFailure
 
-__all__ = ["Domain", "ScenarioGenerator", "ScenarioLoader"]
+__all__ = ["Annotator", "Domain", "ScenarioGenerator", "ScenarioLoader", "annotate_rollout"]
 
 S = TypeVar("S", bound=ScenarioLike)
+
+_log = get_logger("convo_sim.domains")
 
 
 class ScenarioLoader(Protocol[S]):
@@ -93,6 +97,9 @@ class Domain(Generic[S]):
         fidelity: `fidelity(rollout, scenario) -> metrics`, how faithfully
             the simulated user played its part (JSON-able), or None when
             there is nothing to measure it against.
+        review_user: `review_user(rollout, scenario) -> False | tags`, what
+            the simulated user did wrong (`convo_sim.UserFailureTag`), or
+            None when there is nothing to hold it to.
     """
 
     name: str
@@ -113,6 +120,7 @@ class Domain(Generic[S]):
     from_card: Callable[[Mapping[str, Any]], S] | None = None
     describe_goal: Callable[[S], str | None] | None = None
     fidelity: Callable[[Rollout, S], Mapping[str, Any] | None] | None = None
+    review_user: Callable[[Rollout, S], UserFailure | None] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():
@@ -128,6 +136,9 @@ class Domain(Generic[S]):
     def plan(self, **overrides: Any) -> RolloutPlan[S]:
         """A `RolloutPlan` with this domain's factories and turn limit.
 
+        Its records carry what the domain knows about the simulated user
+        (`annotate`): the scenario's persona in `metadata["persona"]`, the
+        user-fidelity metrics in `metadata["fidelity"]` and `user_failure`.
         Any `RolloutPlan` field may be overridden by keyword
         (`domain.plan(seed=3, concurrency=8, user=my_user)`).
 
@@ -141,8 +152,19 @@ class Domain(Generic[S]):
             verifiers=self.verifiers,
             completion=self.completion,
             max_turns=self.max_turns,
+            annotate=self.annotator(),
         )
         return dataclasses.replace(plan, **overrides) if overrides else plan
+
+    def annotator(self) -> Annotator:
+        """`annotate_rollout` with this domain's fidelity and user review (picklable)."""
+        return Annotator(self.fidelity, self.review_user)
+
+    def annotate(self, rollout: Rollout, scenario: S) -> Rollout:
+        """`rollout` with the persona, fidelity metrics and `user_failure` (see `plan`)."""
+        return annotate_rollout(
+            rollout, scenario, fidelity=self.fidelity, review_user=self.review_user
+        )
 
     def scenarios(self, sets: Iterable[str] | None = None) -> list[S]:
         """The scenarios of the named bundled sets, in order (default: `default_sets`).
@@ -168,3 +190,54 @@ class Domain(Generic[S]):
         if metrics is None:
             return rollout
         return rollout.model_copy(update={"metadata": {**rollout.metadata, "fidelity": metrics}})
+
+
+@dataclass(frozen=True, slots=True)
+class Annotator:
+    """`annotate_rollout` bound to a domain's functions; pickles by reference, compares by value."""
+
+    fidelity: Callable[[Rollout, Any], Mapping[str, Any] | None] | None = None
+    review_user: Callable[[Rollout, Any], UserFailure | None] | None = None
+
+    def __call__(self, rollout: Rollout, scenario: Any) -> Rollout:
+        return annotate_rollout(
+            rollout, scenario, fidelity=self.fidelity, review_user=self.review_user
+        )
+
+
+def annotate_rollout(
+    rollout: Rollout,
+    scenario: Any,
+    *,
+    fidelity: Callable[[Rollout, Any], Mapping[str, Any] | None] | None = None,
+    review_user: Callable[[Rollout, Any], UserFailure | None] | None = None,
+) -> Rollout:
+    """`rollout` with what is known about its simulated user.
+
+    `metadata["persona"]` (the scenario's persona, unless the metadata names
+    one already), `metadata["fidelity"]` and `user_failure` (when the
+    functions give them). A function that raises is a bug, not a reason to
+    lose the record: it is logged as `rollout.annotate_failed`, its error
+    kept in `metadata["annotate_error"]`, and the record goes on.
+    """
+    metadata = dict(rollout.metadata)
+    update: dict[str, Any] = {}
+    persona = getattr(scenario, "persona", None)
+    if persona is not None:
+        metadata.setdefault("persona", persona)
+    try:
+        metrics = fidelity(rollout, scenario) if fidelity is not None else None
+        if metrics is not None:
+            metadata["fidelity"] = dict(metrics)
+        if review_user is not None:
+            update["user_failure"] = review_user(rollout, scenario)
+    except Exception as exc:  # a bug in a domain's review; the record is kept
+        _log.error(
+            "rollout.annotate_failed",
+            scenario_id=rollout.scenario_id,
+            sample_index=rollout.sample_index,
+            error=type(exc).__name__,
+        )
+        metadata["annotate_error"] = f"{type(exc).__name__}: {exc}"[:500]
+    update["metadata"] = metadata
+    return rollout.model_copy(update=update)

@@ -9,12 +9,15 @@ as a JSON list in every reply.
 
 A user message may hold several requests (an `upfront` user states its
 whole goal at once); they are read with
-`convo_sim.domains.calendar._intents.message_requests` and applied in order. When the
-latest user message asks for nothing (a greeting, "Okay.", a deflection),
-the reply invites the next request ("Is there anything else you'd like to
-schedule?"). That is not a follow-up question about a request, which the
-calendar prompt rules out, and it is what lets a `withholding` user, who
-speaks only when asked, reach its goal.
+`convo_sim.domains.calendar._intents.message_requests` and applied in order. Every
+reply invites the next request: after what it did ("Added ... Anything
+else you'd like to schedule?"), or, when the latest user message asked for
+nothing (a greeting, "Okay.", a deflection), with the calendar alone ("Is
+there anything else you'd like to schedule?"). That is not a follow-up
+question about a request, which the calendar prompt rules out; it is what a
+scheduling assistant says, and it lets a `withholding` user, who speaks
+only when asked, reveal one request per turn, so that the solver is a
+perfect assistant for every persona.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = ["CalendarSolverAssistant"]
 _SHOWN = "Here is your calendar."
 _INVITE_EMPTY = "Your calendar is empty. What would you like to schedule?"
 _INVITE_MORE = "Here is your calendar. Is there anything else you'd like to schedule?"
+_INVITE_NEXT = "Anything else you'd like to schedule?"
 
 
 @dataclass(slots=True)
@@ -82,11 +86,11 @@ class CalendarSolverAssistant:
         window: the working day, `(start, end)` in minutes since midnight.
         step: the grid of start times the solver tries, in minutes.
         sentence: begin each reply with one short sentence before the list.
-        invite: when the latest user message asks for nothing, that sentence
-            invites the next request ("Is there anything else you'd like to
-            schedule?"); False keeps it to "Here is your calendar.", an
-            assistant that never asks (a `withholding` user then never
-            reveals its goal).
+        invite: end every reply's sentence with an invitation to the next
+            request ("Anything else you'd like to schedule?"); False never
+            asks ("Here is your calendar." when the user asked for nothing),
+            which a `withholding` user answers by waiting until its turns
+            run short.
     """
 
     def __init__(
@@ -127,6 +131,8 @@ class CalendarSolverAssistant:
         note = replay.note
         if note is None:
             note = _SHOWN if not self.invite else _INVITE_MORE if listed else _INVITE_EMPTY
+        elif self.invite:
+            note = f"{note} {_INVITE_NEXT}"
         return f"{note}\n\n{calendar}"
 
     def _read(

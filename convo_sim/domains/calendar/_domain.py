@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convo_sim._actors import Actor
-from convo_sim._errors import ScenarioError
+from convo_sim._errors import InputError, ScenarioError
 from convo_sim._records import Rollout
 from convo_sim._verification import FinalVerifier, TurnVerifier
 from convo_sim.domains._domain import Domain
@@ -21,12 +21,18 @@ from convo_sim.domains.calendar._generate import generate_scenarios
 from convo_sim.domains.calendar._loaders import bundled_scenarios, load_scenarios
 from convo_sim.domains.calendar._persona_user import PersonaCalendarUser
 from convo_sim.domains.calendar._prompts import CALENDAR_SYSTEM_PROMPT
+from convo_sim.domains.calendar._review import review_rollout
 from convo_sim.domains.calendar._scenario import CalendarGoal, CalendarScenario
 from convo_sim.domains.calendar._served import served_models
 from convo_sim.domains.calendar._user import CalendarUser
 from convo_sim.domains.calendar._verifiers import calendar_verifiers
 from convo_sim.scenarios._run import user_seed
-from convo_sim.users._persona import Persona, UnknownPersonaError, get_persona
+from convo_sim.users._persona import (
+    PERSONA_SPEC_KEY,
+    Persona,
+    UnknownPersonaError,
+    scenario_persona,
+)
 from convo_sim.users._simple import ScriptedUser
 
 __all__ = [
@@ -70,16 +76,15 @@ def default_user(scenario: CalendarScenario, *, seed: int | None = None) -> Acto
 
 
 def _persona(scenario: CalendarScenario) -> Persona | None:
-    """The bundled persona `scenario.persona` names, or None when it names none.
+    """The persona of `scenario` (`scenario_persona`), or None when it names none.
 
     Raises:
-        ScenarioError: the name is not a bundled persona.
+        ScenarioError: the name is not a bundled persona, or the persona
+            carried in its metadata is not valid.
     """
-    if scenario.persona is None:
-        return None
     try:
-        return get_persona(scenario.persona)
-    except UnknownPersonaError as exc:
+        return scenario_persona(scenario)
+    except (UnknownPersonaError, InputError) as exc:
         raise ScenarioError(f"scenario {scenario.id!r}: {exc}", scenario_id=scenario.id) from None
 
 
@@ -108,15 +113,23 @@ def card(scenario: CalendarScenario, seed: int) -> dict[str, Any]:
     """The scenario card of one sample: what a served `calendar-user` rebuilds the user from.
 
     The card's `seed` is the user's (`user_seed`), so the served user words
-    its messages exactly as `user(scenario, seed)` does in process.
+    its messages exactly as `user(scenario, seed)` does in process; it holds
+    the turn limit the user paces itself for, and a persona that is not
+    bundled as data (`persona_spec`).
     """
-    return {
+    data: dict[str, Any] = {
         "id": scenario.id,
         "goal": scenario.goal.model_dump(mode="json") if scenario.goal else None,
         "persona": scenario.persona,
         "seed": user_seed(scenario, seed),
         "user_script": list(scenario.user_script),
     }
+    if scenario.max_turns is not None:
+        data["max_turns"] = scenario.max_turns
+    spec = scenario.metadata.get(PERSONA_SPEC_KEY)
+    if spec is not None:
+        data[PERSONA_SPEC_KEY] = spec.model_dump(mode="json") if isinstance(spec, Persona) else spec
+    return data
 
 
 def from_card(data: Mapping[str, Any]) -> CalendarScenario:
@@ -125,6 +138,7 @@ def from_card(data: Mapping[str, Any]) -> CalendarScenario:
     Raises:
         pydantic.ValidationError: the card does not describe a calendar scenario.
     """
+    spec = data.get(PERSONA_SPEC_KEY)
     return CalendarScenario.model_validate(
         {
             "id": data.get("id", "served"),
@@ -132,6 +146,8 @@ def from_card(data: Mapping[str, Any]) -> CalendarScenario:
             "persona": data.get("persona"),
             "seed": data.get("seed", 0),
             "user_script": data.get("user_script") or (),
+            "max_turns": data.get("max_turns"),
+            "metadata": {} if spec is None else {PERSONA_SPEC_KEY: spec},
         }
     )
 
@@ -167,21 +183,22 @@ def _describe_calendar_goal(goal: CalendarGoal) -> str:
 
 
 def fidelity(rollout: Rollout, scenario: CalendarScenario) -> dict[str, Any] | None:
-    """The user-fidelity metrics of a rollout whose scenario has a goal and a persona.
+    """The user-fidelity metrics of a rollout whose scenario has a goal.
 
     The goal counts as met when the reward is 1 (by full coverage when the
-    rollout has no reward). None for a scenario without a goal or persona:
-    there is nothing to hold the user to.
+    rollout has no reward). Pacing is measured against the scenario's
+    persona, when it has one. None for a scenario without a goal or with a
+    user script: there is nothing to hold the user to.
 
     Raises:
         UnknownPersonaError: the scenario names a persona that is not bundled.
     """
-    if scenario.goal is None or scenario.persona is None:
+    if scenario.goal is None or scenario.user_script:
         return None
     metrics = user_fidelity(
         rollout.transcript,
         expected=scenario.goal,
-        persona=scenario.persona,
+        persona=scenario_persona(scenario),
         goal_met=None if rollout.reward is None else rollout.reward >= 1.0,
     )
     return metrics.model_dump(mode="json")
@@ -207,5 +224,6 @@ DOMAIN: Domain[CalendarScenario] = Domain(
     from_card=from_card,
     describe_goal=describe_goal,
     fidelity=fidelity,
+    review_user=review_rollout,
 )
 """The calendar domain (`convo_sim.domains.get("calendar")`)."""

@@ -45,7 +45,7 @@ from convo_sim._records import Rollout
 from convo_sim.domains.calendar._intents import RequestedState, message_requests
 from convo_sim.domains.calendar._model import ConstraintFormatError, parse_constraint
 from convo_sim.domains.calendar._scenario import CalendarGoal, CalendarScenario
-from convo_sim.users._persona import Persona, get_persona
+from convo_sim.users._persona import Persona, get_persona, scenario_persona
 
 __all__ = [
     "StopDiscipline",
@@ -283,7 +283,7 @@ def with_fidelity(
     fidelity = user_fidelity(
         rollout.transcript,
         expected=scenario.goal if scenario.goal is not None else scenario.expected_state,
-        persona=scenario.persona,
+        persona=scenario_persona(scenario),
         goal_met=goal_met,
     )
     metadata = {**rollout.metadata, "fidelity": fidelity.model_dump(mode="json")}

@@ -9,17 +9,30 @@ and when, following a `Persona`:
   a question (or invites one), sending a short waiting line instead;
 * cooperativeness: with chance `1 - cooperativeness` per turn, a request is
   replaced by a non-committal deflection (the request comes a turn later);
-* patience: after `patience` messages, if it is not done, the user gives up
-  with the stop token;
+* patience: the bad assistant turns (a calendar it has to correct) it puts
+  up with before it gives up with the stop token; an assistant that makes
+  no mistake never exhausts it;
 * change of mind: with chance `change_of_mind` per request that carries a
   time, the user first asks for another time (`at ...`), and reverts to the
   one it wants in its next message. It always reverts: the scenario's
   expected state is the goal, so a kept change would make the verifier
   grade the wrong target;
-* verbosity, typos and off-topic remarks reshape the text. Every reshaped
-  message is parsed again with the request parser, and a reshaping that
-  would change what the message asks for is dropped, so noise never changes
-  the goal.
+* expertise: how often an event and its first constraint come in one message;
+* verbosity, quirks, typos and off-topic remarks reshape the text. Every
+  reshaped message is parsed again with the request parser, and a
+  reshaping that would change what the message asks for is dropped, so
+  noise never changes the goal.
+
+**Every persona is winnable.** The user knows its turn limit (the
+scenario's `max_turns`, else `DEFAULT_MAX_TURNS`) and the turn it is in. A
+behaviour that costs a turn (waiting to be asked, deflecting, a change of
+mind) is spent only while the turns left exceed what the rest of its goal
+needs (one turn per remaining request, and one to say it is done); after
+that it cooperates. If the turns left are fewer than its remaining
+requests (a limit below the goal's length), it packs several requests into
+one message so that the goal still fits. So a perfect assistant reaches
+every goal with every persona, and one that wastes turns or makes mistakes
+does not: the persona's demands bind only on the assistant's failures.
 
 Randomness comes from `random.Random` seeded with the seed and the message
 index, so a seed always gives the same dialogue.
@@ -34,12 +47,13 @@ from collections.abc import Callable
 from convo_sim._actors import View
 from convo_sim._completion import DEFAULT_STOP_TOKEN
 from convo_sim._messages import Message
+from convo_sim._rollouts import DEFAULT_MAX_TURNS
 from convo_sim.domains.calendar._intents import message_requests, parse_request
 from convo_sim.domains.calendar._model import parse_constraint
 from convo_sim.domains.calendar._scenario import CalendarScenario
 from convo_sim.domains.calendar._times import format_12h, parse_time
 from convo_sim.domains.calendar._user import CalendarUser
-from convo_sim.users._persona import Persona, get_persona
+from convo_sim.users._persona import Persona, get_persona, scenario_persona
 
 __all__ = ["PersonaCalendarUser"]
 
@@ -55,11 +69,6 @@ _DEFLECT = (
     "Hmm, I'm not sure yet. You decide.",
     "Let me think about it.",
     "Doesn't matter much to me.",
-)
-_GIVE_UP = (
-    "I don't have time for this any more. {stop}",
-    "This is taking too long; I'll do it myself. {stop}",
-    "Never mind, let's stop here. {stop}",
 )
 _OFF_TOPIC = (
     "By the way, the coffee machine on our floor is broken again.",
@@ -98,16 +107,24 @@ def _meaning(text: str) -> list[tuple[int, int | None, str | None]]:
     return [(r.event_id, r.duration, r.constraint) for r in message_requests(text)]
 
 
+_COMBINE = {"novice": 0.1, "intermediate": 0.3, "expert": 0.6}
+"""Chance that an event and its first constraint come in one message, by expertise."""
+
+
 class PersonaCalendarUser:
     """A `CalendarUser` that plays a `Persona`.
 
     Args:
         scenario: the scenario (it must have a calendar goal).
-        persona: the persona; default: the scenario's `persona` by name,
-            else `cooperative`.
+        persona: the persona; default: the scenario's (`scenario_persona`:
+            a sampled one in its metadata, or a bundled one by name), else
+            `cooperative`.
         seed: seeds wording and persona behaviour; the scenario's seed by default.
         stop_token: what the user says when it is done or gives up.
-        max_corrections: passed to `CalendarUser`.
+        max_corrections: passed to `CalendarUser`, unless the persona sets
+            its `patience`.
+        max_turns: the turn limit the user paces itself for; the scenario's,
+            else `DEFAULT_MAX_TURNS`.
 
     Raises:
         ValueError: the scenario has no goal.
@@ -122,19 +139,22 @@ class PersonaCalendarUser:
         seed: int | None = None,
         stop_token: str = DEFAULT_STOP_TOKEN,
         max_corrections: int = 2,
+        max_turns: int | None = None,
     ) -> None:
         if persona is None:
-            persona = get_persona(scenario.persona or "cooperative")
+            persona = scenario_persona(scenario) or get_persona("cooperative")
         self.persona = persona
         self.seed = scenario.seed if seed is None else seed
         self.stop_token = stop_token
+        self.max_turns = max_turns or scenario.max_turns or DEFAULT_MAX_TURNS
         # The wrapper owns every persona behaviour, verbosity included, so the
         # inner user is built without one.
         self.inner = CalendarUser(
             scenario.model_copy(update={"persona": None}),
             seed=self.seed,
             stop_token=stop_token,
-            max_corrections=max_corrections,
+            max_corrections=max_corrections if persona.patience is None else persona.patience,
+            combine=_COMBINE[persona.expertise],
         )
         self.sent = 0
         self.pending: list[str] = []
@@ -149,51 +169,59 @@ class PersonaCalendarUser:
         Raises:
             Exception: only on a bug in this class or the inner user.
         """
-        text = await self._next(view)
+        text = self._next(view)
         self.sent += 1
         if self.stop_token in text:
             self.done = True
         return Message(role="user", content=text)
 
-    async def _next(self, view: View) -> str:
-        persona = self.persona
-        if persona.patience is not None and self.sent >= persona.patience and not self.done:
-            # Out of patience: stop now, unless the inner user is stopping anyway.
-            text = await self._inner(view)
-            if self.stop_token in text:
-                return self._shape(text)
-            return self._rng("give-up").choice(_GIVE_UP).format(stop=self.stop_token)
-        if self.pending:
+    def _next(self, view: View) -> str:
+        inner = self.inner
+        if self.pending:  # the revert of a change of mind, due now
             return self._shape(self.pending.pop(0))
-        more = self.inner.sent < len(self.inner.messages)
-        if more and persona.disclosure == "when_asked":
+        first = inner.sent == 0 and inner.revealed == 0
+        if not first:
+            problem = inner.check(view.last)
+            if problem is not None or inner.done_revealing:
+                # A correction (or giving up, out of patience), or thanks and stop.
+                return self._shape(inner.answer(problem))
+        # Nothing to correct and requests left: the persona decides how to go on.
+        left = self.max_turns - view.turn + 1  # assistant replies left, this one's included
+        need = len(inner.messages) - inner.sent  # requests left, one message each
+        spare = left - 1 - need  # turns beyond those and the closing message
+        persona = self.persona
+        if spare > 0:
             asked = view.last is not None and _INVITATION.search(view.last.text) is not None
-            if not asked:
+            if persona.disclosure == "when_asked" and not asked:
                 return self._rng("wait").choice(_WAITING[:1] if self.sent == 0 else _WAITING[1:])
-        if more and self.sent > 0 and self._rng("coop").random() >= persona.cooperativeness:
-            return self._rng("deflect").choice(_DEFLECT)
-        if more and persona.disclosure == "all_at_once" and self.inner.sent == 0:
-            return self._shape(self._everything())
-        text = await self._inner(view)
-        return self._shape(self._maybe_change_mind(text))
+            if not first and self._rng("coop").random() >= persona.cooperativeness:
+                return self._rng("deflect").choice(_DEFLECT)
+        if first and persona.disclosure == "all_at_once":
+            return self._shape(self._take(need))
+        # Fewer turns than requests left: pack requests so the goal still fits.
+        pack = need if left < 2 else max(1, need - left + 2)
+        if pack > 1:
+            return self._shape(self._take(pack))
+        text = inner.reply(view.last) if first else inner.answer(None)
+        return self._shape(self._maybe_change_mind(text, spare))
 
-    async def _inner(self, view: View) -> str:
-        return (await self.inner.respond(view)).text
+    def _take(self, count: int) -> str:
+        """The inner user's next `count` planned requests, in one message."""
+        inner = self.inner
+        planned = inner.messages[inner.sent : inner.sent + count]
+        inner.revealed += sum(steps for _, steps in planned)
+        inner.sent += len(planned)
+        return "\n".join(text for text, _ in planned)
 
-    def _everything(self) -> str:
-        """Every planned request of the inner user, in one message."""
-        texts = [text for text, _ in self.inner.messages]
-        self.inner.revealed = sum(steps for _, steps in self.inner.messages)
-        self.inner.sent = len(self.inner.messages)
-        return "\n".join(texts)
-
-    def _maybe_change_mind(self, text: str) -> str:
+    def _maybe_change_mind(self, text: str, spare: int) -> str:
         # Only a planned request that times an event already added: a decoy
         # inside a correction, or for an event not added yet, makes no sense.
+        # The decoy and its revert cost a turn, so it needs one to spare.
         planned = self.inner.messages[self.inner.sent - 1][0] if self.inner.sent else None
         request = parse_request(text)
         if (
-            planned is None
+            spare < 1
+            or planned is None
             or not text.endswith(planned)
             or request is None
             or request.constraint is None
@@ -210,7 +238,7 @@ class PersonaCalendarUser:
         return f"Hmm, actually, could you put (event id: {request.event_id}) at {decoy}?"
 
     def _shape(self, text: str) -> str:
-        """Verbosity, off-topic remarks and typos, keeping what the text asks for."""
+        """Verbosity, quirks, off-topic remarks and typos, keeping what the text asks for."""
         stop = self.stop_token in text
         body = text.replace(self.stop_token, "").strip()
         meaning = _meaning(body)
@@ -219,6 +247,7 @@ class PersonaCalendarUser:
         if rng.random() < self.persona.off_topic_rate:
             remark = rng.choice(_OFF_TOPIC)
             steps.append(lambda t: f"{t} {remark}".strip())
+        steps.extend(_QUIRK_STEPS[quirk] for quirk in self.persona.quirks)
         if self.persona.typo_rate > 0:
             steps.append(lambda t: _typos(t, rng, self.persona.typo_rate))
         for step in steps:
@@ -241,6 +270,28 @@ class PersonaCalendarUser:
             rng = self._rng("voice")
             return f"{rng.choice(_CONTEXT)} {text} Thanks so much for your help!"
         return text
+
+
+_ABBREVIATIONS = (
+    (re.compile(r"\bplease\b", re.IGNORECASE), "pls"),
+    (re.compile(r"\bthanks\b|\bthank you\b", re.IGNORECASE), "thx"),
+    (re.compile(r"\byou\b", re.IGNORECASE), "u"),
+)
+
+
+def _abbreviate(text: str) -> str:
+    for pattern, short in _ABBREVIATIONS:
+        text = pattern.sub(short, text)
+    return text
+
+
+_QUIRK_STEPS: dict[str, Callable[[str], str]] = {
+    "lowercase": str.lower,
+    # Sentence ends only: "10:30" and "(event id: 3)" keep their punctuation.
+    "no_punctuation": lambda t: re.sub(r"[.!]+(?=\s|$)", "", t),
+    "abbreviations": _abbreviate,
+    "exclamations": lambda t: re.sub(r"\.(?=\s|$)", "!", t),
+}
 
 
 def _decoy(rng: random.Random, constraint: str) -> str | None:

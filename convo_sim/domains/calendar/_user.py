@@ -234,7 +234,19 @@ class CalendarUser:
         """The user's next message after the assistant's message `assistant`."""
         if self.sent == 0 and self.revealed == 0:
             return self._next()
-        problem = self._check(assistant.text if assistant is not None else "")
+        return self.answer(self.check(assistant))
+
+    @property
+    def done_revealing(self) -> bool:
+        """Every planned request has been sent."""
+        return self.sent >= len(self.messages)
+
+    def check(self, assistant: Message | None) -> _Problem | None:
+        """The first problem the user sees in the calendar `assistant` shows, or None."""
+        return self._check(assistant.text if assistant is not None else "")
+
+    def answer(self, problem: _Problem | None) -> str:
+        """The user's next message, given what `check` found in the last reply."""
         if problem is not None:
             rng = self._rng("correction", self.corrections)
             if self.corrections >= self.max_corrections:
