@@ -24,6 +24,7 @@ from convo_sim._completion import (
     state_predicate,
     stop_token,
 )
+from convo_sim._env import DialogueEnv, EnvStep, StepInfo, SyncDialogueEnv
 from convo_sim._errors import (
     ConvoSimError,
     EmptyReplyError,
@@ -112,8 +113,10 @@ __all__ = [
     "CompletionContext",
     "Contiguity",
     "ConvoSimError",
+    "DialogueEnv",
     "DialogueResult",
     "EmptyReplyError",
+    "EnvStep",
     "ErrorInfo",
     "ExportFormat",
     "ExportStats",
@@ -137,8 +140,10 @@ __all__ = [
     "RolloutStream",
     "ScenarioError",
     "ScriptExhausted",
+    "StepInfo",
     "Stop",
     "Summary",
+    "SyncDialogueEnv",
     "TerminationReason",
     "Timing",
     "TokenCaptureError",
