@@ -72,6 +72,7 @@ from convo_sim._rollouts import (
     sample_seed,
 )
 from convo_sim._sink import RolloutSink, WriteStats, read_rollouts, write_rollouts
+from convo_sim._tools import Tool, ToolEnv, ToolError
 from convo_sim._verification import (
     NO_FINAL_REPLY,
     FinalContext,
@@ -148,7 +149,10 @@ __all__ = [
     "Timing",
     "TokenCaptureError",
     "TokenSample",
+    "Tool",
     "ToolCall",
+    "ToolEnv",
+    "ToolError",
     "Transcript",
     "TurnContext",
     "TurnScore",

@@ -8,10 +8,16 @@ limit, failures and timeouts, and at the end the final verifiers and the
 reward. Neither loop has rules of its own, so the two cannot drift apart.
 
 A turn is one user message and the assistant's answer. `take` decides who
-speaks next after each message (`speaker`); today that is always the other
-side, and a turn ends with the assistant's message. Steps within a turn (an
-assistant message that calls tools, the results, the assistant asked again)
-belong here too, as another branch of `take`, so that both loops get them.
+speaks next after each message (`speaker`). With a tool environment
+(`convo_sim._tools.ToolEnv`), an assistant message that calls tools is a
+step within the turn: the dialogue runs the calls, appends their results
+and asks the assistant again, until it answers the user (a message without
+tool calls), which ends the turn. Turn verifiers and completion detectors
+see only the answers. `max_turns` bounds the turns, `max_steps` the
+assistant's messages in all and `max_turn_steps` those within one turn;
+each ends the dialogue with its own termination reason. Without a tool
+environment a message's tool calls are not run and it ends the turn as any
+answer does (the calendar's behaviour).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from convo_sim._results import (
     TurnScore,
     Usage,
 )
+from convo_sim._tools import ToolEnv
 from convo_sim._verification import FinalContext, FinalVerifier, RewardFn, TurnVerifier, judge
 from convo_sim._verification import score_turn as _score_turn
 
@@ -82,14 +89,19 @@ class Dialogue(Generic[S]):
         "error",
         "log",
         "log_content",
+        "max_steps",
+        "max_turn_steps",
         "max_turns",
         "misuse",
         "scenario",
         "scores",
         "speaker",
+        "steps",
         "stop",
         "timings",
+        "tools",
         "transcript",
+        "turn_steps",
         "turn_verifiers",
         "turns",
     )
@@ -104,11 +116,23 @@ class Dialogue(Generic[S]):
         detectors: Sequence[Detector],
         turn_verifiers: Sequence[TurnVerifier[S]],
         log: Any,
+        tools: ToolEnv[Any] | None = None,
+        max_steps: int | None = None,
+        max_turn_steps: int | None = None,
     ) -> None:
         self.transcript = transcript
         self.scenario = scenario
         self.speaker: ActorRole = first_speaker(transcript, opening)
+        last = transcript.last
+        if tools is not None and last is not None and last.role == "tool":
+            # A prefix that ends on a tool result waits for the assistant.
+            self.speaker = "assistant"
+        self.tools = tools
         self.max_turns = max_turns
+        self.max_steps = max_steps
+        self.max_turn_steps = max_turn_steps
+        self.steps = 0
+        self.turn_steps = 0
         self.detectors = detectors
         self.turn_verifiers = turn_verifiers
         self.log = log
@@ -128,7 +152,11 @@ class Dialogue(Generic[S]):
         return self.turns + 1
 
     def view(self) -> View[S]:
-        """What `speaker` sees when asked for the next message."""
+        """What `speaker` sees when asked for the next message (the assistant: the tools too)."""
+        if self.tools is not None and self.speaker == "assistant":
+            return View(
+                "assistant", self.transcript, self.turns + 1, self.scenario, self.tools.schemas()
+            )
         return View(self.speaker, self.transcript, self.turns + 1, self.scenario)
 
     async def take(self, reply: object, seconds: float) -> None:
@@ -150,6 +178,13 @@ class Dialogue(Generic[S]):
             reply = reply.model_copy(update={"role": role})
         self.transcript = self.transcript.append(reply)
         self.timings.append((turn, role, seconds))
+        if role == "assistant":
+            self.steps += 1
+            self.turn_steps += 1
+            if reply.tool_calls and self.tools is not None:
+                self._run_tools(reply, turn)
+                return
+            self.turn_steps = 0
         # One context per message, made only when someone reads it: the turn
         # verifiers and the completion detectors see the same one.
         ctx: TurnContext[S] | None = None
@@ -185,9 +220,32 @@ class Dialogue(Generic[S]):
             if self.max_turns is not None and self.turns >= self.max_turns:
                 self.stop = Stop(TerminationReason.MAX_TURNS, f"max_turns({self.max_turns})")
                 return
+            if self.max_steps is not None and self.steps >= self.max_steps:
+                self.stop = Stop(TerminationReason.MAX_STEPS, f"max_steps({self.max_steps})")
+                return
             self.speaker = "user"
         else:
             self.speaker = "assistant"
+
+    def _run_tools(self, reply: Message, turn: int) -> None:
+        """A step: run `reply`'s calls, append their results; the assistant goes again."""
+        assert self.tools is not None
+        env = self.tools
+        errors = env.errors
+        results = [env.run(call) for call in reply.tool_calls]
+        self.transcript = self.transcript.extend(results)
+        self.log.debug(
+            "tools.called",
+            turn=turn,
+            calls=len(results),
+            errors=env.errors - errors,
+            tools=[call.name for call in reply.tool_calls],
+        )
+        if self.max_steps is not None and self.steps >= self.max_steps:
+            self.stop = Stop(TerminationReason.MAX_STEPS, f"max_steps({self.max_steps})")
+        elif self.max_turn_steps is not None and self.turn_steps >= self.max_turn_steps:
+            self.stop = Stop(TerminationReason.MAX_STEPS, f"max_turn_steps({self.max_turn_steps})")
+        # Otherwise the speaker stays the assistant: it answers the results.
 
     def time_out(self, limit: float | None) -> None:
         """`speaker` took longer than `limit` seconds for its message: the dialogue ends."""

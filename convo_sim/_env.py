@@ -43,13 +43,14 @@ from convo_sim._completion import Detector, stop_token
 from convo_sim._dialogue import Dialogue, Failure
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message, Transcript
-from convo_sim._orchestrator import default_reward
+from convo_sim._orchestrator import DEFAULT_MAX_TURN_STEPS, default_reward
 from convo_sim._records import Rollout, ScenarioLike
 from convo_sim._results import DialogueResult, TerminationReason, TurnScore
 from convo_sim._rollouts import (
     DEFAULT_MAX_TURNS,
     ActorFactory,
     CompletionFactory,
+    ToolFactory,
     VerifierFactory,
 )
 from convo_sim._verification import FinalVerifier, RewardFn, TurnVerifier
@@ -65,7 +66,12 @@ Action: TypeAlias = Message | str
 _log = get_logger("convo_sim.env")
 
 TRUNCATING = frozenset(
-    (TerminationReason.MAX_TURNS, TerminationReason.TURN_TIMEOUT, TerminationReason.CANCELLED)
+    (
+        TerminationReason.MAX_TURNS,
+        TerminationReason.MAX_STEPS,
+        TerminationReason.TURN_TIMEOUT,
+        TerminationReason.CANCELLED,
+    )
 )
 """Endings that cut the dialogue short (`truncated`); every other ending is `terminated`."""
 
@@ -129,6 +135,12 @@ class DialogueEnv(Generic[S]):
         reward: turns scores and verdicts into the reward; default as in
             `run_dialogue`.
         opening: who speaks first when the scenario's prefix does not say.
+        tools: `factory(scenario) -> ToolEnv`, the dialogue's tools; default
+            the domain's. A step whose message calls tools runs them: the
+            observation holds their results and the policy acts again
+            (`info["new_messages"]` are the tool messages).
+        max_steps: the most assistant messages per dialogue; None: no limit.
+        max_turn_steps: the most assistant messages within one turn.
 
     Raises:
         ValueError: a limit is out of range, or neither a domain nor a user is given.
@@ -148,9 +160,17 @@ class DialogueEnv(Generic[S]):
         time_budget: float | None = None,
         reward: RewardFn | None = None,
         opening: ActorRole = "user",
+        tools: ToolFactory[Any] | None = None,
+        max_steps: int | None = None,
+        max_turn_steps: int | None = DEFAULT_MAX_TURN_STEPS,
     ) -> None:
-        if max_turns is not None and max_turns < 1:
-            raise ValueError(f"max_turns must be at least 1 or None, got {max_turns!r}")
+        for name, count in (
+            ("max_turns", max_turns),
+            ("max_steps", max_steps),
+            ("max_turn_steps", max_turn_steps),
+        ):
+            if count is not None and count < 1:
+                raise ValueError(f"{name} must be at least 1 or None, got {count!r}")
         limits = {
             "turn_timeout": turn_timeout,
             "policy_timeout": policy_timeout,
@@ -166,6 +186,9 @@ class DialogueEnv(Generic[S]):
         self._verifiers = verifiers
         self._domain_verifiers = self.domain.verifiers if self.domain else None
         self._completion = completion or (self.domain.completion if self.domain else None)
+        self._tools = tools or (self.domain.tools if self.domain else None)
+        self.max_steps = max_steps
+        self.max_turn_steps = max_turn_steps
         self.max_turns = max_turns
         self.turn_timeout = turn_timeout
         self.policy_timeout = policy_timeout
@@ -262,6 +285,9 @@ class DialogueEnv(Generic[S]):
                 detectors=detectors,
                 turn_verifiers=turn_verifiers,
                 log=log,
+                tools=self._tools(scenario) if self._tools and scenario is not None else None,
+                max_steps=self.max_steps,
+                max_turn_steps=self.max_turn_steps,
             )
             log.info(
                 "dialogue.started", prefix_messages=len(dialogue.transcript), max_turns=max_turns
@@ -370,13 +396,14 @@ class DialogueEnv(Generic[S]):
         else:
             if isinstance(reply, str):
                 reply = Message(role="assistant", content=reply)
+            # What follows the policy's message is new: tool results, the user.
+            self._mark = len(dialogue.transcript) + 1
             self._busy = True
             try:
                 with structlog.contextvars.bound_contextvars(dialogue_id=self._dialogue_id):
                     await dialogue.take(reply, seconds)
             finally:
                 self._busy = False
-            self._mark = len(dialogue.transcript)
         return await self._advance(tuple(dialogue.scores[scored:]))
 
     async def _advance(self, scores: tuple[TurnScore, ...]) -> EnvStep:
@@ -414,8 +441,10 @@ class DialogueEnv(Generic[S]):
             terminated_by=None if stop is None else stop.detector,
             result=result,
         )
-        observation: View[S] = View(
-            "assistant", dialogue.transcript, dialogue.turns + 1, self._scenario
+        observation: View[S] = (
+            dialogue.view()
+            if dialogue.stop is None
+            else View("assistant", dialogue.transcript, dialogue.turns + 1, self._scenario)
         )
         truncated = stop is not None and stop.reason in TRUNCATING
         return EnvStep(observation, reward, stop is not None and not truncated, truncated, info)

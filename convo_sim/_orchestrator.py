@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import anyio
 import structlog
@@ -36,6 +36,7 @@ from convo_sim._dialogue import Dialogue, Failure
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message, Transcript
 from convo_sim._results import DialogueResult, TerminationReason
+from convo_sim._tools import ToolEnv
 from convo_sim._verification import (
     FinalVerifier,
     RewardFn,
@@ -44,7 +45,10 @@ from convo_sim._verification import (
     final_only,
 )
 
-__all__ = ["default_reward", "run_dialogue"]
+__all__ = ["DEFAULT_MAX_TURN_STEPS", "default_reward", "run_dialogue"]
+
+DEFAULT_MAX_TURN_STEPS = 16
+"""The most assistant messages in one turn of a dialogue with tools, unless set."""
 
 _log = get_logger("convo_sim.orchestrator")
 
@@ -116,6 +120,9 @@ async def run_dialogue(
     reward: RewardFn | None = None,
     stop: anyio.Event | None = None,
     dialogue_id: str | None = None,
+    tools: ToolEnv[Any] | None = None,
+    max_steps: int | None = None,
+    max_turn_steps: int | None = DEFAULT_MAX_TURN_STEPS,
 ) -> DialogueResult:
     """Run one dialogue to its end and return what it produced.
 
@@ -144,6 +151,15 @@ async def run_dialogue(
             partial result is returned (a graceful stop, unlike cancelling
             the caller, which propagates).
         dialogue_id: bound to every log event; a random id by default.
+        tools: the dialogue's tool environment (its tools and the state
+            they act on); an assistant message that calls tools is then a
+            step: the calls run, their results are appended and the
+            assistant is asked again until it answers the user. None: no
+            tools (tool calls are not run).
+        max_steps: the most assistant messages in the whole dialogue,
+            tool-calling steps included; `None` for no limit.
+        max_turn_steps: the most assistant messages within one turn (with
+            tools); `None` for no limit. Both end the dialogue as `max_steps`.
 
     Returns:
         A `DialogueResult` for every ending: a failing actor, a timeout or a
@@ -154,8 +170,13 @@ async def run_dialogue(
         TypeError: a completion detector returned something that is not a decision.
         Exception: whatever a completion detector raised (a bug in the caller's code).
     """
-    if max_turns is not None and max_turns < 1:
-        raise ValueError(f"max_turns must be at least 1 or None, got {max_turns!r}")
+    for name, count in (
+        ("max_turns", max_turns),
+        ("max_steps", max_steps),
+        ("max_turn_steps", max_turn_steps),
+    ):
+        if count is not None and count < 1:
+            raise ValueError(f"{name} must be at least 1 or None, got {count!r}")
     for name, value in (("turn_timeout", turn_timeout), ("time_budget", time_budget)):
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive or None, got {value!r}")
@@ -183,6 +204,9 @@ async def run_dialogue(
             detectors=detectors,
             turn_verifiers=turn_verifiers,
             log=log,
+            tools=tools,
+            max_steps=max_steps,
+            max_turn_steps=max_turn_steps,
         )
         log.info("dialogue.started", prefix_messages=len(dialogue.transcript), max_turns=max_turns)
         # Typed by annotation, not by subscripting the factory: a

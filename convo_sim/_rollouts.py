@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -55,8 +55,9 @@ from convo_sim._errors import InputError, RolloutError
 from convo_sim._gc_tuning import collector_sized_for
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message
-from convo_sim._orchestrator import run_dialogue
+from convo_sim._orchestrator import DEFAULT_MAX_TURN_STEPS, run_dialogue
 from convo_sim._records import Rollout, RolloutKey, ScenarioLike
+from convo_sim._tools import ToolEnv
 from convo_sim._verification import FinalVerifier, RewardFn, TurnVerifier
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "CompletionFactory",
     "RolloutPlan",
     "RolloutStream",
+    "ToolFactory",
     "VerifierFactory",
     "generate_rollouts_sync",
     "open_plan",
@@ -85,6 +87,8 @@ VerifierFactory: TypeAlias = Callable[
 """Builds a scenario's verifiers: `factory(scenario) -> (turn_verifiers, final_verifiers)`."""
 CompletionFactory: TypeAlias = Callable[[S], Detector | Sequence[Detector]]
 """Builds a scenario's completion detectors (default: the user's stop token)."""
+ToolFactory: TypeAlias = Callable[[S], "ToolEnv[Any] | None"]
+"""Builds one dialogue's tool environment (its own state): `factory(scenario) -> ToolEnv`."""
 
 DEFAULT_MAX_TURNS = 20
 """The turn limit of scenarios that set none, when neither the run nor the domain sets one.
@@ -129,6 +133,11 @@ class RolloutPlan(Generic[S]):
         turn_timeout: seconds one actor may take for one message; None: no limit.
         reward: turns scores and verdicts into the reward (default: final
             verdicts if any, else the mean turn score).
+        tools: `factory(scenario) -> ToolEnv`, a fresh tool environment per
+            dialogue (see `run_dialogue`); None: no tools.
+        max_steps: the most assistant messages per dialogue, tool steps
+            included; None: no limit.
+        max_turn_steps: the most assistant messages within one turn.
         tune_gc: while the run is in progress, raise the garbage collector's
             young-generation threshold to `200 x concurrency` net new
             objects (at most 1,000,000; never lowered), and restore the
@@ -158,14 +167,19 @@ class RolloutPlan(Generic[S]):
     turn_timeout: float | None = 60.0
     reward: RewardFn | None = None
     tune_gc: bool = True
+    tools: ToolFactory[S] | None = None
+    max_steps: int | None = None
+    max_turn_steps: int | None = DEFAULT_MAX_TURN_STEPS
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "assistant_concurrency", "user_concurrency"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value!r}")
-        if self.max_turns is not None and self.max_turns < 1:
-            raise ValueError(f"max_turns must be at least 1 or None, got {self.max_turns!r}")
+        for name in ("max_turns", "max_steps", "max_turn_steps"):
+            count = getattr(self, name)
+            if count is not None and count < 1:
+                raise ValueError(f"{name} must be at least 1 or None, got {count!r}")
 
 
 class Backend(Protocol[S]):
@@ -256,6 +270,9 @@ async def _run_one(
         turn_verifiers=turn_verifiers,
         final_verifiers=final_verifiers,
         reward=plan.reward,
+        tools=plan.tools(scenario) if plan.tools else None,
+        max_steps=plan.max_steps,
+        max_turn_steps=plan.max_turn_steps,
     )
     return Rollout.from_result(scenario, index, seed, result)
 

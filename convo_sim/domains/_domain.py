@@ -31,6 +31,7 @@ from convo_sim._rollouts import (
     ActorFactory,
     CompletionFactory,
     RolloutPlan,
+    ToolFactory,
     VerifierFactory,
 )
 from convo_sim._served_models import ServedModel
@@ -90,6 +91,9 @@ class Domain(Generic[S]):
         describe_goal: `describe_goal(scenario) -> str | None`, the user's
             goal in words, for an LLM user's prompt; None (or no function):
             the generic description (the user script, or nothing to ask for).
+        tools: `tools(scenario) -> ToolEnv`, a fresh tool environment for
+            one dialogue (the assistant's tools and the state they act
+            on); None: the domain's dialogues have no tools.
         fidelity: `fidelity(rollout, scenario) -> metrics`, how faithfully
             the simulated user played its part (JSON-able), or None when
             there is nothing to measure it against.
@@ -113,6 +117,7 @@ class Domain(Generic[S]):
     from_card: Callable[[Mapping[str, Any]], S] | None = None
     describe_goal: Callable[[S], str | None] | None = None
     fidelity: Callable[[Rollout, S], Mapping[str, Any] | None] | None = None
+    tools: ToolFactory[S] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():
@@ -141,6 +146,7 @@ class Domain(Generic[S]):
             verifiers=self.verifiers,
             completion=self.completion,
             max_turns=self.max_turns,
+            tools=self.tools,
         )
         return dataclasses.replace(plan, **overrides) if overrides else plan
 
