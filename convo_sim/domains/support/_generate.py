@@ -133,7 +133,7 @@ def _order(
 
 def _store(rng: random.Random) -> StoreDB:
     db = StoreDB(today=_TODAY)
-    people = rng.sample([(f, l) for f in _FIRST for l in _LAST], 3)
+    people = rng.sample([(f, s) for f in _FIRST for s in _LAST], 3)
     for n, (first, last) in enumerate(people):
         cid = f"c{rng.randint(10000, 99999)}{n}"
         zip_code = f"{rng.randint(10000, 99999)}"
