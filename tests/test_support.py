@@ -80,7 +80,7 @@ def test_run_gives_full_reward_on_500_generated_scenarios(tmp_path: Path) -> Non
         for item in r.responses_create_params["input"]
         if item.get("type") == "function_call"
     )
-    assert calls >= 3 * 500
+    assert calls >= 2 * 500  # at least find_customer and one more per dialogue
 
 
 def test_generation_is_seeded_and_the_expected_state_differs_when_the_goal_acts() -> None:
