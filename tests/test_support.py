@@ -394,3 +394,40 @@ def test_no_sequence_of_tool_calls_crashes_the_verifiers(
     if verdict.reward == 1.0:
         assert scenario.goal is not None
         assert all(f.lower() in final.lower() for f in scenario.goal.must_hear)
+
+
+# -- the other commands --------------------------------------------------------------
+
+
+def test_verify_report_export_and_experiment_take_support_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.jsonl"
+    assert main(["run", "--domain", "support", "--no-progress", "--out", str(out)]) == 0
+    rescored = tmp_path / "v.jsonl"
+    assert main(["verify", "--domain", "support", str(out), "--out", str(rescored)]) == 0
+    assert "reward changed for 0" in capsys.readouterr().out
+    assert [r.reward for r in read_rollouts(rescored)] == [r.reward for r in read_rollouts(out)]
+
+    html = tmp_path / "report.html"
+    assert main(["report", str(out), "--html", str(html)]) == 0
+    page = html.read_text(encoding="utf-8")
+    assert "assistant · turn 2 · tool step" in page
+    assert "→ find_customer(" in page and "tool result · call_1" in page
+    assert page.count('class="msg tool"') >= 2 * len(read_rollouts(out))
+
+    rows = tmp_path / "m.jsonl"
+    assert main(["export", "--format", "messages", "--out", str(rows), str(out)]) == 0
+    row = json.loads(rows.read_text(encoding="utf-8").splitlines()[0])
+    assert row["tools"][0]["function"]["name"] == "find_customer"
+    roles = [m["role"] for m in row["messages"]]
+    assert "tool" in roles and any(m.get("tool_calls") for m in row["messages"])
+
+    grid = tmp_path / "exp"
+    argv = ["experiment", "--domain", "support", "--personas", "cooperative,impatient"]
+    argv += ["--seeds", "1", "--scenarios", "3", "--out-dir", str(grid), "--no-html"]
+    assert main(argv) == 0
+    data = json.loads((grid / "results.json").read_text())
+    cells = {c["group"]["persona"]: c for c in data["cells"]}
+    assert cells["cooperative"]["mean_reward"] == 1.0
+    assert cells["impatient"]["mean_reward"] == 0.0

@@ -142,3 +142,22 @@ async def test_llm_assistant_sends_the_tools_and_handles_the_calls(
         assert record.reward == 1.0, (record.scenario_id, record.verdicts, record.error)
         assert texts(record) == texts(offline[record.scenario_id])
         assert record.usage.total_tokens > 0
+
+
+def test_token_capture_through_tool_steps_exports_training_rows(tmp_path: Path) -> None:
+    out, rows = tmp_path / "cap.jsonl", tmp_path / "trl.jsonl"
+    with ServerThread() as server:
+        argv = ["run", "--domain", "support", "--no-progress", "--out", str(out)]
+        argv += ["--assistant", "openai:support-agent", "--user", "openai:support-customer"]
+        argv += ["--base-url", server.base_url, "--capture-tokens"]
+        assert main(argv) == 0
+    records = read_rollouts(out)
+    assert all(r.reward == 1.0 for r in records)
+    assert all(r.contiguity is not None and r.contiguity.contiguous for r in records)
+    # Every model call is a policy turn, tool steps included.
+    for r in records:
+        calls = sum(1 for m in r.transcript if m.role == "assistant")
+        assert r.contiguity is not None and r.contiguity.policy_turns == calls
+    assert main(["export", "--format", "trl", "--out", str(rows), str(out)]) == 0
+    lines = rows.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(records)
