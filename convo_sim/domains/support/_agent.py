@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -293,7 +293,7 @@ def _proposal(
     return f'I will change the shipping address of order {oid} to "{request.address}". Shall I proceed (yes/no)?'
 
 
-def _act(request: Request, order: Mapping[str, Any], call: Any) -> Message:
+def _act(request: Request, order: Mapping[str, Any], call: Callable[..., Message]) -> Message:
     oid = order["id"]
     if request.kind == "cancel":
         return call("cancel_order", order_id=oid, reason="customer request")
