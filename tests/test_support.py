@@ -431,3 +431,12 @@ def test_verify_report_export_and_experiment_take_support_records(
     cells = {c["group"]["persona"]: c for c in data["cells"]}
     assert cells["cooperative"]["mean_reward"] == 1.0
     assert cells["impatient"]["mean_reward"] == 0.0
+
+
+async def test_run_scenario_gives_the_support_dialogue_its_tools() -> None:
+    from convo_sim.scenarios import run_scenario
+
+    with anyio.fail_after(10):
+        result = await run_scenario(by_kind("return"), domain="support")
+    assert result.reward == 1.0
+    assert any(m.role == "tool" for m in result.transcript)
