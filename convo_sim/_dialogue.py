@@ -282,6 +282,8 @@ class Dialogue(Generic[S]):
     ) -> DialogueResult:
         """Judge the ended dialogue (the final-reply rule lives in `judge`) and build its result."""
         assert self.stop is not None
+        if self.tools is not None:
+            self.log.info("tools.summary", calls=self.tools.calls, errors=self.tools.errors)
         scores = tuple(self.scores)
         ctx = FinalContext(self.transcript, self.stop.reason, self.turns, scores, self.scenario)
         verdicts, value = await judge(ctx, final_verifiers, reward)

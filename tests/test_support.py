@@ -440,3 +440,15 @@ async def test_run_scenario_gives_the_support_dialogue_its_tools() -> None:
         result = await run_scenario(by_kind("return"), domain="support")
     assert result.reward == 1.0
     assert any(m.role == "tool" for m in result.transcript)
+
+
+def test_the_step_limits_are_cli_options(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    argv = ["run", "--domain", "support", "--no-progress", "--out", str(out)]
+    assert main([*argv, "--max-steps", "2"]) == 0
+    records = read_rollouts(out)
+    assert {r.termination for r in records} == {"max_steps"}
+    assert {r.terminated_by for r in records} == {"max_steps(2)"}
+    assert all(r.reward == 0.0 for r in records)
+    assert main([*argv, "--no-resume", "--max-turn-steps", "1"]) == 0
+    assert {r.terminated_by for r in read_rollouts(out)} == {"max_turn_steps(1)"}

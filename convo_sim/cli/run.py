@@ -75,6 +75,18 @@ def add_parser(sub: Any) -> None:
         help="turn limit per dialogue (default: each scenario's, else the domain's: 20)",
     )
     p.add_argument(
+        "--max-steps",
+        type=_positive,
+        default=None,
+        help="most assistant messages per dialogue, tool steps included (default: no limit)",
+    )
+    p.add_argument(
+        "--max-turn-steps",
+        type=_positive,
+        default=None,
+        help="most assistant messages within one turn of a dialogue with tools (default: 16)",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         default=0,
