@@ -214,3 +214,30 @@ def test_no_call_crashes_the_environment(name: str, arguments: str) -> None:
 def test_replay_skips_calls_that_were_never_answered() -> None:
     transcript = Transcript(messages=(call('{"amount": 4}'),))
     assert replay(counter_env(), transcript).state.value == 0
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["type", "function", "name", "x"]), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tools=_JSON)
+def test_a_request_s_tools_are_read_or_refused_never_crash(tools: object) -> None:
+    from convo_sim._served_models import request_tools
+    from convo_sim._tools import chat_tools, responses_tools
+
+    try:
+        checked = request_tools({"tools": tools})
+    except ValueError:
+        return
+    for shape in (chat_tools(checked), responses_tools(checked)):
+        assert all(isinstance(entry["type"], str) for entry in shape)
+    assert [t["function"]["name"] for t in chat_tools(checked)] == [
+        t["name"] for t in responses_tools(checked)
+    ]
