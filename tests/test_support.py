@@ -452,3 +452,18 @@ def test_the_step_limits_are_cli_options(tmp_path: Path) -> None:
     assert all(r.reward == 0.0 for r in records)
     assert main([*argv, "--no-resume", "--max-turn-steps", "1"]) == 0
     assert {r.terminated_by for r in read_rollouts(out)} == {"max_turn_steps(1)"}
+
+
+def test_the_sync_env_runs_a_support_dialogue() -> None:
+    from convo_sim import SyncDialogueEnv
+
+    env: SyncDialogueEnv[Any] = SyncDialogueEnv("support")
+    obs = env.reset(by_kind("transfer"))
+    while not env.done:
+        obs = env.step(decide(obs.transcript.messages, {_name(t) for t in obs.tools})).observation
+    result = env.result()
+    assert result.reward == 1.0
+    assert [m.name for m in result.transcript if m.role == "tool"] == [
+        "find_customer",
+        "transfer_to_human",
+    ]
