@@ -43,7 +43,7 @@ from convo_sim._tools import ToolEnv
 from convo_sim._verification import FinalContext, FinalVerifier, RewardFn, TurnVerifier, judge
 from convo_sim._verification import score_turn as _score_turn
 
-__all__ = ["Dialogue", "Failure", "first_speaker", "usage_of"]
+__all__ = ["Dialogue", "Failure", "check_counts", "first_speaker", "usage_of"]
 
 S = TypeVar("S")
 
@@ -53,6 +53,17 @@ class Failure:
     """An actor's exception, carried to the dialogue as data."""
 
     exc: Exception
+
+
+def check_counts(**limits: int | None) -> None:
+    """Check that every count limit (`max_turns`, `max_steps`, ...) is None or at least 1.
+
+    Raises:
+        ValueError: naming the first limit out of range.
+    """
+    for name, count in limits.items():
+        if count is not None and count < 1:
+            raise ValueError(f"{name} must be at least 1 or None, got {count!r}")
 
 
 def first_speaker(transcript: Transcript, opening: ActorRole) -> ActorRole:

@@ -40,7 +40,7 @@ from anyio.from_thread import BlockingPortal
 
 from convo_sim._actors import Actor, ActorRole, View
 from convo_sim._completion import Detector, stop_token
-from convo_sim._dialogue import Dialogue, Failure
+from convo_sim._dialogue import Dialogue, Failure, check_counts
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message, Transcript
 from convo_sim._orchestrator import DEFAULT_MAX_TURN_STEPS, default_reward
@@ -164,13 +164,7 @@ class DialogueEnv(Generic[S]):
         max_steps: int | None = None,
         max_turn_steps: int | None = DEFAULT_MAX_TURN_STEPS,
     ) -> None:
-        for name, count in (
-            ("max_turns", max_turns),
-            ("max_steps", max_steps),
-            ("max_turn_steps", max_turn_steps),
-        ):
-            if count is not None and count < 1:
-                raise ValueError(f"{name} must be at least 1 or None, got {count!r}")
+        check_counts(max_turns=max_turns, max_steps=max_steps, max_turn_steps=max_turn_steps)
         limits = {
             "turn_timeout": turn_timeout,
             "policy_timeout": policy_timeout,

@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from convo_sim._actors import Actor, ActorRole, View
 from convo_sim._completion import Detector, stop_token
-from convo_sim._dialogue import Dialogue, Failure
+from convo_sim._dialogue import Dialogue, Failure, check_counts
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message, Transcript
 from convo_sim._results import DialogueResult, TerminationReason
@@ -170,13 +170,7 @@ async def run_dialogue(
         TypeError: a completion detector returned something that is not a decision.
         Exception: whatever a completion detector raised (a bug in the caller's code).
     """
-    for name, count in (
-        ("max_turns", max_turns),
-        ("max_steps", max_steps),
-        ("max_turn_steps", max_turn_steps),
-    ):
-        if count is not None and count < 1:
-            raise ValueError(f"{name} must be at least 1 or None, got {count!r}")
+    check_counts(max_turns=max_turns, max_steps=max_steps, max_turn_steps=max_turn_steps)
     for name, value in (("turn_timeout", turn_timeout), ("time_budget", time_budget)):
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive or None, got {value!r}")

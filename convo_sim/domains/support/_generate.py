@@ -212,27 +212,23 @@ def make_scenario(
         calls.append(("return_order", {"order_id": order.id}))
     elif kind == "return_late":
         fields |= {"kind": "return", "must_hear": (f"{RETURN_WINDOW_DAYS} days",)}
-    elif kind == "exchange":
+    elif kind in ("exchange", "exchange_cancelled"):
         item = rng.choice(order.items)
         new = rng.choice([v for v in item.variants if v != item.variant])
+        denied = kind == "exchange_cancelled"
         fields |= {
             "kind": "exchange",
             "product": item.product,
             "new_variant": new,
-            "must_hear": (new,),
+            "must_hear": ("cancelled",) if denied else (new,),
         }
-        calls.append(
-            ("exchange_item", {"order_id": order.id, "item_id": item.item_id, "new_variant": new})
-        )
-    elif kind == "exchange_cancelled":
-        item = rng.choice(order.items)
-        new = rng.choice([v for v in item.variants if v != item.variant])
-        fields |= {
-            "kind": "exchange",
-            "product": item.product,
-            "new_variant": new,
-            "must_hear": ("cancelled",),
-        }
+        if not denied:
+            args: dict[str, object] = {
+                "order_id": order.id,
+                "item_id": item.item_id,
+                "new_variant": new,
+            }
+            calls.append(("exchange_item", args))
     elif kind == "change_address":
         new_address = _address(rng, customer.zip)
         while new_address == order.address:
