@@ -17,6 +17,10 @@ class LLMAssistant:
     Otherwise `system_prompt` is prepended, else the scenario's
     `system_prompt` if the view carries a scenario that has one.
 
+    In a dialogue with tools (`View.tools`) every request carries them
+    (chat completions and the Responses API alike), and a reply's tool
+    calls are the message's `tool_calls`.
+
     Stateless between calls, so one instance may serve many dialogues.
 
     Args:
@@ -63,7 +67,12 @@ class LLMAssistant:
             EmptyReplyError: the model kept replying with nothing.
             ModelError: the request failed for good.
         """
+        settings = self.settings
+        if view.tools:
+            # The dialogue's tools go with every request; the model's calls
+            # come back as the message's tool_calls, which the dialogue runs.
+            settings = settings.merged(ModelSettings(tools=tuple(view.tools)))
         completion = await complete_nonempty(
-            self.model, self.prompt_for(view), self.settings, empty_retries=self.empty_retries
+            self.model, self.prompt_for(view), settings, empty_retries=self.empty_retries
         )
         return completion.message

@@ -24,6 +24,7 @@ from convo_sim._completion import (
     state_predicate,
     stop_token,
 )
+from convo_sim._env import DialogueEnv, EnvStep, StepInfo, SyncDialogueEnv
 from convo_sim._errors import (
     ConvoSimError,
     EmptyReplyError,
@@ -74,6 +75,7 @@ from convo_sim._rollouts import (
     sample_seed,
 )
 from convo_sim._sink import RolloutSink, WriteStats, iter_rollouts, read_rollouts, write_rollouts
+from convo_sim._tools import Tool, ToolEnv, ToolError
 from convo_sim._user_failure import UserFailureTag, is_simulator_failure
 from convo_sim._verification import (
     NO_FINAL_REPLY,
@@ -116,8 +118,10 @@ __all__ = [
     "CompletionContext",
     "Contiguity",
     "ConvoSimError",
+    "DialogueEnv",
     "DialogueResult",
     "EmptyReplyError",
+    "EnvStep",
     "ErrorInfo",
     "ExportFormat",
     "ExportStats",
@@ -145,13 +149,18 @@ __all__ = [
     "RolloutStream",
     "ScenarioError",
     "ScriptExhausted",
+    "StepInfo",
     "Stop",
     "Summary",
+    "SyncDialogueEnv",
     "TerminationReason",
     "Timing",
     "TokenCaptureError",
     "TokenSample",
+    "Tool",
     "ToolCall",
+    "ToolEnv",
+    "ToolError",
     "Transcript",
     "TurnContext",
     "TurnScore",

@@ -8,8 +8,9 @@ memory object streams and stops when its inbox is closed (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Literal, Protocol, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, runtime_checkable
 
 from typing_extensions import TypeVar
 
@@ -49,12 +50,15 @@ class View(Generic[ScenarioT_co]):
         turn: 1-based index of the assistant turn being produced (for the
             user, the turn its message opens).
         scenario: the scenario object passed to `run_dialogue`, if any.
+        tools: for the assistant of a dialogue with tools, the tools it may
+            call, as chat-completions `tools` entries; empty otherwise.
     """
 
     role: ActorRole
     transcript: Transcript
     turn: int
     scenario: ScenarioT_co | None = None
+    tools: tuple[Mapping[str, Any], ...] = ()
     # The user's flipped messages, computed on first use (set through
     # object.__setattr__, the frozen dataclass's own way).
     _flipped: tuple[Message, ...] | None = field(

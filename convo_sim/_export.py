@@ -33,6 +33,7 @@ from convo_sim._capture import check_contiguity, policy_items, token_fields
 from convo_sim._errors import InputError
 from convo_sim._messages import TOKEN_FIELDS, Transcript, _content_text
 from convo_sim._records import Rollout
+from convo_sim._tools import chat_tools
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -318,7 +319,7 @@ def _nemo_rl_rows(rollout: Rollout, per_turn: bool) -> list[dict[str, Any]]:
 
 def _messages_row(rollout: Rollout) -> dict[str, Any]:
     items = list(rollout.responses_create_params.get("input") or ())
-    return {
+    row: dict[str, Any] = {
         "messages": Transcript.from_responses_input(items).to_openai(),
         "reward": float(rollout.reward or 0.0),
         "turn_scores": _turn_scores(rollout, rollout.turns),
@@ -326,6 +327,11 @@ def _messages_row(rollout: Rollout) -> dict[str, Any]:
         "sample_index": rollout.sample_index,
         "termination": str(rollout.termination),
     }
+    tools = rollout.responses_create_params.get("tools")
+    if isinstance(tools, list) and tools:
+        # The tools the assistant had, as chat templates take them.
+        row["tools"] = chat_tools([t for t in tools if isinstance(t, Mapping)])
+    return row
 
 
 _SAMPLE_ROWS = {"trl": _trl_row, "verl": _verl_row, "skyrl": _skyrl_row}

@@ -36,6 +36,9 @@ class ModelSettings(BaseModel):
         stop: sequences that end generation, where supported.
         extra: provider-specific request fields, sent as they are (for
             example vLLM's `top_k`).
+        tools: the functions the model may call, as OpenAI `tools` entries
+            (chat-completions or Responses shape; each API gets its own);
+            None: no tools are sent.
         capture_tokens: ask the server for the reply's token ids and
             logprobs (chat completions, vLLM's fields) and keep them, with
             the prompt's ids, in the reply's metadata; a reply without
@@ -52,6 +55,7 @@ class ModelSettings(BaseModel):
     stop: tuple[str, ...] | None = None
     extra: Mapping[str, Any] = Field(default_factory=dict)
     capture_tokens: bool | None = None
+    tools: tuple[Mapping[str, Any], ...] | None = None
 
     def merged(self, override: ModelSettings | None) -> ModelSettings:
         """These settings with every field `override` sets replacing ours.

@@ -43,6 +43,7 @@ from convo_sim._messages import Message, ToolCall, Transcript
 from convo_sim._models import Completion, ModelSettings
 from convo_sim._results import Usage
 from convo_sim._retry import RetryPolicy, Transient, parse_retry_after
+from convo_sim._tools import chat_tools, responses_tools
 
 __all__ = ["LOCAL_API_KEY", "OpenAIChatModel"]
 
@@ -283,6 +284,7 @@ class OpenAIChatModel:
             ("max_tokens", s.max_tokens),
             ("seed", s.seed),
             ("stop", list(s.stop) if s.stop else None),
+            ("tools", chat_tools(s.tools) if s.tools else None),
         ):
             if value is not None:
                 request[key] = value
@@ -346,6 +348,7 @@ class OpenAIChatModel:
             ("temperature", s.temperature),
             ("top_p", s.top_p),
             ("max_output_tokens", s.max_tokens),
+            ("tools", responses_tools(s.tools) if s.tools else None),
         ):
             if value is not None:
                 request[key] = value

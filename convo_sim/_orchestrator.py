@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import anyio
@@ -32,69 +32,34 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from convo_sim import _logging
 from convo_sim._actors import Actor, ActorRole, View
 from convo_sim._affinity import dialogue_scope
-from convo_sim._completion import (
-    Detector,
-    Stop,
-    TurnContext,
-    check_detector,
-    detector_name,
-    stop_token,
-)
+from convo_sim._completion import Detector, stop_token
+from convo_sim._dialogue import Dialogue, Failure, check_counts
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message, Transcript
-from convo_sim._results import (
-    DialogueResult,
-    ErrorInfo,
-    TerminationReason,
-    Timing,
-    TurnScore,
-    Usage,
-    Verdict,
-)
+from convo_sim._results import DialogueResult, TerminationReason
+from convo_sim._tools import ToolEnv
 from convo_sim._verification import (
-    FinalContext,
     FinalVerifier,
     RewardFn,
     TurnVerifier,
     cumulative,
     final_only,
-    judge,
-    score_turn,
 )
 
-__all__ = ["default_reward", "run_dialogue"]
+__all__ = ["DEFAULT_MAX_TURN_STEPS", "default_reward", "run_dialogue"]
+
+DEFAULT_MAX_TURN_STEPS = 16
+"""The most assistant messages in one turn of a dialogue with tools, unless set."""
 
 _log = get_logger("convo_sim.orchestrator")
 
 
-@dataclass(slots=True)
-class _Failure:
-    """An actor's exception, carried back to the host as data."""
-
-    exc: Exception
-
-
-_Reply: TypeAlias = tuple[Message | _Failure, float]
+_Reply: TypeAlias = tuple[object, float]
 _T = TypeVar("_T")
 S = TypeVar("S")
 _Pipe: TypeAlias = tuple[MemoryObjectSendStream[_T], MemoryObjectReceiveStream[_T]]
 # Endings after which an actor may still be inside respond().
 _MAY_BE_STUCK = frozenset((TerminationReason.TURN_TIMEOUT, TerminationReason.CANCELLED))
-
-
-@dataclass(slots=True)
-class _State:
-    """Everything the dialogue has produced so far; survives cancellation."""
-
-    transcript: Transcript
-    turns: int = 0
-    scores: list[TurnScore] = field(default_factory=list)
-    # (turn, role, seconds): plain tuples of atoms, which the collector stops
-    # tracking; the `Timing` records are built once, in `_finish`.
-    timings: list[tuple[int, ActorRole, float]] = field(default_factory=list)
-    stop: Stop | None = None
-    error: ErrorInfo | None = None
-    misuse: BaseException | None = None
 
 
 def default_reward(
@@ -125,16 +90,11 @@ async def _actor_task(
             except anyio.EndOfStream:
                 return
             started = time.perf_counter()
-            reply: Message | _Failure
+            reply: object
             try:
                 reply = await actor.respond(view)
             except Exception as exc:  # cancellation is a BaseException and passes through
-                reply = _Failure(exc)
-            else:
-                if not isinstance(reply, Message):
-                    reply = _Failure(
-                        TypeError(f"respond() returned {type(reply).__name__}, expected Message")
-                    )
+                reply = Failure(exc)
             try:
                 # Lock-step: the host reads every reply before sending the next view.
                 outbox.send_nowait((reply, time.perf_counter() - started))
@@ -164,6 +124,9 @@ async def run_dialogue(
     reward: RewardFn | None = None,
     stop: anyio.Event | None = None,
     dialogue_id: str | None = None,
+    tools: ToolEnv[Any] | None = None,
+    max_steps: int | None = None,
+    max_turn_steps: int | None = DEFAULT_MAX_TURN_STEPS,
 ) -> DialogueResult:
     """Run one dialogue to its end and return what it produced.
 
@@ -192,6 +155,15 @@ async def run_dialogue(
             partial result is returned (a graceful stop, unlike cancelling
             the caller, which propagates).
         dialogue_id: bound to every log event; a random id by default.
+        tools: the dialogue's tool environment (its tools and the state
+            they act on); an assistant message that calls tools is then a
+            step: the calls run, their results are appended and the
+            assistant is asked again until it answers the user. None: no
+            tools (tool calls are not run).
+        max_steps: the most assistant messages in the whole dialogue,
+            tool-calling steps included; `None` for no limit.
+        max_turn_steps: the most assistant messages within one turn (with
+            tools); `None` for no limit. Both end the dialogue as `max_steps`.
 
     Returns:
         A `DialogueResult` for every ending: a failing actor, a timeout or a
@@ -202,8 +174,7 @@ async def run_dialogue(
         TypeError: a completion detector returned something that is not a decision.
         Exception: whatever a completion detector raised (a bug in the caller's code).
     """
-    if max_turns is not None and max_turns < 1:
-        raise ValueError(f"max_turns must be at least 1 or None, got {max_turns!r}")
+    check_counts(max_turns=max_turns, max_steps=max_steps, max_turn_steps=max_turn_steps)
     for name, value in (("turn_timeout", turn_timeout), ("time_budget", time_budget)):
         if value is not None and value <= 0:
             raise ValueError(f"{name} must be positive or None, got {value!r}")
@@ -217,7 +188,6 @@ async def run_dialogue(
         reward = default_reward(turn_verifiers, final_verifiers)
     dialogue_id = dialogue_id or uuid.uuid4().hex[:12]
     start = Transcript(messages=tuple(prefix)) if isinstance(prefix, Sequence) else prefix
-    state = _State(transcript=start if start is not None else Transcript())
     started = time.perf_counter()
 
     # The dialogue scope lets a `ModelPool` keep the dialogue on one replica
@@ -226,7 +196,19 @@ async def run_dialogue(
         # One concrete logger per dialogue: the lazy proxy would rebuild one
         # on every event, and turn events are on the hot path.
         log = _log.bind()
-        log.info("dialogue.started", prefix_messages=len(state.transcript), max_turns=max_turns)
+        dialogue: Dialogue[S] = Dialogue(
+            start if start is not None else Transcript(),
+            scenario=scenario,
+            opening=opening,
+            max_turns=max_turns,
+            detectors=detectors,
+            turn_verifiers=turn_verifiers,
+            log=log,
+            tools=tools,
+            max_steps=max_steps,
+            max_turn_steps=max_turn_steps,
+        )
+        log.info("dialogue.started", prefix_messages=len(dialogue.transcript), max_turns=max_turns)
         # Typed by annotation, not by subscripting the factory: a
         # subscripted call builds a generic alias on every dialogue.
         a_in: _Pipe[View] = anyio.create_memory_object_stream(1)
@@ -243,21 +225,15 @@ async def run_dialogue(
             tg.start_soon(_actor_task, assistant, a_in_recv, a_out_send)
             tg.start_soon(_actor_task, user, u_in_recv, u_out_send)
             if stop is not None:
-                tg.start_soon(_watch_stop, stop, state, tg.cancel_scope)
+                tg.start_soon(_watch_stop, stop, dialogue, tg.cancel_scope)
             try:
                 await _drive(
-                    state,
-                    ask={
+                    dialogue,
+                    {
                         "assistant": _Channel(a_in_send, a_out_recv),
                         "user": _Channel(u_in_send, u_out_recv),
                     },
-                    first=_first_speaker(state.transcript, opening),
-                    scenario=scenario,
-                    max_turns=max_turns,
-                    turn_timeout=turn_timeout,
-                    detectors=detectors,
-                    turn_verifiers=turn_verifiers,
-                    log=log,
+                    turn_timeout,
                 )
             finally:
                 # The host owns its ends (try/finally, not `async with`: see
@@ -269,16 +245,16 @@ async def run_dialogue(
             # A stuck actor (timeout) or the stop watcher would keep the
             # group open. Lock-step means no actor is mid-reply otherwise,
             # and anyio formats a task repr on every cancel(), so only then.
-            if stop is not None or state.stop is None or state.stop.reason in _MAY_BE_STUCK:
+            if stop is not None or dialogue.stop is None or dialogue.stop.reason in _MAY_BE_STUCK:
                 tg.cancel_scope.cancel()
         # Only the budget cancels the group before the dialogue has decided
         # (the stop watcher decides before it cancels).
-        if tg.cancel_scope.cancelled_caught and state.stop is None:
-            state.stop = Stop(TerminationReason.TURN_TIMEOUT, "time_budget")
-        if state.misuse is not None:
-            raise state.misuse
-        assert state.stop is not None  # _drive always decides, or a scope did
-        result = await _finish(state, scenario, final_verifiers, reward, dialogue_id, started)
+        if tg.cancel_scope.cancelled_caught:
+            dialogue.end(TerminationReason.TURN_TIMEOUT, "time_budget")
+        if dialogue.misuse is not None:
+            raise dialogue.misuse
+        assert dialogue.stop is not None  # _drive always decides, or a scope did
+        result = await dialogue.finish(final_verifiers, reward, dialogue_id, started)
         log.info(
             "dialogue.finished",
             termination=result.termination.value,
@@ -296,46 +272,23 @@ class _Channel:
     recv: MemoryObjectReceiveStream[_Reply]
 
 
-async def _watch_stop(stop: anyio.Event, state: _State, scope: CancelScope) -> None:
+async def _watch_stop(stop: anyio.Event, dialogue: Dialogue[S], scope: CancelScope) -> None:
     await stop.wait()
-    if state.stop is None:
-        state.stop = Stop(TerminationReason.CANCELLED, "stop_event")
+    dialogue.end(TerminationReason.CANCELLED, "stop_event")
     scope.cancel()
 
 
-def _first_speaker(transcript: Transcript, opening: ActorRole) -> ActorRole:
-    for message in reversed(transcript.messages):
-        if message.role == "user":
-            return "assistant"
-        if message.role in ("assistant", "tool"):
-            return "user"
-    return opening
-
-
 async def _drive(
-    state: _State,
-    *,
-    ask: dict[ActorRole, _Channel],
-    first: ActorRole,
-    scenario: S | None,
-    max_turns: int | None,
-    turn_timeout: float | None,
-    detectors: Sequence[Detector],
-    turn_verifiers: Sequence[TurnVerifier[S]],
-    log: Any,
+    dialogue: Dialogue[S], ask: dict[ActorRole, _Channel], turn_timeout: float | None
 ) -> None:
-    role = first
-    turn = state.turns + 1
-    log_content = _logging.content_logging_enabled()
+    """Ask each speaker in turn and hand its reply to the dialogue, until it ends."""
     # One scope for every turn's timeout: its deadline is set while the host
     # waits for a reply and lifted after, which costs a timer per turn
     # instead of a cancel scope per turn (fewer objects per dialogue in flight).
     with CancelScope() as limit:
-        while True:
-            # The user's message opens the turn the assistant's reply completes.
-            turn = state.turns + 1
-            channel = ask[role]
-            channel.send.send_nowait(View(role, state.transcript, turn, scenario))
+        while dialogue.stop is None:
+            channel = ask[dialogue.speaker]
+            channel.send.send_nowait(dialogue.view())
             if turn_timeout is None:
                 reply, seconds = await channel.recv.receive()
             else:
@@ -344,105 +297,8 @@ async def _drive(
                 if limit.cancel_called:
                     break  # the deadline passed in the loop turn the reply came in
                 limit.deadline = math.inf
-            if isinstance(reply, _Failure):
-                reason = (
-                    TerminationReason.ASSISTANT_ERROR
-                    if role == "assistant"
-                    else TerminationReason.USER_ERROR
-                )
-                state.stop = Stop(reason, f"{role}_error")
-                state.error = ErrorInfo(
-                    source=role, type=type(reply.exc).__name__, message=str(reply.exc), turn=turn
-                )
-                log.warning("actor.failed", role=role, turn=turn, error=state.error.type)
-                return
-            if reply.role != role:
-                reply = reply.model_copy(update={"role": role})
-            state.transcript = state.transcript.append(reply)
-            state.timings.append((turn, role, seconds))
-            # One context per message, made only when someone reads it: the
-            # turn verifiers and the completion detectors see the same one.
-            ctx: TurnContext[S] | None = None
-            if role == "assistant":
-                state.turns = turn
-                if turn_verifiers:
-                    ctx = TurnContext(state.transcript, reply, turn, scenario)
-                    state.scores.extend(await score_turn(ctx, turn_verifiers))
-            if log_content:
-                log.debug(
-                    "turn.completed",
-                    turn=turn,
-                    role=role,
-                    latency_ms=seconds * 1000,
-                    content=reply.content,
-                )
-            else:
-                log.debug("turn.completed", turn=turn, role=role, latency_ms=seconds * 1000)
-            if detectors:
-                if ctx is None:
-                    ctx = TurnContext(state.transcript, reply, turn, scenario)
-                for detector in detectors:
-                    try:
-                        decided = await check_detector(detector, ctx)
-                    except Exception as exc:
-                        state.misuse = exc
-                        state.stop = Stop(TerminationReason.CANCELLED, detector_name(detector))
-                        return
-                    if decided is not None:
-                        state.stop = decided
-                        return
-            if role == "assistant":
-                if max_turns is not None and state.turns >= max_turns:
-                    state.stop = Stop(TerminationReason.MAX_TURNS, f"max_turns({max_turns})")
-                    return
-                role = "user"
-            else:
-                role = "assistant"
+            await dialogue.take(reply, seconds)
+        else:
+            return
     # Only a passed turn deadline leaves the loop without deciding.
-    state.stop = Stop(TerminationReason.TURN_TIMEOUT, f"turn_timeout({role})")
-    state.error = ErrorInfo(
-        source=role,
-        type="TimeoutError",
-        message=f"{role} took longer than {turn_timeout}s",
-        turn=turn,
-    )
-
-
-async def _finish(
-    state: _State,
-    scenario: S | None,
-    final_verifiers: Sequence[FinalVerifier[S]],
-    reward: Callable[[Sequence[TurnScore], Sequence[Verdict]], float | None] | None,
-    dialogue_id: str,
-    started: float,
-) -> DialogueResult:
-    assert state.stop is not None
-    scores = tuple(state.scores)
-    ctx = FinalContext(state.transcript, state.stop.reason, state.turns, scores, scenario)
-    # The final-reply rule (no answer to the last question: 0) lives in `judge`.
-    verdicts, value = await judge(ctx, final_verifiers, reward)
-    return DialogueResult(
-        dialogue_id=dialogue_id,
-        transcript=state.transcript,
-        termination=state.stop.reason,
-        terminated_by=state.stop.detector,
-        turns=state.turns,
-        turn_scores=scores,
-        verdicts=verdicts,
-        reward=value,
-        timings=tuple(
-            Timing(turn=turn, role=role, seconds=seconds) for turn, role, seconds in state.timings
-        ),
-        usage=_usage(state.transcript),
-        error=state.error,
-        duration_s=time.perf_counter() - started,
-    )
-
-
-def _usage(transcript: Transcript) -> Usage:
-    total = Usage()
-    for message in transcript.messages:
-        usage = message.metadata.get("usage") if message.metadata else None
-        if isinstance(usage, Mapping):
-            total = total + Usage.model_validate(usage)
-    return total
+    dialogue.time_out(turn_timeout)

@@ -65,6 +65,8 @@ ol.messages { list-style:none; padding:0; margin:8px 0; }
 .msg .role { font-size:12px; color:var(--muted); font-weight:600; }
 .msg .text { white-space:pre-wrap; word-break:break-word; }
 .msg .call { font-family:ui-monospace, Menlo, Consolas, monospace; font-size:12px; }
+.msg.tool { border-color:var(--muted); border-left-style:dashed; }
+.msg.tool .text { font-family:ui-monospace, Menlo, Consolas, monospace; font-size:12px; }
 ul.scores { margin:4px 0 0; padding-left:18px; font-size:12px; }
 p.user-failure { color:var(--fail); font-size:13px; }
 p.user-failure.none { color:var(--muted); }

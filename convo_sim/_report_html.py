@@ -421,18 +421,31 @@ def _messages(r: Rollout) -> str:
     scores: dict[int, list[TurnScore]] = {}
     for s in r.turn_scores:
         scores.setdefault(s.turn, []).append(s)
-    # Assistant messages before the last `turns` ones came with the prefix.
-    prefix_replies = len(transcript.by_role("assistant")) - r.turns
+    # A message whose tool calls were answered by results is a step within
+    # a turn; the turn is the answer after it. Replies before the last
+    # `turns` answers came with the prefix.
+    answered = {m.tool_call_id for m in transcript if m.role == "tool"}
+
+    def is_step(m: Message) -> bool:
+        return any(c.id in answered for c in m.tool_calls)
+
+    answers = sum(1 for m in transcript if m.role == "assistant" and not is_step(m))
+    prefix_replies = answers - r.turns
     out: list[str] = []
     seen = 0
     for message in transcript:
         label: str = message.role
         turn_scores: list[TurnScore] = []
         if message.role == "assistant":
-            seen += 1
-            turn = seen - prefix_replies
-            label = f"assistant · turn {turn}" if turn > 0 else "assistant · prefix"
-            turn_scores = scores.get(turn, []) if turn > 0 else []
+            step = is_step(message)
+            turn = seen + 1 - prefix_replies
+            if not step:
+                seen += 1
+            where = f"turn {turn}" if turn > 0 else "prefix"
+            label = f"assistant · {where}" + (" · tool step" if step else "")
+            turn_scores = scores.get(turn, []) if turn > 0 and not step else []
+        elif message.role == "tool":
+            label = f"tool result · {message.tool_call_id or ''}".rstrip(" ·")
         out.append(_message(message, label, turn_scores))
     return f'<ol class="messages">{"".join(out)}</ol>'
 

@@ -36,6 +36,9 @@ class TerminationReason(StrEnum):
     """A state predicate saw the goal state."""
     MAX_TURNS = "max_turns"
     """The turn limit was reached."""
+    MAX_STEPS = "max_steps"
+    """The step limit was reached: the assistant's messages in all (`max_steps`) or
+    within one turn (`max_turn_steps`), tool-calling steps included."""
     TURN_TIMEOUT = "turn_timeout"
     """An actor took longer than the turn timeout, or the dialogue's time budget ran out."""
     ASSISTANT_ERROR = "assistant_error"

@@ -48,7 +48,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeAlias, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, overload
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -59,8 +59,9 @@ from convo_sim._errors import InputError, RolloutError
 from convo_sim._gc_tuning import collector_sized_for
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message
-from convo_sim._orchestrator import run_dialogue
+from convo_sim._orchestrator import DEFAULT_MAX_TURN_STEPS, run_dialogue
 from convo_sim._records import Rollout, RolloutKey, ScenarioLike
+from convo_sim._tools import ToolEnv
 from convo_sim._verification import FinalVerifier, RewardFn, TurnVerifier
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "RolloutPlan",
     "RolloutStream",
     "SeedKey",
+    "ToolFactory",
     "VerifierFactory",
     "generate_rollouts_sync",
     "open_plan",
@@ -96,6 +98,8 @@ SeedKey: TypeAlias = Callable[[S], str]
 """What a sample's seed is derived from besides the run seed and the sample index."""
 Annotator: TypeAlias = Callable[[Rollout, S], Rollout | Awaitable[Rollout]]
 """Adds what a domain knows to a finished record (persona, fidelity, user failure)."""
+ToolFactory: TypeAlias = Callable[[S], "ToolEnv[Any] | None"]
+"""Builds one dialogue's tool environment (its own state): `factory(scenario) -> ToolEnv`."""
 
 DEFAULT_MAX_TURNS = 20
 """The turn limit of scenarios that set none, when neither the run nor the domain sets one.
@@ -148,6 +152,11 @@ class RolloutPlan(Generic[S]):
         turn_timeout: seconds one actor may take for one message; None: no limit.
         reward: turns scores and verdicts into the reward (default: final
             verdicts if any, else the mean turn score).
+        tools: `factory(scenario) -> ToolEnv`, a fresh tool environment per
+            dialogue (see `run_dialogue`); None: no tools.
+        max_steps: the most assistant messages per dialogue, tool steps
+            included; None: no limit.
+        max_turn_steps: the most assistant messages within one turn.
         tune_gc: while the run is in progress, raise the garbage collector's
             young-generation threshold to `200 x concurrency` net new
             objects (at most 1,000,000; never lowered), and restore the
@@ -179,6 +188,9 @@ class RolloutPlan(Generic[S]):
     tune_gc: bool = True
     seed_key: SeedKey[S] | None = None
     annotate: Annotator[S] | None = None
+    tools: ToolFactory[S] | None = None
+    max_steps: int | None = None
+    max_turn_steps: int | None = DEFAULT_MAX_TURN_STEPS
 
     def seed_for(self, scenario: S, index: int) -> int:
         """The seed of sample `index` of `scenario` in this plan."""
@@ -190,8 +202,10 @@ class RolloutPlan(Generic[S]):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value!r}")
-        if self.max_turns is not None and self.max_turns < 1:
-            raise ValueError(f"max_turns must be at least 1 or None, got {self.max_turns!r}")
+        for name in ("max_turns", "max_steps", "max_turn_steps"):
+            count = getattr(self, name)
+            if count is not None and count < 1:
+                raise ValueError(f"{name} must be at least 1 or None, got {count!r}")
 
 
 class Backend(Protocol[S]):
@@ -337,6 +351,9 @@ async def _run_one(
         turn_verifiers=turn_verifiers,
         final_verifiers=final_verifiers,
         reward=plan.reward,
+        tools=plan.tools(scenario) if plan.tools else None,
+        max_steps=plan.max_steps,
+        max_turn_steps=plan.max_turn_steps,
     )
     rollout = Rollout.from_result(scenario, index, seed, result)
     if plan.annotate is not None:

@@ -8,7 +8,9 @@ messages of one request, and returns one assistant message. Two kinds:
   the messages and calls `respond`:
 
   - role `assistant`: the messages *are* the transcript (system prompt
-    first). The calendar solver reconstructs its state from it.
+    first, tool calls and results included); the request's `tools` are
+    the view's. The calendar solver reconstructs its state from it, the
+    support agent its facts, and answers with real `tool_calls`.
   - role `user`: the messages arrive as an LLM user simulator sends them:
     its own system prompt first, then the dialogue with roles flipped. The
     model un-flips them, reads the **scenario card** from the system prompt
@@ -35,8 +37,9 @@ from convo_sim._actors import Actor, View
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message, Transcript
 from convo_sim._scenario_card import parse_scenario_card
+from convo_sim._tools import chat_tools
 
-__all__ = ["ActorModel", "EchoModel", "ServedModel", "default_models"]
+__all__ = ["ActorModel", "EchoModel", "ServedModel", "default_models", "request_tools"]
 
 _FLIP: dict[str, Literal["user", "assistant"]] = {"user": "assistant", "assistant": "user"}
 
@@ -122,7 +125,8 @@ class ActorModel:
         if self.role == "assistant":
             transcript = Transcript.model_construct(messages=tuple(messages))
             actor, scenario = self.factory(None)
-            view = View("assistant", transcript, _turn(transcript), scenario)
+            tools = tuple(chat_tools(request_tools(body)))
+            view = View("assistant", transcript, _turn(transcript), scenario, tools)
             reply = await actor.respond(view)
         else:
             reply = await self._user_reply(messages)
@@ -146,6 +150,24 @@ class ActorModel:
                     await actor.respond(View("user", earlier, _turn(earlier), scenario))
         transcript = Transcript.model_construct(messages=dialogue)
         return await actor.respond(View("user", transcript, _turn(transcript), scenario))
+
+
+def request_tools(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The request's `tools` (chat or Responses shape), checked; [] when it sends none.
+
+    Raises:
+        ValueError: `tools` is not a list of function tools with a name.
+    """
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise ValueError("'tools' must be a list")
+    for tool in tools:
+        function = tool.get("function", tool) if isinstance(tool, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise ValueError("every entry of 'tools' must be a function tool with a name")
+    return tools
 
 
 def _turn(transcript: Transcript) -> int:

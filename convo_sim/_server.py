@@ -48,7 +48,7 @@ from convo_sim._errors import InputError
 from convo_sim._faults import Fault, FaultPlan
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message, Transcript
-from convo_sim._served_models import ServedModel, default_models
+from convo_sim._served_models import ServedModel, default_models, request_tools
 from convo_sim._server_http import (
     HTTP_LOGGER,
     Reply,
@@ -328,6 +328,10 @@ class ModelServer:
         if model is None or not isinstance(name, str):
             raise _HTTPError(404, f"the model {name!r} does not exist", "not_found_error")
         messages = _request_messages(body, responses)
+        try:
+            request_tools(body)  # a model that ignores tools still gets a 400 for broken ones
+        except ValueError as exc:
+            raise _HTTPError(400, str(exc)) from None
         tokens = not responses and wants_tokens(body)
         if tokens and body.get("stream"):
             raise _HTTPError(

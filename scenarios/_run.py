@@ -78,4 +78,5 @@ async def run_scenario(
         final_verifiers=final_verifiers,
         reward=reward,
         dialogue_id=dialogue_id,
+        tools=chosen.tools(scenario) if chosen.tools else None,
     )

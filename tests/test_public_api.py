@@ -116,6 +116,7 @@ def test_termination_reasons_are_the_designed_set() -> None:
         "assistant_stop",
         "goal_reached",
         "max_turns",
+        "max_steps",
         "turn_timeout",
         "assistant_error",
         "user_error",

@@ -53,6 +53,14 @@ def add_parser(sub: Any) -> None:
         "NeMo-Gym rows or seed records (default: the domain's bundled examples)",
     )
     p.add_argument(
+        "--generate",
+        metavar="N",
+        type=_positive,
+        default=None,
+        help="run N scenarios from the domain's seeded generator (seeded by --seed) "
+        "instead of a file or the bundled examples",
+    )
+    p.add_argument(
         "--script",
         metavar="PATH",
         type=Path,
@@ -65,6 +73,18 @@ def add_parser(sub: Any) -> None:
         type=_positive,
         default=None,
         help="turn limit per dialogue (default: each scenario's, else the domain's: 20)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=_positive,
+        default=None,
+        help="most assistant messages per dialogue, tool steps included (default: no limit)",
+    )
+    p.add_argument(
+        "--max-turn-steps",
+        type=_positive,
+        default=None,
+        help="most assistant messages within one turn of a dialogue with tools (default: 16)",
     )
     p.add_argument(
         "--seed",
@@ -140,4 +160,6 @@ def run(args: argparse.Namespace) -> int:
 
         return run_script_command(args)
     domain = domain_of(args)  # an unknown --domain is one line, exit 2
+    if getattr(args, "generate", None) is not None:
+        return run_rollouts_command(args, domain, domain.generate(args.generate, seed=args.seed))
     return run_rollouts_command(args, domain, load_scenario_set(domain, args.scenarios))

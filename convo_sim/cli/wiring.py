@@ -65,11 +65,17 @@ def run_rollouts_command(
     from convo_sim.cli.actors_spec import wire_actors
 
     actors = wire_actors(args, builtin_assistant=domain.assistant, builtin_user=domain.user)
+    steps: dict[str, int] = {
+        name: value
+        for name in ("max_steps", "max_turn_steps")
+        if (value := getattr(args, name, None)) is not None
+    }
     plan = domain.plan(
         assistant=actors.assistant,
         user=actors.user,
         concurrency=args.concurrency,
         seed=args.seed,
+        **steps,
     )
     backend: RayBackend | None = None
     if args.backend == "ray":

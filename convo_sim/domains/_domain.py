@@ -32,6 +32,7 @@ from convo_sim._rollouts import (
     ActorFactory,
     CompletionFactory,
     RolloutPlan,
+    ToolFactory,
     VerifierFactory,
 )
 from convo_sim._served_models import ServedModel
@@ -94,6 +95,9 @@ class Domain(Generic[S]):
         describe_goal: `describe_goal(scenario) -> str | None`, the user's
             goal in words, for an LLM user's prompt; None (or no function):
             the generic description (the user script, or nothing to ask for).
+        tools: `tools(scenario) -> ToolEnv`, a fresh tool environment for
+            one dialogue (the assistant's tools and the state they act
+            on); None: the domain's dialogues have no tools.
         fidelity: `fidelity(rollout, scenario) -> metrics`, how faithfully
             the simulated user played its part (JSON-able), or None when
             there is nothing to measure it against.
@@ -121,6 +125,7 @@ class Domain(Generic[S]):
     describe_goal: Callable[[S], str | None] | None = None
     fidelity: Callable[[Rollout, S], Mapping[str, Any] | None] | None = None
     review_user: Callable[[Rollout, S], UserFailure | None] | None = None
+    tools: ToolFactory[S] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():
@@ -153,6 +158,7 @@ class Domain(Generic[S]):
             completion=self.completion,
             max_turns=self.max_turns,
             annotate=self.annotator(),
+            tools=self.tools,
         )
         return dataclasses.replace(plan, **overrides) if overrides else plan
 

@@ -28,7 +28,10 @@ __all__ = ["ENTRY_POINT_GROUP", "get", "names", "register", "resolve", "unregist
 ENTRY_POINT_GROUP = "convo_sim.domains"
 """The entry-point group third-party packages name their domains under."""
 
-_BUILTIN: dict[str, str] = {"calendar": "convo_sim.domains.calendar:DOMAIN"}
+_BUILTIN: dict[str, str] = {
+    "calendar": "convo_sim.domains.calendar:DOMAIN",
+    "support": "convo_sim.domains.support:DOMAIN",
+}
 """Shipped with convo-sim; found even when the installed metadata lags the source."""
 
 _log = get_logger("convo_sim.domains")
