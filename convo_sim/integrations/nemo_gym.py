@@ -254,8 +254,14 @@ def nemo_gym_app(
             taken = await env.step(message)
         except RuntimeError as exc:  # a step of this session already in progress
             return answer({"error": str(exc)}, key, 409)
+        info = step_info(taken)
         if env.done:
             sessions.close(key)
+            # With token capture, whether the policy's turns form one token
+            # sequence (NeMo-RL's requirement), checked on convo-sim's record.
+            record = await env.rollout()
+            if record.contiguity is not None:
+                info["contiguity"] = record.contiguity.model_dump(mode="json")
         observation = None if env.done else user_text(taken.info["new_messages"])
         return answer(
             {
@@ -263,7 +269,7 @@ def nemo_gym_app(
                 "reward": taken.reward,
                 "terminated": taken.terminated,
                 "truncated": taken.truncated,
-                "info": step_info(taken),
+                "info": info,
             },
             key,
         )
@@ -308,13 +314,20 @@ def nemo_gym_app(
         try:
             reply: web.StreamResponse = await handler(request)
         except _Bad as bad:
-            return web.json_response({"error": str(bad)}, status=400)
+            reply = web.json_response({"error": str(bad)}, status=400)
         except web.HTTPException:
             raise
         except Exception as exc:
             # One bad dialogue (a crashing detector, say) never stops the others.
             _log.exception("nemo_gym.request_failed", path=request.path)
-            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=500)
+            reply = web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=500)
+        else:
+            return reply
+        # NeMo-Gym 0.4.0 forwards only the last answer's cookies: an error
+        # must not lose the session.
+        key = request.cookies.get(COOKIE)
+        if key is not None:
+            reply.set_cookie(COOKIE, key, httponly=True, samesite="Lax")
         return reply
 
     app = web.Application(middlewares=[errors], client_max_size=_MAX_BODY)
