@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import subprocess
-import warnings
+import sys
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from convo_sim.integrations.nemo_gym import (
     serve_nemo_gym,
 )
 from convo_sim.scenarios import run_scenario
+from tests.integration_support import not_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SH = ROOT / "scenarios" / "examples" / "nemo_gym" / "run.sh"
@@ -238,19 +239,11 @@ def test_nemo_gym_runs_convo_sim_end_to_end(tmp_path: Path) -> None:
     """run.sh: NeMo-Gym 0.4.0's gymnasium_agent, vllm_model and rollout collection."""
     venv = nemo_gym_venv()
     if venv is None or shutil.which("bash") is None:
-        reason = (
-            "NeMo-Gym end-to-end test NOT RUN: no NeMo-Gym environment (make it with "
+        not_run(
+            "NeMo-Gym end to end: no NeMo-Gym environment (make it with "
             "`bash scenarios/examples/nemo_gym/run.sh`, which needs Python 3.12+; .ci/run does)"
         )
-        if os.environ.get("CONVO_SIM_REQUIRE_INTEGRATIONS"):
-            pytest.fail(reason)
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.warn(reason, UserWarning, stacklevel=1)
-        pytest.skip(reason)
     # The package under test, from the interpreter running the tests.
-    import sys
-
     env = {
         **os.environ,
         "NEMO_GYM_VENV": str(venv),

@@ -9,11 +9,14 @@ from convo_sim._env import EnvStep
 from convo_sim._messages import TOKEN_FIELDS, Message
 from convo_sim._results import DialogueResult
 from convo_sim.domains._domain import Domain
+from convo_sim.domains._registry import resolve
 
 __all__ = [
     "result_summary",
     "scenario_from_data",
+    "scenario_spec",
     "scenario_to_data",
+    "start_of",
     "step_info",
     "token_metadata",
     "user_text",
@@ -41,6 +44,36 @@ def scenario_from_data(domain: Domain[Any], data: object) -> Any:
     if not isinstance(data, Mapping):
         raise ValueError(f"a scenario must be a JSON object, got {type(data).__name__}")
     return domain.scenario_type.model_validate(data)  # type: ignore[attr-defined]
+
+
+def scenario_spec(scenario: Any, domain: str | Domain[Any], seed: int = 0) -> dict[str, Any]:
+    """The `convo_sim` field of a trainer's dataset row: domain, scenario, seed."""
+    return {"domain": resolve(domain).name, "scenario": scenario_to_data(scenario), "seed": seed}
+
+
+def start_of(
+    spec: object, default: str | Domain[Any] | None = None
+) -> tuple[Domain[Any], Any, int]:
+    """The domain, scenario and seed a row's `convo_sim` field names.
+
+    Raises:
+        ValueError: the field is missing or does not name a scenario of a domain.
+    """
+    if not isinstance(spec, Mapping):
+        raise ValueError(
+            "the row has no 'convo_sim' object naming its scenario (write rows with "
+            "convo_sim.integrations' row helpers)"
+        )
+    try:
+        name = spec.get("domain") or default
+        if name is None:
+            raise ValueError("no domain: the row's convo_sim.domain is missing")
+        domain = resolve(name)
+        scenario = scenario_from_data(domain, spec.get("scenario"))
+        seed = int(spec.get("seed", 0))
+    except Exception as exc:
+        raise ValueError(f"convo_sim.scenario: {exc}".splitlines()[0]) from None
+    return domain, scenario, seed
 
 
 def token_metadata(item: Mapping[str, Any]) -> dict[str, Any]:

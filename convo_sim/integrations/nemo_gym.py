@@ -54,8 +54,8 @@ from convo_sim.domains._domain import Domain
 from convo_sim.domains._registry import resolve
 from convo_sim.integrations._common import (
     result_summary,
-    scenario_from_data,
-    scenario_to_data,
+    scenario_spec,
+    start_of,
     step_info,
     token_metadata,
     user_text,
@@ -86,7 +86,6 @@ def nemo_gym_rows(
         agent: the agent server instance the rows are for (`agent_ref`).
         seed: the sample seed the simulated user is built with.
     """
-    name = resolve(domain).name
     rows = []
     for scenario in scenarios:
         extra = dict(getattr(scenario, "metadata", {}).get("responses_create_params") or {})
@@ -97,11 +96,7 @@ def nemo_gym_rows(
                     "input": scenario.opening_transcript().to_responses_input(),
                 },
                 "agent_ref": {"type": "responses_api_agents", "name": agent},
-                "convo_sim": {
-                    "domain": name,
-                    "scenario": scenario_to_data(scenario),
-                    "seed": seed,
-                },
+                "convo_sim": scenario_spec(scenario, domain, seed),
             }
         )
     return rows
@@ -186,18 +181,10 @@ def nemo_gym_app(
     sessions = _Sessions(max_sessions)
 
     async def start(row: Mapping[str, Any]) -> tuple[DialogueEnv[Any], Any]:
-        spec = row.get("convo_sim")
-        if not isinstance(spec, Mapping):
-            raise _Bad(
-                "the row has no 'convo_sim' object naming its scenario "
-                "(write rows with convo_sim.integrations.nemo_gym.nemo_gym_rows)"
-            )
         try:
-            dom = resolve(spec["domain"]) if "domain" in spec else default
-            scenario = scenario_from_data(dom, spec.get("scenario"))
-            seed = int(spec.get("seed", 0))
-        except Exception as exc:
-            raise _Bad(f"convo_sim.scenario: {exc}".splitlines()[0]) from None
+            dom, scenario, seed = start_of(row.get("convo_sim"), default)
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
         env: DialogueEnv[Any] = DialogueEnv(dom, **env_options)
         await env.reset(scenario, seed)
         return env, scenario
