@@ -29,7 +29,6 @@ from convo_sim.domains import get
 from convo_sim.domains.calendar import CalendarScenario, load_scenarios, nemo_scenario
 from convo_sim.integrations._common import scenario_from_data
 from convo_sim.integrations.nemo_gym import (
-    COOKIE,
     nemo_gym_app,
     nemo_gym_rows,
     response_message,
@@ -106,7 +105,10 @@ async def test_the_five_nemo_rows_over_http_match_run_dialogue() -> None:
                 assert row["responses_create_params"]["input"] == (
                     scenario.opening_transcript().to_responses_input()
                 )
-                assert row["agent_ref"] == {"type": "responses_api_agents", "name": "convo_sim_agent"}
+                assert row["agent_ref"] == {
+                    "type": "responses_api_agents",
+                    "name": "convo_sim_agent",
+                }
                 end = await play(agent, row, scenario)
                 reference = await run_scenario(scenario, seed=0)
                 result = end["info"]["result"]
@@ -207,9 +209,13 @@ async def test_sessions_are_bounded() -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-        lambda inner: st.lists(inner, max_size=4)
-        | st.dictionaries(
-            st.sampled_from(["type", "role", "content", "text", *TOKEN_FIELDS]), inner, max_size=4
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["type", "role", "content", "text", *TOKEN_FIELDS]),
+                inner,
+                max_size=4,
+            )
         ),
         max_leaves=20,
     )
@@ -258,7 +264,11 @@ def test_nemo_gym_runs_convo_sim_end_to_end(tmp_path: Path) -> None:
     rollouts = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == 5
     for rollout in rollouts:
-        assert (rollout["reward"], rollout["terminated"], rollout["truncated"]) == (1.0, True, False)
+        assert (rollout["reward"], rollout["terminated"], rollout["truncated"]) == (
+            1.0,
+            True,
+            False,
+        )
         assert rollout["info"]["result"]["termination"] == "user_stop"
         # NeMo-Gym's vllm_model captured the bundled server's token ids, and
         # they reached convo-sim's record through the environment, contiguous.

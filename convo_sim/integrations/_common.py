@@ -43,7 +43,7 @@ def scenario_from_data(domain: Domain[Any], data: object) -> Any:
     """
     if not isinstance(data, Mapping):
         raise ValueError(f"a scenario must be a JSON object, got {type(data).__name__}")
-    return domain.scenario_type.model_validate(data)  # type: ignore[attr-defined]
+    return domain.scenario_type.model_validate(data)
 
 
 def scenario_spec(scenario: Any, domain: str | Domain[Any], seed: int = 0) -> dict[str, Any]:

@@ -61,7 +61,7 @@ from convo_sim.integrations._common import (
     user_text,
 )
 
-__all__ = ["COOKIE", "nemo_gym_app", "nemo_gym_rows", "response_message", "serve_nemo_gym"]
+__all__ = ["COOKIE", "main", "nemo_gym_app", "nemo_gym_rows", "response_message", "serve_nemo_gym"]
 
 COOKIE = "convo_sim_session"
 """The session cookie's name."""
@@ -222,7 +222,9 @@ def nemo_gym_app(
         key = request.cookies.get(COOKIE)
         env = sessions.get(key)
         if env is None:
-            return answer({"error": "no open dialogue for this session: POST /reset first"}, None, 409)
+            return answer(
+                {"error": "no open dialogue for this session: POST /reset first"}, None, 409
+            )
         response = body.get("response")
         if not isinstance(response, Mapping):
             raise _Bad("the body has no 'response' object (the policy's Responses-API output)")
@@ -293,7 +295,11 @@ def nemo_gym_app(
         mean = sum(rewards) / len(rewards) if rewards else 0.0
         metrics: dict[str, Any] = {"mean/reward": mean, "rollouts": len(rewards)}
         return web.json_response(
-            {"group_level_metrics": [], "agent_metrics": metrics, "key_metrics": {"mean/reward": mean}}
+            {
+                "group_level_metrics": [],
+                "agent_metrics": metrics,
+                "key_metrics": {"mean/reward": mean},
+            }
         )
 
     @web.middleware

@@ -115,7 +115,9 @@ class VerlInteraction:
         if env.done:
             result = await env.result()
             return True, "", result.reward or 0.0, {}
-        last = next((m for m in reversed(messages) if m.get("role") == "assistant"), {})
+        last: Mapping[str, Any] = next(
+            (m for m in reversed(messages) if m.get("role") == "assistant"), {}
+        )
         step = await env.step(str(last.get("content") or ""))
         done = step.terminated or step.truncated
         text = "" if done else user_text(step.info["new_messages"]) or ""
@@ -178,7 +180,9 @@ class OpenRLHFAgent:
         return {
             "rewards": _tensor(reward),
             "scores": _tensor(reward),
-            "environment_feedback": "" if text is None else self.feedback_template.format(text=text),
+            "environment_feedback": ""
+            if text is None
+            else self.feedback_template.format(text=text),
             "done": done,
             "sampling_params": states.get("sampling_params"),
             "extra_logs": {"turn": info.get("turn", 0)},
@@ -286,7 +290,10 @@ class OpenEnvDialogue:
         Raises:
             ValueError: as `reset_async`.
         """
-        return _portal_call(lambda: self.reset_async(seed, episode_id, **kwargs))
+        observation: DialogueObservation = _portal_call(
+            lambda: self.reset_async(seed, episode_id, **kwargs)
+        )
+        return observation
 
     def step(
         self, action: DialogueAction | str, timeout_s: float | None = None, **kwargs: Any
@@ -296,7 +303,8 @@ class OpenEnvDialogue:
         Raises:
             RuntimeError: as `step_async`.
         """
-        return _portal_call(lambda: self.step_async(action, timeout_s))
+        observation: DialogueObservation = _portal_call(lambda: self.step_async(action, timeout_s))
+        return observation
 
 
 def _portal_call(make: Any) -> Any:

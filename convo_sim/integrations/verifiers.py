@@ -25,8 +25,9 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import verifiers as vf
 from datasets import Dataset
+
+import verifiers as vf
 
 if not hasattr(vf, "MultiTurnEnv"):  # pragma: no cover - depends on the install
     raise ImportError(
@@ -49,7 +50,9 @@ from convo_sim.integrations._common import (
 __all__ = ["DialogueMultiTurnEnv", "dialogue_dataset", "dialogue_reward"]
 
 # verifiers' token fields -> convo-sim's (TOKEN_FIELDS order).
-_TOKENS = dict(zip(("prompt_ids", "completion_ids", "completion_logprobs"), TOKEN_FIELDS))
+_TOKENS = dict(
+    zip(("prompt_ids", "completion_ids", "completion_logprobs"), TOKEN_FIELDS, strict=True)
+)
 _ENV = "convo_sim_env"
 _RESULT = "convo_sim_result"
 
@@ -140,9 +143,15 @@ class DialogueMultiTurnEnv(vf.MultiTurnEnv):  # type: ignore[misc]
         if isinstance(step_tokens, Mapping) and all(k in step_tokens for k in _TOKENS):
             tokens = {ours: step_tokens[theirs] for theirs, ours in _TOKENS.items()}
         taken = await env.step(
-            Message(role="assistant", content=content if isinstance(content, str) else "", metadata=tokens)
+            Message(
+                role="assistant",
+                content=content if isinstance(content, str) else "",
+                metadata=tokens,
+            )
         )
-        reply = [vf.UserMessage(content=m.text) for m in taken.info["new_messages"] if m.role == "user"]
+        reply = [
+            vf.UserMessage(content=m.text) for m in taken.info["new_messages"] if m.role == "user"
+        ]
         state.setdefault("convo_sim_steps", []).append(step_info(taken))
         if taken.info["result"] is not None:
             state[_RESULT] = taken.info["result"]
