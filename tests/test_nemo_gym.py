@@ -278,3 +278,17 @@ def test_nemo_gym_runs_convo_sim_end_to_end(tmp_path: Path) -> None:
         assert rollout["info"]["contiguity"]["contiguous"] is True
         users = [i for i in items if i.get("role") == "user"]
         assert len(users) == len(policy) - 1  # the last user message ends the dialogue
+
+
+def test_rows_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from convo_sim.integrations.nemo_gym import main
+
+    assert main(["rows", "--set", "calendar_examples", "--agent", "a", "--seed", "2"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows == nemo_gym_rows(CALENDAR.scenarios(["calendar_examples"]), agent="a", seed=2)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"x": 1}\n')
+    for args in (["--scenarios", str(bad)], ["--set", "nope"], ["--domain", "nope"]):
+        assert main(["rows", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1

@@ -43,11 +43,13 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from convo_sim._env import DialogueEnv
+from convo_sim._errors import InputError
 from convo_sim._logging import get_logger
 from convo_sim._messages import Message
 from convo_sim.domains._domain import Domain
@@ -404,13 +406,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.add_argument("--agent", default="convo_sim_agent")
     rows.add_argument("--seed", type=int, default=0)
     ns = parser.parse_args(args)
-    domain = resolve(ns.domain)
+    try:
+        domain = resolve(ns.domain)
+        if ns.command == "rows":
+            scenarios = (
+                domain.load(Path(ns.scenarios)) if ns.scenarios else domain.scenarios(ns.set)
+            )
+    except (InputError, OSError, KeyError, ValueError) as exc:
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
     if ns.command == "serve":
         web.run_app(nemo_gym_app(domain), host=ns.host, port=ns.port, print=None)
         return 0
-    from pathlib import Path
-
-    scenarios = domain.load(Path(ns.scenarios)) if ns.scenarios else domain.scenarios(ns.set)
     for row in nemo_gym_rows(scenarios, domain=domain, agent=ns.agent, seed=ns.seed):
         print(json.dumps(row))
     return 0
