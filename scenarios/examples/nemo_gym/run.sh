@@ -33,8 +33,14 @@ fi
 if [ ! -x "$VENV/bin/gym" ]; then
   PY="${NEMO_GYM_PYTHON:-}"
   if [ -z "$PY" ]; then
-    for candidate in python3.12 python3.13 $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[23]*/bin/python 2>/dev/null | sort -V -r); do
-      if command -v "$candidate" >/dev/null 2>&1; then PY="$(command -v "$candidate")"; break; fi
+    pyenv="${PYENV_ROOT:-$HOME/.pyenv}/versions"
+    # 3.12 first: NeMo-Gym 0.4.0's own environments are made on 3.12.
+    for candidate in python3.12 $(ls -d "$pyenv"/3.12*/bin/python 2>/dev/null | sort -V -r) \
+        python3.13 $(ls -d "$pyenv"/3.13*/bin/python 2>/dev/null | sort -V -r); do
+      # (a pyenv shim may exist and still not run: try each one)
+      if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
+        PY="$(command -v "$candidate")"; break
+      fi
     done
   fi
   if [ -z "$PY" ]; then
