@@ -57,7 +57,7 @@ async def test_rows_prompt_is_what_reset_says() -> None:
 
 
 async def test_verl_interaction_as_its_agent_loop_drives_it() -> None:
-    # verl 0.7.1 experimental/agent_loop/tool_agent_loop.py: start_interaction(request_id,
+    # verl 0.7.1 interactions/base.py signatures; experimental/agent_loop/tool_agent_loop.py: start_interaction(request_id,
     # **interaction_kwargs); per user turn generate_response(request_id, messages,
     # **interaction_kwargs) -> (should_terminate, content, turn_score, extra).
     assert params(VerlInteraction.__init__) == ["self", "config"]
@@ -89,7 +89,7 @@ async def test_openrlhf_agent_as_its_executor_drives_it() -> None:
     # "label"}) -> {"observation"}; step({"observation_text", "action_text", "label",
     # "sampling_params"}) -> {"rewards", "scores", "environment_feedback", "done", ...}.
     assert params(OpenRLHFAgent.reset)[:2] == ["self", "states"]
-    assert params(OpenRLHFAgent.step)[:2] == ["self", "states"]
+    assert params(OpenRLHFAgent.step)[:2] == ["self", "state_dict"]
     for scenario, row in zip(scenarios(), trainer_rows(scenarios(), seed=SEED), strict=True):
         agent = OpenRLHFAgent()
         prompt_text = json.dumps(row["prompt"])

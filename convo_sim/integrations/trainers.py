@@ -162,7 +162,7 @@ class OpenRLHFAgent:
         await self.env.reset(scenario, seed)
         return {"observation": states.get("observation", "")}
 
-    async def step(self, states: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+    async def step(self, state_dict: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
         """The policy's text in; the user's answer as feedback, the reward at the end.
 
         Raises:
@@ -173,7 +173,7 @@ class OpenRLHFAgent:
         if self.env.done:
             reward, done, text, info = (await self.env.result()).reward or 0.0, True, None, {}
         else:
-            step = await self.env.step(str(states.get("action_text") or ""))
+            step = await self.env.step(str(state_dict.get("action_text") or ""))
             done = step.terminated or step.truncated
             reward, info = _reward(step), step_info(step)
             text = None if done else user_text(step.info["new_messages"])
@@ -184,7 +184,7 @@ class OpenRLHFAgent:
             if text is None
             else self.feedback_template.format(text=text),
             "done": done,
-            "sampling_params": states.get("sampling_params"),
+            "sampling_params": state_dict.get("sampling_params"),
             "extra_logs": {"turn": info.get("turn", 0)},
         }
 
