@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,39 +39,50 @@ calendar = get("calendar")
 scenarios = calendar.scenarios()[:4] + calendar.generate(4, seed=8)
 env = DialogueMultiTurnEnv(scenarios, seed=3)
 assert isinstance(env, vf.MultiTurnEnv)
+async def evaluate_all(base_url):
+    client = vf.OpenAIChatCompletionsClient(AsyncOpenAI(base_url=base_url, api_key="local"))
+    outs = {}
+    for model in sys.argv[1:]:
+        outs[model] = await env.evaluate(
+            client=client, model=model,
+            sampling_args={"logprobs": True, "extra_body": {"return_token_ids": True}},
+            num_examples=-1, rollouts_per_example=1, state_columns=["trajectory", "convo_sim"],
+        )
+    return outs
+
 with ServerThread() as server:
-    client = vf.OpenAIChatCompletionsClient(AsyncOpenAI(base_url=server.base_url, api_key="local"))
-    out = asyncio.run(env.evaluate(
-        client=client, model=sys.argv[1],
-        sampling_args={"logprobs": True, "extra_body": {"return_token_ids": True}},
-        num_examples=-1, rollouts_per_example=1, state_columns=["trajectory", "convo_sim"],
-    ))
-got = []
-for o in out["outputs"]:
-    summary = o.get("convo_sim") or {}
-    got.append({
-        "id": json.loads(o["info"]["convo_sim"])["scenario"]["id"],
-        "reward": o["reward"], "stop": o.get("stop_condition"), "error": o.get("error"),
-        "steps": len(o.get("trajectory") or []),
-        "tokens": sorted((o["trajectory"][0].get("tokens") or {}).keys()) if o.get("trajectory") else [],
-        "summary": summary,
-    })
+    outs = asyncio.run(evaluate_all(server.base_url))
+results = {}
+for model, out in outs.items():
+    got = []
+    for o in out["outputs"]:
+        got.append({
+            "id": json.loads(o["info"]["convo_sim"])["scenario"]["id"],
+            "reward": o["reward"], "stop": o.get("stop_condition"), "error": o.get("error"),
+            "steps": len(o.get("trajectory") or []),
+            "tokens": sorted((o["trajectory"][0].get("tokens") or {}).keys())
+            if o.get("trajectory") else [],
+            "summary": o.get("convo_sim") or {},
+        })
+    results[model] = got
 ref = {}
 for s in scenarios:
     r = anyio.run(lambda: run_scenario(s, seed=3))
     ref[s.id] = {"reward": r.reward, "turns": r.turns, "termination": r.termination.value,
                  "verdicts": [v.model_dump(mode="json") for v in r.verdicts]}
-print(json.dumps({"got": got, "ref": ref}))
+print(json.dumps({"got": results, "ref": ref}))
 """
 
 
-def run_child(tmp_path: Path, model: str) -> dict[str, object]:
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One child run, two policies: the solver, and `echo`, which repeats the user."""
     if importlib.util.find_spec("datasets") is None:
         not_run("verifiers is not installed (pip install -e '.[verifiers]'; .ci/run does)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, model],
-        cwd=tmp_path,
+        [sys.executable, "-c", CHILD, "calendar-solver", "echo"],
+        cwd=tmp_path_factory.mktemp("verifiers"),
         env=env,
         capture_output=True,
         text=True,
@@ -81,14 +92,13 @@ def run_child(tmp_path: Path, model: str) -> dict[str, object]:
     if "No module named 'verifiers'" in done.stderr:
         not_run("verifiers is not installed (pip install -e '.[verifiers]'; .ci/run does)")
     assert done.returncode == 0, done.stderr[-3000:]
-    data: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return data
 
 
-def test_verifiers_own_loop_matches_run_dialogue(tmp_path: Path) -> None:
-    data = run_child(tmp_path, "calendar-solver")
-    got, ref = data["got"], data["ref"]
-    assert isinstance(got, list) and isinstance(ref, dict) and len(got) == len(ref) == 8
+def test_verifiers_own_loop_matches_run_dialogue(runs: dict[str, Any]) -> None:
+    got, ref = runs["got"]["calendar-solver"], runs["ref"]
+    assert len(got) == len(ref) == 8
     for rollout in got:
         expected = ref[rollout["id"]]
         summary = rollout["summary"]
@@ -107,9 +117,8 @@ def test_verifiers_own_loop_matches_run_dialogue(tmp_path: Path) -> None:
         assert summary["contiguity"]["policy_turns"] == expected["turns"]
 
 
-def test_a_policy_that_answers_nothing_useful_earns_nothing(tmp_path: Path) -> None:
-    # `echo` repeats the user: no calendar, so no reward, whatever it says.
-    data = run_child(tmp_path, "echo")
-    got = data["got"]
-    assert isinstance(got, list) and got
+def test_a_policy_that_answers_nothing_useful_earns_nothing(runs: dict[str, Any]) -> None:
+    got = runs["got"]["echo"]
+    assert len(got) == 8
     assert {rollout["reward"] for rollout in got} == {0.0}
+    assert [r["error"] for r in got] == [None] * 8
