@@ -200,6 +200,15 @@ def nemo_gym_app(
             raise _Bad("the body must be a JSON object")
         return body
 
+    def policy_message(body: Mapping[str, Any]) -> Message:
+        response = body.get("response")
+        if not isinstance(response, Mapping):
+            raise _Bad("the body has no 'response' object (the policy's Responses-API output)")
+        try:
+            return response_message(response)
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
+
     def answer(data: Mapping[str, Any], key: str | None, status: int = 200) -> web.Response:
         reply = web.json_response(data, status=status)
         if key is not None:
@@ -227,13 +236,7 @@ def nemo_gym_app(
             return answer(
                 {"error": "no open dialogue for this session: POST /reset first"}, None, 409
             )
-        response = body.get("response")
-        if not isinstance(response, Mapping):
-            raise _Bad("the body has no 'response' object (the policy's Responses-API output)")
-        try:
-            message = response_message(response)
-        except ValueError as exc:
-            raise _Bad(str(exc)) from None
+        message = policy_message(body)
         if env.done:
             # The user ended the dialogue before the policy spoke.
             result = await env.result()
@@ -274,13 +277,7 @@ def nemo_gym_app(
 
     async def verify(request: web.Request) -> web.Response:
         body = await body_of(request)
-        response = body.get("response")
-        if not isinstance(response, Mapping):
-            raise _Bad("the body has no 'response' object (the policy's Responses-API output)")
-        try:
-            message = response_message(response)
-        except ValueError as exc:
-            raise _Bad(str(exc)) from None
+        message = policy_message(body)
         env, _ = await start(body)
         if not env.done:
             await env.step(message)
