@@ -4,8 +4,9 @@ The core's public API is re-exported here (modules with a leading
 underscore are private). The rest of the surface: `convo_sim.domains`
 (the `Domain` seam; `convo_sim.domains.calendar`, the first domain),
 `convo_sim.agents`, `convo_sim.users`, `convo_sim.verifiers`,
-`convo_sim.scenarios`, `convo_sim.server`, `convo_sim.testing` and
-`convo_sim.openai_model`, each with its `__all__`.
+`convo_sim.scenarios`, `convo_sim.server`, `convo_sim.testing`,
+`convo_sim.openai_model` and `convo_sim.integrations` (trainer adapters
+over `DialogueEnv`, each needing its extra), each with its `__all__`.
 """
 
 from __future__ import annotations

@@ -501,3 +501,30 @@ def test_sync_envs_share_one_loop_thread() -> None:
     assert [m.content for m in first.reset().messages] == ["a"]
     assert [m.content for m in second.reset().messages] == ["b"]
     assert first.step("x").terminated and second.step("y").terminated
+
+
+async def test_a_capturing_policy_through_the_env_is_run_dialogue_s_record() -> None:
+    """The trainer's token ids (here from a capturing client of the bundled server)
+    ride in with each message and give the same record as `run_dialogue`, contiguous."""
+    from convo_sim.agents import LLMAssistant
+    from convo_sim.openai_model import OpenAIChatModel
+    from convo_sim.server import serve_models
+
+    scenarios = CALENDAR.scenarios()[:3]
+    with anyio.fail_after(40):
+        async with (
+            serve_models() as server,
+            OpenAIChatModel(
+                "calendar-solver", base_url=server.base_url, capture_tokens=True
+            ) as model,
+        ):
+            for scenario in scenarios:
+                reference = await run_scenario(scenario, assistant=LLMAssistant(model), seed=SEED)
+                env: DialogueEnv[CalendarScenario] = DialogueEnv("calendar")
+                result = await drive(env, LLMAssistant(model), scenario, SEED)
+                same(result, reference)
+                record = await env.rollout()
+                same_record(scenario, record, reference)
+                assert record.reward == 1.0
+                assert record.contiguity is not None and record.contiguity.contiguous
+                assert record.contiguity.policy_turns == reference.turns

@@ -26,6 +26,13 @@ PACKAGES = [
     "convo_sim.server",
     "convo_sim.testing",
     "convo_sim.openai_model",
+    "convo_sim.integrations",
+    "convo_sim.integrations.nemo_gym",
+    "convo_sim.integrations.skyrl",
+    "convo_sim.integrations.trainers",
+    # convo_sim.integrations.verifiers needs the verifiers extra, and from the
+    # source tree the family folder verifiers/ shadows that package
+    # (tests/test_verifiers.py imports it from a scratch directory).
 ]
 DESIGN_NAMES = [
     "Message",
