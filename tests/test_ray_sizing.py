@@ -28,8 +28,19 @@ def test_the_readme_ray_command_finishes_with_more_workers_than_cpus(tmp_path: P
     workers = 2 * (os.cpu_count() or 1)
     out = tmp_path / "rollouts.jsonl"
     done = subprocess.run(
-        [*CLI, "run", "--samples", "8", "--backend", "ray", "--workers", str(workers)]
-        + ["--no-progress", "--out", str(out)],
+        [
+            *CLI,
+            "run",
+            "--samples",
+            "8",
+            "--backend",
+            "ray",
+            "--workers",
+            str(workers),
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -60,8 +71,17 @@ def test_the_cli_joins_a_cluster_by_address_and_passes_the_cpus() -> None:
     from convo_sim.cli.wiring import ray_backend
 
     args = build_parser().parse_args(
-        ["run", "--backend", "ray", "--workers", "3", "--ray-address", "ray://head:10001"]
-        + ["--cpus-per-worker", "0.25"]
+        [
+            "run",
+            "--backend",
+            "ray",
+            "--workers",
+            "3",
+            "--ray-address",
+            "ray://head:10001",
+            "--cpus-per-worker",
+            "0.25",
+        ]
     )
     backend = ray_backend(args)
     assert backend is not None
@@ -78,8 +98,19 @@ def test_the_cli_joins_a_cluster_by_address_and_passes_the_cpus() -> None:
 
 def test_cpus_the_cluster_lacks_are_one_line_and_exit_2(tmp_path: Path) -> None:
     done = subprocess.run(
-        [*CLI, "run", "--backend", "ray", "--workers", "3", "--cpus-per-worker", "64"]
-        + ["--no-progress", "--out", str(tmp_path / "r.jsonl")],
+        [
+            *CLI,
+            "run",
+            "--backend",
+            "ray",
+            "--workers",
+            "3",
+            "--cpus-per-worker",
+            "64",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "r.jsonl"),
+        ],
         capture_output=True,
         text=True,
         timeout=100,
