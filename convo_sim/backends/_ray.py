@@ -276,9 +276,10 @@ class RayBackend:
         shards = [
             s for s in (list(items[i :: self.num_workers]) for i in range(self.num_workers)) if s
         ]
+        resources: Any = ray.cluster_resources  # untyped in Ray
         try:
             cpus = self.cpus_per_worker(
-                cluster_cpus=float(ray.cluster_resources().get("CPU", 0.0)), workers=len(shards)
+                cluster_cpus=float(resources().get("CPU", 0.0)), workers=len(shards)
             )
         except InputError:
             if started_ray:
