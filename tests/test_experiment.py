@@ -29,7 +29,7 @@ def run_cli(*argv: str) -> int:
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("experiment")
     code = run_cli(
-        "--personas", ",".join(PERSONAS), "--seeds", "3", "--scenarios", "2", "--out-dir", str(out)
+        "--personas", ",".join(PERSONAS), "--seeds", "3", "--generate", "2", "--out-dir", str(out)
     )
     assert code == 0
     return out
@@ -74,7 +74,7 @@ def test_rerunning_resumes_without_duplicates(experiment: Path) -> None:
         ",".join(PERSONAS),
         "--seeds",
         "3",
-        "--scenarios",
+        "--generate",
         "2",
         "--out-dir",
         str(experiment),
@@ -89,7 +89,7 @@ async def test_another_seed_into_the_same_folder_is_refused(tmp_path: Path) -> N
     done = await run_experiment(
         scenarios, personas=["terse"], seeds=2, seed=1, out_dir=tmp_path, html=False
     )
-    assert set(done.paths) == {"rollouts", "csv", "json"}
+    assert set(done.paths) == {"rollouts", "scenarios", "csv", "json"}
     with pytest.raises(InputError) as info:
         await run_experiment(scenarios, personas=["terse"], seeds=2, seed=2, out_dir=tmp_path)
     assert info.value.path == str(tmp_path / "rollouts.jsonl")
@@ -105,13 +105,13 @@ async def test_another_seed_into_the_same_folder_is_refused(tmp_path: Path) -> N
     [
         (["--personas", "grumpy"], "unknown persona 'grumpy'"),
         (["--assistants", "gpt"], "unknown assistant spec 'gpt'"),
-        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--seeds", "0"], "--samples must be at least 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
 ) -> None:
-    assert run_cli(*argv, "--scenarios", "1", "--out-dir", str(tmp_path)) == 2
+    assert run_cli(*argv, "--generate", "1", "--out-dir", str(tmp_path)) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
 
@@ -126,7 +126,7 @@ def test_an_llm_assistant_through_the_openai_client_matches_the_builtin(tmp_path
             "builtin,openai:calendar-solver",
             "--seeds",
             "2",
-            "--scenarios",
+            "--generate",
             "1",
             "--out-dir",
             str(tmp_path),
@@ -214,6 +214,6 @@ def test_experiment_takes_its_scenarios_from_a_script(tmp_path: Path) -> None:
     assert {r.metadata["base_scenario"] for r in records} == {"stable-day", "reshuffled-day"}
     assert {r.metadata["persona"] for r in records} == {"terse", "noisy"}
     assert (
-        run_cli("--script", str(script), "--scenario-file", str(script), "--out-dir", str(tmp_path))
+        run_cli("--script", str(script), "--scenarios", str(script), "--out-dir", str(tmp_path))
         == 2
     )

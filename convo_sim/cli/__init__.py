@@ -28,12 +28,21 @@ def _commands() -> list[ModuleType]:
     # optional command cannot break the others.
     from convo_sim.cli import experiment as experiment_cmd
     from convo_sim.cli import export as export_cmd
+    from convo_sim.cli import generate as generate_cmd
     from convo_sim.cli import report as report_cmd
     from convo_sim.cli import run as run_cmd
     from convo_sim.cli import serve as serve_cmd
     from convo_sim.cli import verify as verify_cmd
 
-    return [run_cmd, report_cmd, verify_cmd, serve_cmd, experiment_cmd, export_cmd]
+    return [
+        run_cmd,
+        generate_cmd,
+        report_cmd,
+        verify_cmd,
+        serve_cmd,
+        experiment_cmd,
+        export_cmd,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
