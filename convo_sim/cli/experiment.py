@@ -278,7 +278,7 @@ def add_parser(sub: Any) -> None:
         metavar="FILE",
         type=Path,
         default=None,
-        help="scenario file, as in `run` (default: --generate N generated scenarios)",
+        help="scenario file, as in run (default: --generate N generated scenarios)",
     )
     p.add_argument(
         "--generate",
