@@ -107,3 +107,57 @@ def test_experiment_help_has_no_markup(capsys: pytest.CaptureFixture[str]) -> No
         main(["experiment", "--help"])
     out = capsys.readouterr().out
     assert "`" not in out and "--samples" in out and "--generate" in out
+
+
+def test_a_rerun_with_nothing_left_says_so_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from convo_sim._progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream, tty=False)
+    progress.start(10, already_done=10)
+    progress.close()
+    assert stream.getvalue().splitlines() == [
+        "rollouts 10/10 (100%) | nothing left to run: every sample is already in the file"
+    ]
+
+
+def test_summary_counts_in_the_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "one.jsonl"
+    assert main(["generate", "1", "--out", str(path)]) == 0
+    argv = ["run", "--scenarios", str(path), "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(argv) == 0
+    assert "rollouts     1 (1 scenario x 1 sample)" in capsys.readouterr().out
+
+
+def test_log_level_works_after_the_command_too(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "one.jsonl"
+    assert main(["generate", "1", "--out", str(path)]) == 0
+    code = "import sys; from convo_sim.cli import main; sys.exit(main())"
+    for argv in (["--log-level", "info", "run"], ["run", "--log-level", "info"]):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                *argv,
+                "--scenarios",
+                str(path),
+                "--no-progress",
+                "--out",
+                str(tmp_path / "r.jsonl"),
+                "--no-resume",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "dialogue.started" in done.stderr

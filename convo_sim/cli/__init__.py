@@ -60,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _commands():
         module.add_parser(sub)
+    for command in sub.choices.values():
+        # Also after the command (`convo-sim run --log-level info`); SUPPRESS
+        # keeps a value given before it when none is given after.
+        command.add_argument(
+            "--log-level",
+            choices=["debug", "info", "warning", "error"],
+            default=argparse.SUPPRESS,
+            help="log events at or above this level to standard error (default: warning)",
+        )
+        command.add_argument(
+            "--log-json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="write log events as JSON lines",
+        )
     return parser
 
 
