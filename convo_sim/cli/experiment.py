@@ -44,7 +44,7 @@ from convo_sim._experiments import CellStats, cell_stats, write_table_csv, write
 from convo_sim._logging import get_logger
 from convo_sim._models import ChatModel
 from convo_sim._records import Rollout
-from convo_sim._report_html import write_html
+from convo_sim._report_pages import write_report
 from convo_sim._rollouts import open_rollouts, sample_seed
 from convo_sim._sink import RolloutSink
 from convo_sim.agents import LLMAssistant
@@ -233,7 +233,7 @@ async def run_experiment(
     paths["csv"] = write_table_csv(cells, out / "results.csv")
     paths["json"] = write_table_json(cells, out / "results.json", meta=meta)
     if html:
-        paths["html"] = write_html(
+        paths["html"] = write_report(
             records,
             out / "report.html",
             title="convo-sim experiment",
