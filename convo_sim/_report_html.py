@@ -437,6 +437,8 @@ def _messages(r: Rollout) -> str:
 
 
 def _message(message: Message, label: str, turn_scores: Sequence[TurnScore]) -> str:
+    # A system prompt's JSON is an example, not a state worth a table.
+    tables = "" if message.role in ("system", "developer") else json_tables(message.text)
     calls = "".join(
         f'<div class="call">→ {_e(c.name)}({_e(c.arguments)})</div>' for c in message.tool_calls
     )
@@ -447,7 +449,7 @@ def _message(message: Message, label: str, turn_scores: Sequence[TurnScore]) -> 
     )
     return (
         f'<li class="msg {_e(message.role)}"><div class="role">{_e(label)}</div>'
-        f'<div class="text">{_e(message.text)}</div>{json_tables(message.text)}{calls}'
+        f'<div class="text">{_e(message.text)}</div>{tables}{calls}'
         + (f'<ul class="scores">{scored}</ul>' if scored else "")
         + "</li>"
     )
