@@ -52,11 +52,13 @@ from convo_sim._report_html import (
 
 __all__ = ["INLINE_LIMIT", "PAGE_SIZE", "write_report"]
 
-INLINE_LIMIT = 1000
-"""Most rollouts written as one self-contained page; more are paged."""
+INLINE_LIMIT = 200
+"""Most rollouts written as one self-contained page; more are paged. A calendar
+rollout is about 10 kB of page: 1,000 of them made a 10 MB page that took
+Chromium over ten seconds to open (benchmarks/report.py)."""
 
-PAGE_SIZE = 200
-"""Transcripts per transcript page."""
+PAGE_SIZE = 100
+"""Transcripts per transcript page (about 1 MB)."""
 
 _HASH = base64.b64encode(hashlib.sha256(PAGED_SCRIPT.encode()).digest()).decode()
 _MAIN_CSP = (

@@ -21,7 +21,7 @@ import pytest
 from convo_sim import Message, Transcript
 from convo_sim._records import Rollout
 from convo_sim._report_html import render_html
-from convo_sim._report_pages import INLINE_LIMIT, write_report
+from convo_sim._report_pages import INLINE_LIMIT, PAGE_SIZE, write_report
 from convo_sim._report_tables import json_tables
 from convo_sim._sink import RolloutSink
 from convo_sim.cli import main
@@ -107,7 +107,7 @@ def test_past_the_limit_the_transcripts_move_to_pages_of_their_own(
     page, _records = paged
     assert COUNT > INLINE_LIMIT
     pages = sorted((page.parent / "report_transcripts").glob("page-*.html"))
-    assert len(pages) == -(-COUNT // 200)
+    assert len(pages) == -(-COUNT // PAGE_SIZE)
     shown = sum(p.read_text().count('<details class="rollout"') for p in pages)
     assert shown == COUNT
     # The main page holds no transcript: it stays small however many there are.
@@ -115,7 +115,7 @@ def test_past_the_limit_the_transcripts_move_to_pages_of_their_own(
     assert page.stat().st_size < 400_000
     # Every link the index makes points at a page that holds that rollout.
     html = pages[3].read_text()
-    assert f'id="rollout-{3 * 200}"' in html and f'id="rollout-{4 * 200 - 1}"' in html
+    assert f'id="rollout-{3 * PAGE_SIZE}"' in html and f'id="rollout-{4 * PAGE_SIZE - 1}"' in html
 
 
 @pytest.mark.browser
