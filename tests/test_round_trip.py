@@ -42,6 +42,7 @@ def test_every_bundled_scenario_saved_with_model_dump_json_loads_back(tmp_path: 
     ("change", "needle"),
     [
         ({"max_turns": "3"}, "field 'max_turns'"),
+        ({"colour": "red"}, "unknown field 'colour'"),
         ({"persona": "grumpy"}, "unknown persona"),
         ({"goal": {"steps": [{"action": "add", "event_id": 0}]}}, "field 'goal.steps[0]"),
         ({"expected_state": {"0": {"duration": 30}}}, "field 'expected_state'"),
@@ -117,3 +118,35 @@ def test_run_script_finds_the_bundled_examples_from_any_directory(
     assert len(read_rollouts(tmp_path / "sweep.jsonl")) > 0
     assert main(["run", "--script", "scenarios/examples/nope.py"]) == 2
     assert "nope.py" in capsys.readouterr().err
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = ["id", "system_prompt", "prefix", "user_script", "goal", "persona", "expected_state"]
+FIELDS += ["max_turns", "seed", "metadata", "unknown"]
+
+
+@given(st.dictionaries(st.sampled_from(FIELDS), JSON, min_size=1, max_size=4))
+def test_a_mangled_saved_scenario_loads_or_is_one_scenario_error(
+    changes: dict[str, object],
+) -> None:
+    import tempfile
+
+    from convo_sim import ScenarioError
+
+    (scenario,) = generate_scenarios(1, seed=11)
+    record = {**json.loads(scenario.model_dump_json()), **changes}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "s.jsonl"
+        path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+        try:
+            loaded = load_scenarios(path)
+        except ScenarioError as exc:
+            assert exc.line == 1 and "\n" not in str(exc)
+        else:  # what loads also runs: the goal's calendar is still computable
+            assert loaded[0].expected() is not None or loaded[0].goal is None

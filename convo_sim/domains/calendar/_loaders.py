@@ -322,6 +322,13 @@ def _seed(record: Mapping[str, Any], default_id: str) -> CalendarScenario:
 def _saved(record: Mapping[str, Any]) -> CalendarScenario:
     # The model's own fields, validated strictly as JSON (no coercion), then
     # the same checks as a native record's: the expected calendar and the persona.
+    unknown = [key for key in record if key not in CalendarScenario.model_fields]
+    if unknown:
+        raise _Problem(
+            f"unknown field {unknown[0]!r}; a saved scenario has the fields "
+            f"{', '.join(CalendarScenario.model_fields)}",
+            (unknown[0],),
+        )
     try:
         scenario = CalendarScenario.model_validate_json(
             json.dumps(record, default=str), strict=True
