@@ -24,7 +24,7 @@ _MOST_TEXT = 100_000
 
 def json_tables(text: str) -> str:
     """HTML tables for the JSON lists of flat objects in `text` ("" when there is none)."""
-    if "[" not in text or len(text) > _MOST_TEXT:
+    if "[" not in text or "{" not in text or len(text) > _MOST_TEXT:
         return ""
     return "".join(_table(rows) for rows in _lists(text))
 

@@ -218,3 +218,17 @@ def test_a_small_file_is_still_one_self_contained_page(tmp_path: Path) -> None:
     assert out == tmp_path / "one.html"
     assert not (tmp_path / "one_transcripts").exists()
     assert '<details class="rollout"' in out.read_text()
+
+
+def test_past_the_bootstrap_limit_the_interval_is_the_normal_one() -> None:
+    import random
+
+    from convo_sim._stats import BOOTSTRAP_LIMIT, bootstrap_interval
+
+    rng = random.Random(3)
+    values = [rng.choice([0.0, 0.5, 1.0]) for _ in range(BOOTSTRAP_LIMIT)]
+    resampled = bootstrap_interval(values)
+    normal = bootstrap_interval([*values, sum(values) / len(values)])  # one more: normal
+    assert resampled is not None and normal is not None
+    assert abs(resampled[0] - normal[0]) < 0.01 and abs(resampled[1] - normal[1]) < 0.01
+    assert normal[0] < sum(values) / len(values) < normal[1]
