@@ -133,8 +133,7 @@ def write_report(
                     i,
                 ]
             )
-            # The tables need the numbers, not the dialogue.
-            light.append(rollout.model_copy(update={"responses_create_params": {}}))
+            light.append(_light(rollout))
     finally:
         if page is not None:
             _end_page(page)
@@ -143,6 +142,26 @@ def write_report(
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+_KEPT_METADATA = ("persona", "assistant", "fidelity")
+
+
+def _light(rollout: Rollout) -> Rollout:
+    # The tables and charts need the numbers, not the dialogue: keeping
+    # whole records held 4 GB at 100,000 rollouts (benchmarks/report.py).
+    return rollout.model_copy(
+        update={
+            "responses_create_params": {},
+            "turn_scores": (),
+            "verdicts": (),
+            "timings": (),
+            "usage_by_role": {},
+            "contiguity": None,
+            "dialogue_id": "",
+            "metadata": {k: rollout.metadata[k] for k in _KEPT_METADATA if k in rollout.metadata},
+        }
+    )
 
 
 def _unique(rollouts: Iterable[Rollout]) -> Iterator[Rollout]:
