@@ -1,9 +1,9 @@
 """`convo-sim experiment`: a user-modeling grid (personas x assistants x seeds).
 
 Every base scenario is run once per persona and assistant, each with
-`--seeds` samples (each sample has its own seed, so a persona's random
-behaviour, its wording and its noise differ between samples, and pass^k is
-defined for k up to `--seeds`). Each rollout records its cell in
+`--samples` samples (`--seeds` is the old name; each sample has its own
+seed, so a persona's random behaviour, its wording and its noise differ
+between samples, and pass^k is defined for k up to `--samples`). Each rollout records its cell in
 `metadata` (`persona`, `assistant`, `base_scenario`) and the user-fidelity
 metrics in `metadata["fidelity"]`. The run writes, into `--out-dir`:
 
