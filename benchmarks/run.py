@@ -18,6 +18,8 @@ Suites (see benchmarks/README.md for the targets):
                 round robin (see benchmarks/replicas.py)
     rollouts-memory  peak RSS of `convo-sim run` writing 10,000 and 100,000 rollouts
                 (see benchmarks/memory.py)
+    report-100k `convo-sim report --html` at 1,000 and 100,000 rollouts: write time, RSS,
+                page sizes, Chromium open time (see benchmarks/report.py)
 
 HTTP suites compare (a) `baseline`: a bare aiohttp loop, (b) `lean`:
 open_rollouts with LLMAssistant + LLMUser over OpenAIChatModel's lean
@@ -59,8 +61,9 @@ sys.path.insert(0, str(HERE))  # the suites below, also when run from elsewhere
 
 import memory  # noqa: E402
 import replicas  # noqa: E402
+import report  # noqa: E402
 
-EXTRA: dict[str, Any] = {"replicas": replicas, "rollouts-memory": memory}
+EXTRA: dict[str, Any] = {"replicas": replicas, "rollouts-memory": memory, "report-100k": report}
 """Suites with servers and processes of their own: `run(repeat, timeout)`, `table`,
 `targets`, `as_json` and `failed` on their outcome."""
 SERVE = "import sys; from convo_sim.cli import main; sys.exit(main())"

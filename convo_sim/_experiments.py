@@ -56,6 +56,9 @@ class CellStats(BaseModel):
         group: the grouping keys and this cell's values (`{"persona": "terse"}`).
         rollouts: records in the cell.
         scored: records with a reward.
+        errors: records whose dialogue ended in an error (an actor or model
+            that failed, a verifier that crashed); they score 0, so a cell
+            with errors measures the failure, not the assistant.
         mean_reward: mean reward, with `reward_ci` its bootstrap interval.
         pass_rate: share of scored records at or above the threshold, with
             `pass_ci` its Wilson interval.
@@ -80,6 +83,7 @@ class CellStats(BaseModel):
     group: dict[str, str]
     rollouts: int
     scored: int
+    errors: int = 0
     mean_reward: float | None = None
     reward_ci: Interval = None
     pass_rate: float | None = None
@@ -189,6 +193,7 @@ def cell_stats(
                 group=dict(zip(by, values, strict=True)),
                 rollouts=len(records),
                 scored=len(rewards),
+                errors=sum(r.error is not None for r in records),
                 mean_reward=reward,
                 reward_ci=reward_ci,
                 pass_rate=pass_rate,
@@ -227,6 +232,7 @@ def _flat(row: CellStats, max_k: int) -> dict[str, Any]:
     out: dict[str, Any] = dict(row.group)
     out["rollouts"] = row.rollouts
     out["scored"] = row.scored
+    out["errors"] = row.errors
     for name, ci_name in _INTERVALS:
         interval: Interval = getattr(row, ci_name)
         out[name] = getattr(row, name)

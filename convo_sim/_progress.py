@@ -71,6 +71,14 @@ class Progress:
         self.reward_sum = 0.0
         self.scored = 0
         self._started = self.clock()
+        if total - already_done <= 0 and total > 0:
+            # A resumed run with nothing left: one line saying so, no rate.
+            self.stream.write(
+                f"rollouts {already_done}/{total} (100%) | nothing left to run: "
+                "every sample is already in the file\n"
+            )
+            self.stream.flush()
+            return
         self._running = True
         self._draw(force=True)
 

@@ -9,7 +9,7 @@ is all it takes.
 
 from __future__ import annotations
 
-__all__ = ["CSS", "SCRIPT"]
+__all__ = ["CSS", "PAGED_SCRIPT", "SCRIPT"]
 
 CSS = """
 :root { --fg:#1f2328; --muted:#656d76; --line:#d0d7de; --bg:#f6f8fa; --pass:#1a7f37;
@@ -28,9 +28,10 @@ main { padding:8px 28px 40px; max-width:1280px; }
 .card .value { font-size:24px; font-weight:600; }
 .card .extra { color:var(--muted); font-size:12px; min-height:16px; }
 .ci { color:var(--muted); font-size:12px; white-space:nowrap; }
-.charts { display:grid; grid-template-columns:repeat(auto-fit, minmax(340px, 1fr)); gap:16px;
-  margin-top:18px; }
-.chart { margin:0; border:1px solid var(--line); border-radius:8px; padding:10px 12px; }
+.charts { display:flex; flex-wrap:wrap; align-items:flex-start; gap:16px; margin-top:18px; }
+.chart { margin:0; border:1px solid var(--line); border-radius:8px; padding:10px 12px;
+  flex:0 0 auto; max-width:100%; }
+.chart svg { display:block; max-width:100%; height:auto; }
 .chart figcaption { font-weight:600; margin-bottom:6px; }
 svg text { font: 11px system-ui, sans-serif; fill:var(--fg); }
 svg .name { fill:var(--fg); } svg .tick, svg .val { fill:var(--muted); }
@@ -70,6 +71,10 @@ ol.messages { list-style:none; padding:0; margin:8px 0; }
 ul.scores { margin:4px 0 0; padding-left:18px; font-size:12px; }
 p.user-failure { color:var(--fail); font-size:13px; }
 p.user-failure.none { color:var(--muted); }
+table.records { width:auto; margin:4px 0; font-size:12px; }
+table.records td, table.records th { padding:2px 8px; }
+td.endings { white-space:nowrap; }
+.pager { margin-left:auto; }
 """
 
 SCRIPT = """
@@ -122,6 +127,97 @@ SCRIPT = """
   [failed, termination, persona, blame].forEach(function (control) {
     control.addEventListener("change", function () { writeHash(); apply(); });
   });
+  window.addEventListener("hashchange", function () { readHash(); apply(); });
+  readHash();
+  apply();
+})();
+"""
+
+PAGED_SCRIPT = """
+(function () {
+  "use strict";
+  var PER_PAGE = 100;
+  var rows = JSON.parse(document.getElementById("rollout-index").textContent);
+  var table = document.getElementById("index");
+  var body = table.tBodies[0];
+  var folder = encodeURIComponent(table.dataset.folder);
+  var failed = document.getElementById("f-failed");
+  var termination = document.getElementById("f-termination");
+  var persona = document.getElementById("f-persona");
+  var count = document.getElementById("shown-count");
+  var info = document.getElementById("page-info");
+  var prev = document.getElementById("prev");
+  var next = document.getElementById("next");
+  var page = 1;
+  function choose(select, value) {
+    var known = Array.prototype.some.call(select.options, function (o) { return o.value === value; });
+    select.value = known ? value : "";
+  }
+  function readHash() {
+    var params = new URLSearchParams(location.hash.replace(/^#/, ""));
+    failed.checked = params.get("failed") === "1" || params.get("filter") === "failed";
+    choose(termination, params.get("termination") || "");
+    choose(persona, params.get("persona") || "");
+    page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
+  }
+  function writeHash() {
+    var params = new URLSearchParams();
+    if (failed.checked) { params.set("failed", "1"); }
+    if (termination.value) { params.set("termination", termination.value); }
+    if (persona.value) { params.set("persona", persona.value); }
+    if (page > 1) { params.set("page", String(page)); }
+    var text = params.toString();
+    history.replaceState(null, "", text ? "#" + text : location.pathname + location.search);
+  }
+  function cell(tr, text, cls) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    if (cls) { td.className = cls; }
+    tr.appendChild(td);
+    return td;
+  }
+  function apply() {
+    // Row: [scenario, sample, reward, passed, termination, persona, turns, page, index]
+    var matching = rows.filter(function (r) {
+      return (!failed.checked || r[3] === 0)
+        && (!termination.value || r[4] === termination.value)
+        && (!persona.value || r[5] === persona.value);
+    });
+    var pages = Math.max(1, Math.ceil(matching.length / PER_PAGE));
+    page = Math.min(page, pages);
+    var shown = matching.slice((page - 1) * PER_PAGE, page * PER_PAGE);
+    var fresh = document.createElement("tbody");
+    shown.forEach(function (r) {
+      var tr = document.createElement("tr");
+      tr.className = "indexed";
+      tr.dataset.passed = String(r[3]);
+      tr.dataset.termination = r[4];
+      tr.dataset.persona = r[5];
+      cell(tr, r[2] === null ? "\u2013" : r[2].toFixed(2), r[3] ? "pass" : "fail");
+      cell(tr, r[0]);
+      cell(tr, "#" + r[1]);
+      cell(tr, r[5]);
+      cell(tr, r[4]);
+      cell(tr, String(r[6]));
+      var link = document.createElement("a");
+      link.href = folder + "/page-" + String(r[7]).padStart(5, "0") + ".html#rollout-" + r[8];
+      link.textContent = "open";
+      cell(tr, "").appendChild(link);
+      fresh.appendChild(tr);
+    });
+    table.replaceChild(fresh, body);
+    body = fresh;
+    count.textContent = "Showing " + matching.length + " of " + rows.length + " rollouts";
+    info.textContent = "page " + page + " of " + pages;
+    prev.disabled = page <= 1;
+    next.disabled = page >= pages;
+    document.body.setAttribute("data-shown", String(matching.length));
+  }
+  [failed, termination, persona].forEach(function (control) {
+    control.addEventListener("change", function () { page = 1; writeHash(); apply(); });
+  });
+  prev.addEventListener("click", function () { page -= 1; writeHash(); apply(); });
+  next.addEventListener("click", function () { page += 1; writeHash(); apply(); });
   window.addEventListener("hashchange", function () { readHash(); apply(); });
   readHash();
   apply();

@@ -41,6 +41,7 @@ from convo_sim._report_attribution import (
     paired_section,
     user_failure_line,
 )
+from convo_sim._report_tables import json_tables
 from convo_sim._results import TurnScore
 from convo_sim._stats import bootstrap_interval, wilson_interval
 
@@ -187,7 +188,7 @@ def _chart_card(title: str, svg: str) -> str:
 def _svg(width: int, height: int, body: str, label: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" role="img" aria-label="{_e(label)}">{body}</svg>'
+        f'width="{width}" height="{height}" role="img" aria-label="{_e(label)}">{body}</svg>'
     )
 
 
@@ -287,8 +288,8 @@ def _comparison(cells: Sequence[CellStats]) -> str:
     max_k = max((max(c.pass_hat_k, default=0) for c in cells), default=0)
     head = (
         "<tr><th>persona</th><th>assistant</th><th>n</th><th>mean reward</th><th>pass rate</th>"
-        f"<th>pass^{max_k}</th><th>turns</th><th>goal coverage</th><th>premature stops</th>"
-        "<th>stop ok</th><th>leakage</th></tr>"
+        f"<th>pass^{max_k}</th><th>turns</th><th>termination</th><th>goal coverage</th>"
+        "<th>premature stops</th><th>stop ok</th><th>leakage</th></tr>"
     )
     rows = []
     for c in cells:
@@ -300,6 +301,7 @@ def _comparison(cells: Sequence[CellStats]) -> str:
             + _cell(c.pass_rate, c.pass_ci)
             + f"<td>{_num(c.pass_hat_k.get(max_k))}</td>"
             + f"<td>{_num(c.mean_turns, 1)} {_ci(c.turns_ci, 1)}</td>"
+            + f'<td class="endings">{_endings(c.terminations, c.rollouts)}</td>'
             + _cell(c.goal_coverage, c.coverage_ci)
             + _cell(c.premature_stop_rate, c.premature_stop_ci)
             + _cell(c.stop_ok_rate, c.stop_ok_ci)
@@ -311,6 +313,17 @@ def _comparison(cells: Sequence[CellStats]) -> str:
         '<p class="muted">95% intervals: Wilson score for rates, percentile bootstrap '
         "(fixed seed) for means. Fidelity columns need an experiment's rollouts.</p>"
         f'<div class="scroll"><table class="grid">{head}{"".join(rows)}</table></div></section>'
+    )
+
+
+def _endings(counts: Mapping[str, int], total: int) -> str:
+    # Most frequent first, each with its share: "max_turns 6 (100%)" tells at
+    # a glance that a persona's failures are all turn-limit cut-offs.
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return "<br>".join(
+        f'{_e(reason)} {count} <span class="ci">({100 * count / total:.0f}%)</span>'
+        for reason, count in ordered
+        if total
     )
 
 
@@ -342,7 +355,7 @@ def _viewer(rollouts: Sequence[Rollout], threshold: float) -> str:
     )
 
 
-def _rollout(r: Rollout, index: int, threshold: float) -> str:
+def _rollout(r: Rollout, index: int, threshold: float, *, expand: bool = False) -> str:
     passed = _passed(r, threshold)
     badge = f'<span class="badge {"pass" if passed else "fail"}">{_num(r.reward)}</span>'
     assistant = r.metadata.get("assistant")
@@ -363,7 +376,7 @@ def _rollout(r: Rollout, index: int, threshold: float) -> str:
         f'<details class="rollout" id="rollout-{index}" data-passed="{int(passed)}" '
         f'data-termination="{_e(r.termination.value)}" data-persona="{_e(_persona(r))}" '
         f'data-blame="{blame(r, threshold)}"'
-        f"{' open' if index == 0 else ''}><summary>{summary}</summary>"
+        f"{' open' if index == 0 or expand else ''}><summary>{summary}</summary>"
         f'<div class="body">{"".join(body)}</div></details>'
     )
 
@@ -451,6 +464,8 @@ def _messages(r: Rollout) -> str:
 
 
 def _message(message: Message, label: str, turn_scores: Sequence[TurnScore]) -> str:
+    # A system prompt's JSON is an example, not a state worth a table.
+    tables = "" if message.role in ("system", "developer") else json_tables(message.text)
     calls = "".join(
         f'<div class="call">→ {_e(c.name)}({_e(c.arguments)})</div>' for c in message.tool_calls
     )
@@ -461,7 +476,7 @@ def _message(message: Message, label: str, turn_scores: Sequence[TurnScore]) -> 
     )
     return (
         f'<li class="msg {_e(message.role)}"><div class="role">{_e(label)}</div>'
-        f'<div class="text">{_e(message.text)}</div>{calls}'
+        f'<div class="text">{_e(message.text)}</div>{tables}{calls}'
         + (f'<ul class="scores">{scored}</ul>' if scored else "")
         + "</li>"
     )

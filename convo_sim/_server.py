@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import anyio.from_thread
@@ -250,6 +251,13 @@ class ModelServer:
     def _route(self, method: str, path: str) -> Reply:
         if path in ("/v1/models", "/models") and method == "GET":
             return Reply.json(200, self._model_list())
+        if path.startswith(("/v1/models/", "/models/")) and method == "GET":
+            # A model id may hold slashes (`Qwen/Qwen2.5-7B-Instruct`).
+            name = unquote(path.split("/models/", 1)[1])
+            for model in self._model_list()["data"]:
+                if model["id"] == name:
+                    return Reply.json(200, model)
+            raise _HTTPError(404, f"the model {name!r} does not exist", "not_found_error")
         if path in ("/health", "/v1/health"):
             return Reply.json(200, {"status": "ok"})
         if path == "/metrics" and method == "GET":
@@ -327,6 +335,12 @@ class ModelServer:
         model = self.models.get(name) if isinstance(name, str) else None
         if model is None or not isinstance(name, str):
             raise _HTTPError(404, f"the model {name!r} does not exist", "not_found_error")
+        choices = body.get("n")
+        if choices is not None and (type(choices) is not int or choices != 1):
+            # One choice per request; answering n=3 with one would look like success.
+            raise _HTTPError(
+                400, f"'n' must be 1: convo-sim serve returns one choice, got {choices!r}"
+            )
         messages = _request_messages(body, responses)
         try:
             request_tools(body)  # a model that ignores tools still gets a 400 for broken ones

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from statistics import NormalDist
 
 __all__ = [
+    "BOOTSTRAP_LIMIT",
     "DEFAULT_RESAMPLES",
     "bootstrap_interval",
     "mean",
@@ -66,6 +67,10 @@ def wilson_interval(
     return (low, high)
 
 
+BOOTSTRAP_LIMIT = 2_000
+"""Most values a bootstrap interval resamples; beyond, the normal interval."""
+
+
 def bootstrap_interval(
     values: Sequence[float],
     *,
@@ -76,7 +81,11 @@ def bootstrap_interval(
     """The percentile-bootstrap interval of the mean; None for no values.
 
     A single value, or identical values, give a zero-width interval: the
-    bootstrap cannot see variation that the sample does not hold.
+    bootstrap cannot see variation that the sample does not hold. Past
+    `BOOTSTRAP_LIMIT` values the interval is the normal one, mean ± z·s/√n
+    (clipped to the values' range), which the percentile bootstrap of a
+    mean converges to: resampling 100,000 rewards 1,000 times took minutes
+    (a report of 100,000 rollouts) and moves the bounds by less than 0.001.
 
     Raises:
         ValueError: `confidence` outside (0, 1) or `resamples` below 1.
@@ -88,8 +97,13 @@ def bootstrap_interval(
         return None
     if min(values) == max(values):
         return (float(values[0]), float(values[0]))
-    rng = random.Random(seed)
     n = len(values)
+    if n > BOOTSTRAP_LIMIT:
+        centre = math.fsum(values) / n
+        spread = math.sqrt(math.fsum((v - centre) ** 2 for v in values) / (n - 1))
+        half = _z(confidence) * spread / math.sqrt(n)
+        return (max(min(values), centre - half), min(max(values), centre + half))
+    rng = random.Random(seed)
     means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
     alpha = (1 - confidence) / 2
     low = means[max(0, math.floor(alpha * resamples))]

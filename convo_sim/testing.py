@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from convo_sim._messages import Message
 from convo_sim._models import Completion, ModelSettings
@@ -74,12 +75,18 @@ class FunctionModel:
 class ScriptedModel(FunctionModel):
     """A `ChatModel` that replies from a list, in order.
 
+    Takes the list as `ScriptedUser` does, `ScriptedModel(["hi", "bye"])`,
+    or the replies one by one, `ScriptedModel("hi", "bye")`.
+
     Raises `IndexError` from `complete()` once the list is used up (the
     actor's dialogue then ends with an actor error).
     """
 
-    def __init__(self, *replies: Reply) -> None:
-        self.replies = list(replies)
+    def __init__(self, *replies: Reply | Sequence[Reply]) -> None:
+        if len(replies) == 1 and isinstance(replies[0], list | tuple):
+            self.replies: list[Reply] = list(replies[0])
+        else:
+            self.replies = [cast(Reply, r) for r in replies]
         super().__init__(self._next)
 
     def _next(self, messages: Sequence[Message], settings: ModelSettings) -> Reply:

@@ -18,6 +18,7 @@ from convo_sim.scenarios._loading import bundled_scenarios, load_scenarios
 from convo_sim.scenarios._model import GoalT, Scenario, StateT
 from convo_sim.scenarios._reading import Record, line_of, read_records
 from convo_sim.scenarios._run import run_scenario, user_seed
+from convo_sim.scenarios._saving import save_scenarios
 from convo_sim.scenarios._script import ScenarioScript, load_script, run_script
 
 if TYPE_CHECKING:
@@ -81,5 +82,6 @@ __all__ = [
     "read_records",
     "run_scenario",
     "run_script",
+    "save_scenarios",
     "user_seed",
 ]

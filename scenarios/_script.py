@@ -121,6 +121,19 @@ def _failure_line(exc: BaseException, path: Path) -> int | None:
     return line
 
 
+def _locate(path: Path) -> Path:
+    """The script's file; `scenarios/examples/NAME.py` falls back to the installed examples.
+
+    The README's commands name the examples by their path in the repository,
+    which only exists from its root; the same files are installed with the
+    package, so the commands work from any directory.
+    """
+    if path.exists() or path.is_absolute() or path.parts[:2] != ("scenarios", "examples"):
+        return path.resolve()
+    installed = Path(__file__).resolve().parent / "examples" / Path(*path.parts[2:])
+    return installed if installed.is_file() else path.resolve()
+
+
 def _execute(path: Path) -> tuple[ModuleType, dict[str, int]]:
     try:
         source = path.read_text(encoding="utf-8")
@@ -260,7 +273,7 @@ def load_script(path: str | Path, *, domain: str | None = None) -> ScenarioScrip
             `domain`, defines no scenarios, or defines malformed ones;
             `exc.path` names the file and `exc.line` the line, when known.
     """
-    path = Path(path).resolve()
+    path = _locate(Path(path))
     module, lines = _execute(path)
     chosen = _domain(module, lines, path, domain)
     scenarios = _collect(chosen, module, lines, path)

@@ -39,3 +39,24 @@ def _fresh_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # A skipped browser test must not pass unnoticed: the README's test
+    # command may run where Chromium is not installed (tests/browser.py).
+    from tests.browser import MISSING, REQUIRE
+
+    missed = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if MISSING in str(getattr(report, "longrepr", ""))
+    ]
+    if not missed:
+        return
+    terminalreporter.write_sep("!", "BROWSER TESTS DID NOT RUN", red=True, bold=True)
+    terminalreporter.write_line(
+        f"{len(missed)} test(s) of the HTML report need headless Chromium, which was not "
+        "found: install it (apt-get install chromium) or point CHROMIUM at it. "
+        f".ci/run sets {REQUIRE}=1, under which they fail instead.",
+        red=True,
+    )

@@ -316,7 +316,7 @@ def test_a_second_domain_runs_through_the_cli(
 
 def test_a_second_domain_runs_an_experiment_grid(shout: Domain[Any], tmp_path: Path) -> None:
     argv = ["experiment", "--domain", "shout", "--personas", "terse", "--seeds", "1"]
-    assert main([*argv, "--scenarios", "2", "--out-dir", str(tmp_path), "--no-html"]) == 0
+    assert main([*argv, "--generate", "2", "--out-dir", str(tmp_path), "--no-html"]) == 0
     table = json.loads((tmp_path / "results.json").read_text())
     assert table["meta"]["domain"] == "shout"
     assert [c["mean_reward"] for c in table["cells"]] == [1.0]

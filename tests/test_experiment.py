@@ -29,7 +29,7 @@ def run_cli(*argv: str) -> int:
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("experiment")
     code = run_cli(
-        "--personas", ",".join(PERSONAS), "--seeds", "3", "--scenarios", "2", "--out-dir", str(out)
+        "--personas", ",".join(PERSONAS), "--seeds", "3", "--generate", "2", "--out-dir", str(out)
     )
     assert code == 0
     return out
@@ -84,7 +84,7 @@ def test_rerunning_resumes_without_duplicates(experiment: Path) -> None:
         ",".join(PERSONAS),
         "--seeds",
         "3",
-        "--scenarios",
+        "--generate",
         "2",
         "--out-dir",
         str(experiment),
@@ -99,7 +99,7 @@ async def test_another_seed_into_the_same_folder_is_refused(tmp_path: Path) -> N
     done = await run_experiment(
         scenarios, personas=["terse"], seeds=2, seed=1, out_dir=tmp_path, html=False
     )
-    assert set(done.paths) == {"rollouts", "csv", "json"}
+    assert set(done.paths) == {"rollouts", "scenarios", "csv", "json"}
     with pytest.raises(InputError) as info:
         await run_experiment(scenarios, personas=["terse"], seeds=2, seed=2, out_dir=tmp_path)
     assert info.value.path == str(tmp_path / "rollouts.jsonl")
@@ -115,13 +115,13 @@ async def test_another_seed_into_the_same_folder_is_refused(tmp_path: Path) -> N
     [
         (["--personas", "grumpy"], "unknown persona 'grumpy'"),
         (["--assistants", "gpt"], "unknown assistant spec 'gpt'"),
-        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--seeds", "0"], "--samples must be at least 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
 ) -> None:
-    assert run_cli(*argv, "--scenarios", "1", "--out-dir", str(tmp_path)) == 2
+    assert run_cli(*argv, "--generate", "1", "--out-dir", str(tmp_path)) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
 
@@ -134,7 +134,7 @@ def test_every_assistant_meets_the_same_users_over_the_real_http_path(tmp_path: 
     with ServerThread() as server:
         code = run_cli(
             "--personas", personas, "--assistants", "builtin,openai:calendar-solver",
-            "--seeds", "2", "--scenarios", "2", "--out-dir", str(tmp_path), "--no-html",
+            "--seeds", "2", "--generate", "2", "--out-dir", str(tmp_path), "--no-html",
             "--base-url", server.base_url,
         )  # fmt: skip
     assert code == 0
@@ -174,7 +174,7 @@ def test_a_worse_assistant_shows_as_a_paired_difference(
     with ServerThread() as server:
         code = run_cli(
             "--personas", "cooperative,terse", "--assistants", "builtin,openai:echo",
-            "--seeds", "3", "--scenarios", "2", "--out-dir", str(tmp_path), "--no-html",
+            "--seeds", "3", "--generate", "2", "--out-dir", str(tmp_path), "--no-html",
             "--base-url", server.base_url,
         )  # fmt: skip
     assert code == 0
@@ -199,7 +199,7 @@ def test_a_worse_assistant_shows_as_a_paired_difference(
 
 def test_a_population_replaces_the_named_personas(tmp_path: Path) -> None:
     code = run_cli(
-        "--population", "4", "--seed", "5", "--seeds", "1", "--scenarios", "2",
+        "--population", "4", "--seed", "5", "--seeds", "1", "--generate", "2",
         "--out-dir", str(tmp_path), "--no-html",
     )  # fmt: skip
     assert code == 0
@@ -287,7 +287,7 @@ def test_experiment_takes_its_scenarios_from_a_script(tmp_path: Path) -> None:
     assert {r.metadata["base_scenario"] for r in records} == {"stable-day", "reshuffled-day"}
     assert {r.metadata["persona"] for r in records} == {"terse", "noisy"}
     assert (
-        run_cli("--script", str(script), "--scenario-file", str(script), "--out-dir", str(tmp_path))
+        run_cli("--script", str(script), "--scenarios", str(script), "--out-dir", str(tmp_path))
         == 2
     )
 
@@ -299,7 +299,7 @@ def test_llm_users_reviewed_by_an_llm_judge_over_http(tmp_path: Path) -> None:
     # cached by content hash in a file, so a second run asks nothing new.
     cache = tmp_path / "judge.jsonl"
     args = (
-        "--personas", "cooperative,impatient", "--seeds", "1", "--scenarios", "2",
+        "--personas", "cooperative,impatient", "--seeds", "1", "--generate", "2",
         "--user", "openai:calendar-user", "--user-reviewer", "openai:calendar-user-reviewer",
         "--judge-cache", str(cache), "--no-html",
     )  # fmt: skip

@@ -7,15 +7,14 @@ page's own bookmarkable state. That covers what this test needs with no
 extra Python dependency and no browser download.
 
 Chromium is a system package (`/usr/bin/chromium` on Debian). When it is
-missing these tests FAIL, on purpose, with the marker `[chromium-missing]`:
-`.ci/run` installs it. Deselect them with `-m "not browser"`.
+missing these tests are skipped and the run's summary says so loudly;
+`.ci/run` installs it and sets `CONVO_SIM_REQUIRE_BROWSER=1`, which makes
+them fail instead (tests/browser.py). Deselect them with `-m "not browser"`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from convo_sim.cli.experiment import run_experiment
 from convo_sim.domains import get
 from convo_sim.domains.calendar import generate_scenarios as generate_calendar_scenarios
 from convo_sim.users import FunctionUser
+from tests.browser import chromium_path
 
 pytestmark = pytest.mark.browser
 
@@ -52,21 +52,6 @@ ATTACK = (
     "<script>document.title='pwned'</script>"
     "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
 )
-
-
-def chromium_path() -> str:
-    found = (
-        os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    )
-    if found is None and Path("/usr/bin/chromium").exists():
-        found = "/usr/bin/chromium"
-    if found is None:
-        pytest.fail(
-            "[chromium-missing] headless Chromium is needed for the HTML report tests; "
-            ".ci/run installs it (apt-get install chromium). Deselect with -m 'not browser'.",
-            pytrace=False,
-        )
-    return found
 
 
 def chromium_args(profile: Path) -> list[str]:

@@ -425,7 +425,7 @@ def test_verify_report_export_and_experiment_take_support_records(
 
     grid = tmp_path / "exp"
     argv = ["experiment", "--domain", "support", "--personas", "cooperative,impatient"]
-    argv += ["--seeds", "1", "--scenarios", "3", "--out-dir", str(grid), "--no-html"]
+    argv += ["--seeds", "1", "--generate", "3", "--out-dir", str(grid), "--no-html"]
     assert main(argv) == 0
     data = json.loads((grid / "results.json").read_text())
     cells = {c["group"]["persona"]: c for c in data["cells"]}

@@ -44,6 +44,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from convo_sim._errors import InputError
 from convo_sim._logging import Level, get_logger
 from convo_sim._records import Rollout, RolloutKey
 from convo_sim._rollouts import RolloutPlan, S, run_plan
@@ -171,9 +172,12 @@ class RayBackend:
             process has initialised, or starts a local one of its own whose
             servers listen on 127.0.0.1 only (`init_options=
             {"_node_ip_address": IP}` says otherwise).
-        num_cpus_per_worker: CPUs Ray reserves for each actor (rule-based
-            actors use CPU; model-backed ones mostly wait, so 0.5 or less
-            packs more workers per machine).
+        num_cpus_per_worker: CPUs Ray reserves for each actor. None (the
+            default) shares the cluster's CPUs between the workers, at most
+            one each, so more workers than CPUs still all run at once (four
+            workers on two cores get 0.5 each); a number that the cluster
+            cannot give every worker is refused before any worker starts
+            (`InputError`), instead of leaving workers waiting for a CPU.
         log_level: the workers' structlog level (events go to their stderr,
             which Ray forwards to the driver's).
         init_options: extra `ray.init` keywords when this backend starts Ray.
@@ -189,7 +193,7 @@ class RayBackend:
     num_workers: int = 2
     concurrency_per_worker: int | None = None
     address: str | None = None
-    num_cpus_per_worker: float = 1.0
+    num_cpus_per_worker: float | None = None
     log_level: Level = "warning"
     init_options: Mapping[str, Any] = field(default_factory=dict)
     max_worker_restarts: int = 3
@@ -201,10 +205,34 @@ class RayBackend:
             raise ValueError(
                 f"concurrency_per_worker must be at least 1, got {self.concurrency_per_worker!r}"
             )
+        if self.num_cpus_per_worker is not None and not self.num_cpus_per_worker > 0:
+            raise ValueError(
+                f"num_cpus_per_worker must be positive, got {self.num_cpus_per_worker!r}"
+            )
         if self.max_worker_restarts < 0:
             raise ValueError(
                 f"max_worker_restarts must be at least 0, got {self.max_worker_restarts!r}"
             )
+
+    def cpus_per_worker(self, *, cluster_cpus: float, workers: int) -> float:
+        """The CPUs each of `workers` actors reserves on a cluster of `cluster_cpus`.
+
+        Raises:
+            InputError: `num_cpus_per_worker` times the workers is more than
+                the cluster has (the workers would wait for CPUs forever).
+        """
+        if self.num_cpus_per_worker is None:
+            # Ray takes fractions to four decimals; rounding down keeps the
+            # sum within the cluster.
+            share = math.floor(cluster_cpus / workers * 10_000) / 10_000
+            return max(min(1.0, share), 0.0001)
+        need = self.num_cpus_per_worker * workers
+        if need > cluster_cpus + 1e-9:
+            raise InputError(
+                f"{workers} Ray workers x {self.num_cpus_per_worker:g} CPU need {need:g} CPUs; "
+                f"the cluster has {cluster_cpus:g}: use fewer workers or fewer CPUs per worker"
+            )
+        return self.num_cpus_per_worker
 
     def worker_plan(self, plan: RolloutPlan[S]) -> RolloutPlan[S]:
         """The plan each worker runs: its own dialogue limit, a share of the model limits."""
@@ -225,6 +253,8 @@ class RayBackend:
 
         Raises:
             ImportError: Ray is not installed (`pip install 'convo-sim[ray]'`).
+            InputError: `num_cpus_per_worker` asks for more CPUs than the
+                cluster has.
             RolloutError: a factory raised for some sample, in some worker.
             ray.exceptions.RayActorError: a shard's worker died more than
                 `max_worker_restarts` times.
@@ -246,8 +276,18 @@ class RayBackend:
         shards = [
             s for s in (list(items[i :: self.num_workers]) for i in range(self.num_workers)) if s
         ]
+        resources: Any = ray.cluster_resources  # untyped in Ray
+        try:
+            cpus = self.cpus_per_worker(
+                cluster_cpus=float(resources().get("CPU", 0.0)), workers=len(shards)
+            )
+        except InputError:
+            if started_ray:
+                ray.shutdown()
+            raise
+        _log.info("ray.sized", workers=len(shards), cpus_per_worker=cpus)
         worker_plan = self.worker_plan(plan)
-        remote: Any = ray.remote(num_cpus=self.num_cpus_per_worker)(_ShardWorker)
+        remote: Any = ray.remote(num_cpus=cpus)(_ShardWorker)
         # One thread per shard waits on Ray at a time; a limiter of their own
         # keeps many shards from queueing behind anyio's default of 40.
         threads = anyio.CapacityLimiter(len(shards))

@@ -28,12 +28,21 @@ def _commands() -> list[ModuleType]:
     # optional command cannot break the others.
     from convo_sim.cli import experiment as experiment_cmd
     from convo_sim.cli import export as export_cmd
+    from convo_sim.cli import generate as generate_cmd
     from convo_sim.cli import report as report_cmd
     from convo_sim.cli import run as run_cmd
     from convo_sim.cli import serve as serve_cmd
     from convo_sim.cli import verify as verify_cmd
 
-    return [run_cmd, report_cmd, verify_cmd, serve_cmd, experiment_cmd, export_cmd]
+    return [
+        run_cmd,
+        generate_cmd,
+        report_cmd,
+        verify_cmd,
+        serve_cmd,
+        experiment_cmd,
+        export_cmd,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _commands():
         module.add_parser(sub)
+    for command in sub.choices.values():
+        # Also after the command (`convo-sim run --log-level info`); SUPPRESS
+        # keeps a value given before it when none is given after.
+        command.add_argument(
+            "--log-level",
+            choices=["debug", "info", "warning", "error"],
+            default=argparse.SUPPRESS,
+            help="log events at or above this level to standard error (default: warning)",
+        )
+        command.add_argument(
+            "--log-json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="write log events as JSON lines",
+        )
     return parser
 
 

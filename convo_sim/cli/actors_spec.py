@@ -50,6 +50,7 @@ __all__ = [
     "llm_assistant_for",
     "llm_user_for",
     "parse_actor_spec",
+    "require_endpoint",
     "wire_actors",
 ]
 
@@ -151,6 +152,19 @@ def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
         "kept on-policy across turns (needs --assistant openai:MODEL and chat completions; "
         "see docs/training-data.md)",
     )
+
+
+def require_endpoint(model: str, url: str | None, key_env: str, *, flag: str) -> None:
+    """Refuse, before any dialogue runs, a model with neither a server nor a key.
+
+    Raises:
+        InputError: no `url`, no `$OPENAI_BASE_URL` and no key in `$key_env`.
+    """
+    if not (url or os.environ.get("OPENAI_BASE_URL")) and not os.environ.get(key_env):
+        raise InputError(
+            f"openai:{model} needs an API key in ${key_env} "
+            f"(or {flag} for a local server such as vLLM or convo-sim serve)"
+        )
 
 
 def check_base_url(url: str) -> str:
@@ -401,12 +415,7 @@ def wire_actors(
         own_url = getattr(args, f"{side}_base_url", None)
         url = own_url or base_url
         env = getattr(args, f"{side}_api_key_env", None) or key_env
-        if not (url or os.environ.get("OPENAI_BASE_URL")) and not os.environ.get(env):
-            raise InputError(
-                f"openai:{spec.model} needs an API key in ${env} "
-                f"(or --{side}-base-url / --base-url for a local server such as vLLM "
-                "or convo-sim serve)"
-            )
+        require_endpoint(spec.model, url, env, flag=f"--{side}-base-url / --base-url")
         # Only the assistant is the policy: the simulated user's tokens are
         # never captured, and a side with its own endpoint gets its own model
         # (the replicas of --base-url serve only the sides without one).

@@ -1,28 +1,33 @@
 """`convo-sim experiment`: a user-modeling grid (personas x assistants x seeds).
 
 Every base scenario is run once per persona and assistant, each with
-`--seeds` samples (each sample has its own seed, so a persona's random
-behaviour, its wording and its noise differ between samples, and pass^k is
-defined for k up to `--seeds`). The design is **paired**: a sample's seed
-depends on the run seed, the base scenario and the sample index only
-(`RolloutPlan.seed_key`), never on the assistant or the persona, so every
-assistant meets the same simulated users and their difference is free of
-the users' randomness. Each rollout records its cell in `metadata`
-(`persona`, `assistant`, `base_scenario`), the user-fidelity metrics in
-`metadata["fidelity"]` and what the user did wrong in `user_failure`. The
-run writes, into `--out-dir`:
+`--samples` samples (`--seeds` is the old name; each sample has its own
+seed, so a persona's random behaviour, its wording and its noise differ
+between samples, and pass^k is defined for k up to `--samples`). The
+design is **paired**: a sample's seed depends on the run seed, the base
+scenario and the sample index only (`RolloutPlan.seed_key`), never on the
+assistant or the persona, so every assistant meets the same simulated users
+and their difference is free of the users' randomness. Each rollout records
+its cell in `metadata` (`persona`, `assistant`, `base_scenario`), the
+user-fidelity metrics in `metadata["fidelity"]` and what the user did wrong
+in `user_failure`. The run writes, into `--out-dir`:
 
 * `rollouts.jsonl`: the records (resumable: the same command continues);
 * `results.csv` and `results.json`: one row per (persona, assistant) cell
-  with mean reward, pass rate, pass^k, turns, the fidelity metrics and the
-  failures split by who failed (assistant or simulator), each with a 95%
-  interval (Wilson score for rates, percentile bootstrap with a fixed seed
-  for means);
+  with mean reward, pass rate, pass^k, turns, errors, the fidelity metrics
+  and the failures split by who failed (assistant or simulator), each with
+  a 95% interval (Wilson score for rates, percentile bootstrap with a fixed
+  seed for means);
 * `paired.csv` (and `paired` in `results.json`), with two or more
   assistants: each against the first, per persona and pooled, the mean
   paired difference with its paired-bootstrap interval, wins, losses, ties
   and the sign-flip permutation test's p-value;
-* `report.html`: the HTML report (unless `--no-html`).
+* `report.html`: the HTML report (unless `--no-html`);
+* `scenarios.jsonl`: the grid's scenarios as run (one per base scenario,
+  persona and assistant), which `convo-sim verify results/rollouts.jsonl
+  --scenarios results/scenarios.jsonl` re-scores against.
+
+`--max-turns` overrides every scenario's own limit, as in `convo-sim run`.
 
 Assistants are given by spec: `builtin` is the domain's rule-based
 assistant (the calendar's exact solver); `openai:MODEL` is an LLM assistant
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,14 +60,15 @@ from convo_sim._logging import get_logger
 from convo_sim._models import ChatModel
 from convo_sim._paired import PairedComparison, paired_comparisons, paired_json, write_paired_csv
 from convo_sim._records import Rollout
-from convo_sim._report_html import write_html
+from convo_sim._report_pages import write_report
 from convo_sim._rollouts import open_rollouts
 from convo_sim._sink import RolloutSink
 from convo_sim.agents import LLMAssistant
 from convo_sim.cli.domain import add_domain_argument, domain_of
+from convo_sim.cli.run import _positive
 from convo_sim.domains import Domain
 from convo_sim.domains._registry import resolve
-from convo_sim.scenarios import Scenario
+from convo_sim.scenarios import Scenario, save_scenarios
 from convo_sim.users import (
     PERSONA_SPEC_KEY,
     PERSONAS,
@@ -77,6 +84,7 @@ __all__ = [
     "ExperimentOutput",
     "add_parser",
     "build_grid",
+    "format_table",
     "pair_key",
     "run",
     "run_experiment",
@@ -166,6 +174,11 @@ def build_grid(
     return grid
 
 
+def _save_grid(path: Path, grid: Sequence[Scenario]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_scenarios(path, grid)
+
+
 def _assistant(
     domain: Domain[Any], models: Mapping[str, ChatModel], scenario: Scenario, seed: int
 ) -> Actor:
@@ -175,12 +188,17 @@ def _assistant(
     return LLMAssistant(models[spec])
 
 
-def _check_spec(spec: str) -> None:
+def _check_spec(spec: str, base_url: str | None) -> None:
     if spec in ("builtin", "solver"):
         return
     kind, _, model = spec.partition(":")
     if kind != "openai" or not model:
         raise InputError(f"unknown assistant spec {spec!r}; expected 'builtin' or 'openai:MODEL'")
+    # The check `convo-sim run` makes before any dialogue: a model with
+    # neither a server nor a key would only fail every dialogue.
+    from convo_sim.cli.actors_spec import require_endpoint
+
+    require_endpoint(model, base_url, "OPENAI_API_KEY", flag="--base-url")
 
 
 async def run_experiment(
@@ -192,7 +210,7 @@ async def run_experiment(
     seed: int = 0,
     out_dir: str | Path,
     domain: str | Domain[Any] = "calendar",
-    max_turns: int = 20,
+    max_turns: int | None = None,
     concurrency: int = 32,
     base_url: str | None = None,
     user: str = "builtin",
@@ -213,7 +231,8 @@ async def run_experiment(
         seed: the run's seed.
         out_dir: where the files go.
         domain: the domain, or its name.
-        max_turns: the limit of scenarios that set none.
+        max_turns: overrides every scenario's own turn limit (None: each
+            scenario's, else the domain's).
         concurrency: dialogues at once.
         base_url: the OpenAI-compatible server of `openai:` specs.
         user: `builtin` (the domain's rule-based user) or `openai:MODEL`.
@@ -226,25 +245,34 @@ async def run_experiment(
         html: write `report.html`.
         meta: more to record in `results.json`'s `meta`.
 
+    The grid's scenarios are saved as `scenarios.jsonl` beside the
+    rollouts, for `convo-sim verify`.
+
     Raises:
-        InputError: an unknown persona or assistant spec, a scenario without a
+        InputError: an unknown persona or assistant spec, an `openai:`
+            assistant with neither a server nor a key, a scenario without a
             goal, or an output file written with another seed.
         RolloutError: an actor could not be built for some sample.
     """
     for flag, value in (
-        ("--seeds", seeds),
-        ("--max-turns", max_turns),
+        ("--samples", seeds),
+        ("--max-turns", 1 if max_turns is None else max_turns),
         ("--concurrency", concurrency),
     ):
         if value < 1:
             raise InputError(f"{flag} must be at least 1, got {value!r}")
     for spec in assistants:
-        _check_spec(spec)
+        _check_spec(spec, base_url)
     chosen = resolve(domain)
-    grid = build_grid(scenarios, personas, assistants, max_turns=max_turns)
+    # The domain's limit fills in for scenarios without one, so that the
+    # persona user knows the limit it paces itself for; --max-turns overrides.
+    grid = build_grid(scenarios, personas, assistants, max_turns=chosen.max_turns)
+    if max_turns is not None:
+        grid = [s.model_copy(update={"max_turns": max_turns}) for s in grid]
     by_id = {s.id: s for s in grid}
     out = Path(out_dir)
-    paths = {"rollouts": out / "rollouts.jsonl"}
+    paths = {"rollouts": out / "rollouts.jsonl", "scenarios": out / "scenarios.jsonl"}
+    _save_grid(paths["scenarios"], grid)
     models: dict[str, Any] = {}
     for spec in assistants:
         if spec.startswith("openai:"):
@@ -258,7 +286,6 @@ async def run_experiment(
             assistant=functools.partial(_assistant, chosen, models),
             user=users.user,
             seed=seed,
-            max_turns=max_turns,
             concurrency=concurrency,
             seed_key=pair_key,
         )
@@ -302,6 +329,7 @@ async def run_experiment(
         "max_turns": max_turns,
         "design": "paired: a sample's user seed depends on (run seed, base scenario, "
         "sample index) only",
+        "errors": sum(c.errors for c in cells),
         **dict(meta or {}),
     }
     paths["csv"] = write_table_csv(cells, out / "results.csv")
@@ -311,7 +339,7 @@ async def run_experiment(
     if paired:
         paths["paired"] = write_paired_csv(paired, out / "paired.csv")
     if html:
-        paths["html"] = write_html(
+        paths["html"] = write_report(
             records,
             out / "report.html",
             title="convo-sim experiment",
@@ -391,7 +419,11 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "experiment",
         help="run a user-modeling grid (personas x assistants x seeds) and tabulate it",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=(
+            "Run a user-modeling grid: every scenario once per persona and assistant, each "
+            "with --samples samples; write rollouts, a results table (CSV, JSON), the scenarios "
+            "run and an HTML report into --out-dir, and print the table."
+        ),
     )
     p.add_argument(
         "--personas",
@@ -434,22 +466,54 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="a JSONL file caching the LLM judge's answers by content hash (default: in memory)",
     )
-    p.add_argument("--seeds", type=int, default=3, help="samples per scenario and cell (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="the run's seed (default 0)")
+    p.add_argument(
+        "--samples",
+        "--seeds",
+        dest="seeds",
+        metavar="K",
+        type=int,
+        default=3,
+        help="samples per scenario and cell, each with its own seed (default: 3)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the run's seed (default: 0)")
     p.add_argument(
         "--scenarios",
-        type=int,
-        default=4,
-        help="generated scenarios of the domain, when no --scenario-file (default 4)",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="scenario file, as in run (default: --generate N generated scenarios)",
     )
-    p.add_argument("--scenario-file", type=Path, help="scenarios to use instead (JSONL/JSON/YAML)")
     p.add_argument(
-        "--script", type=Path, help="or the scenarios of a Python scenario script (docs/scripts.md)"
+        "--generate",
+        metavar="N",
+        type=_positive,
+        default=4,
+        help="without --scenarios or --script: how many scenarios to generate (default: 4)",
     )
-    p.add_argument("--out-dir", type=Path, default=Path("results"), help="output folder")
-    p.add_argument("--max-turns", type=int, default=20, help="turn limit per dialogue")
-    p.add_argument("--concurrency", type=int, default=32, help="dialogues at once")
-    p.add_argument("--base-url", help="OpenAI-compatible server for openai:MODEL specs")
+    p.add_argument("--scenario-file", type=Path, help=argparse.SUPPRESS)  # the old --scenarios
+    p.add_argument(
+        "--script",
+        metavar="PATH",
+        type=Path,
+        help="or the scenarios of a Python scenario script (docs/scripts.md)",
+    )
+    p.add_argument(
+        "--out-dir", metavar="DIR", type=Path, default=Path("results"), help="output folder"
+    )
+    p.add_argument(
+        "--max-turns",
+        metavar="N",
+        type=int,
+        default=None,
+        help="turn limit per dialogue, overriding each scenario's (default: each scenario's, "
+        "else the domain's: 20)",
+    )
+    p.add_argument("--concurrency", type=int, default=32, help="dialogues at once (default: 32)")
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="OpenAI-compatible server for openai:MODEL assistants (default: $OPENAI_BASE_URL)",
+    )
     p.add_argument("--no-resume", action="store_true", help="start rollouts.jsonl over")
     p.add_argument("--no-html", action="store_true", help="do not write report.html")
     add_domain_argument(p)
@@ -466,8 +530,34 @@ def _fmt(value: float | None, interval: tuple[float, float] | None) -> str:
     return f"{value:.2f}" + (f" [{interval[0]:.2f},{interval[1]:.2f}]" if interval else "")
 
 
+def _scenarios(args: argparse.Namespace) -> tuple[Domain[Any], list[Scenario]]:
+    file: Path | None = args.scenarios if args.scenarios is not None else args.scenario_file
+    if file is not None and args.script is not None:
+        raise InputError("use either --scenarios or --script, not both")
+    if args.script is not None:
+        from convo_sim.scenarios._script import load_script
+
+        script = load_script(args.script, domain=args.domain)
+        return script.domain, list(script.scenarios)
+    domain = domain_of(args)
+    if file is None:
+        return domain, domain.generate(args.generate, seed=args.seed)
+    if str(file).isdigit() and not file.exists():
+        # `--scenarios 4` once meant four generated scenarios.
+        raise InputError(
+            f"--scenarios takes a scenario file, and there is no file {str(file)!r}; "
+            f"--generate {file} generates {file} scenarios"
+        )
+    return domain, domain.load(file)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the experiment the arguments describe; print the tables."""
+    """Run the experiment the arguments describe; print the table.
+
+    Raises:
+        InputError: bad options, scenarios or output folder (one line, exit 2).
+        RolloutError: an actor could not be built for some sample.
+    """
     personas: list[str | Persona] = list(_names(args.personas))
     assistants = _names(args.assistants)
     meta: dict[str, Any] = {}
@@ -483,21 +573,7 @@ def run(args: argparse.Namespace) -> int:
         }
     if not personas or not assistants:
         raise InputError("--personas and --assistants need at least one name each")
-    if args.scenario_file is not None and args.script is not None:
-        raise InputError("use either --scenario-file or --script, not both")
-    if args.script is not None:
-        from convo_sim.scenarios._script import load_script
-
-        script = load_script(args.script, domain=args.domain)
-        domain, scenarios = script.domain, list(script.scenarios)
-    else:
-        domain = domain_of(args)
-        if args.scenario_file is not None:
-            scenarios = domain.load(args.scenario_file)
-        else:
-            if args.scenarios < 1:
-                raise InputError(f"--scenarios must be at least 1, got {args.scenarios!r}")
-            scenarios = domain.generate(args.scenarios, seed=args.seed)
+    domain, scenarios = _scenarios(args)
     result = anyio.run(
         functools.partial(
             run_experiment,
@@ -519,7 +595,7 @@ def run(args: argparse.Namespace) -> int:
             meta=meta,
         )
     )
-    _print_cells(result.cells, args.seeds)
+    print(format_table(result.cells, k=args.seeds))
     if result.paired:
         _print_paired(result.paired)
     if "population" in meta:
@@ -531,24 +607,47 @@ def run(args: argparse.Namespace) -> int:
         )
     for name, path in result.paths.items():
         print(f"{name}: {path}")
+    errors = sum(c.errors for c in result.cells)
+    if errors:
+        total = sum(c.rollouts for c in result.cells)
+        print(
+            f"convo-sim: warning: {errors} of {total} rollouts ended in an error and scored 0 "
+            f"(see the errors column and each record's 'error' in {result.paths['rollouts']})",
+            file=sys.stderr,
+        )
     return 0
 
 
-def _print_cells(cells: Sequence[CellStats], k: int) -> None:
-    width = max([len(c.group["persona"]) for c in cells] + [11])
-    side = max([len(c.group["assistant"]) for c in cells] + [10])
-    print(
-        f"{'persona':<{width}} {'assistant':<{side}} {'n':>3}  {'reward [95% CI]':<18} pass^{k:<3} "
-        f"{'coverage':<18} {'premature':<18} stop_ok  failed: assistant/simulator"
-    )
-    for c in cells:
-        print(
-            f"{c.group['persona']:<{width}} {c.group['assistant']:<{side}} {c.rollouts:>3}  "
-            f"{_fmt(c.mean_reward, c.reward_ci):<18} {_fmt(c.pass_hat_k.get(k), None):<8} "
-            f"{_fmt(c.goal_coverage, c.coverage_ci):<18} "
-            f"{_fmt(c.premature_stop_rate, c.premature_stop_ci):<18} "
-            f"{_fmt(c.stop_ok_rate, None):<8} {c.assistant_failures}/{c.simulator_failures}"
-        )
+def format_table(cells: Sequence[CellStats], *, k: int) -> str:
+    """The experiment table as printed: one row per cell, columns as wide as their content."""
+    header = ["persona", "assistant", "n", "errors", "reward [95% CI]", f"pass^{k}"]
+    header += ["coverage", "premature", "stop_ok", "failed: assistant/simulator"]
+    rows = [
+        [
+            c.group.get("persona", ""),
+            c.group.get("assistant", ""),
+            str(c.rollouts),
+            str(c.errors),
+            _fmt(c.mean_reward, c.reward_ci),
+            _fmt(c.pass_hat_k.get(k), None),
+            _fmt(c.goal_coverage, c.coverage_ci),
+            _fmt(c.premature_stop_rate, c.premature_stop_ci),
+            _fmt(c.stop_ok_rate, None),
+            f"{c.assistant_failures}/{c.simulator_failures}",
+        ]
+        for c in cells
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    numeric = {2, 3}  # counts align right
+
+    def line(row: list[str]) -> str:
+        cells_ = [
+            value.rjust(width) if i in numeric else value.ljust(width)
+            for i, (value, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells_).rstrip()
+
+    return "\n".join(line(row) for row in [header, *rows])
 
 
 def _print_paired(rows: Sequence[PairedComparison]) -> None:

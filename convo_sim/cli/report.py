@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from convo_sim._errors import InputError
-from convo_sim._metrics import summarize, unique_rollouts
-from convo_sim._sink import read_rollouts
+from convo_sim._metrics import summarize
+from convo_sim._sink import iter_rollouts
 from convo_sim.cli.domain import add_domain_argument, domain_of
 from convo_sim.cli.summary import format_summary
 
@@ -64,17 +64,22 @@ def run(args: argparse.Namespace) -> int:
             unknown, or the HTML report cannot be written (one line, exit 2).
     """
     domain = domain_of(args) if getattr(args, "domain", None) is not None else None
-    records = read_rollouts(args.file)
-    summary = summarize(records, threshold=args.threshold)
-    records, _ = unique_rollouts(records)  # the page shows each sample once, as counted
+    # Read one record at a time, twice: the summary keeps counts and the
+    # report small facts per rollout, so a file of any size fits in memory.
+    summary = summarize(iter_rollouts(args.file), threshold=args.threshold)
     print(summary.model_dump_json(indent=2) if args.json else format_summary(summary))
     if args.html is not None:
-        from convo_sim._report_html import write_html
+        from convo_sim._report_pages import write_report
 
         try:
             title = "convo-sim report" + (f" ({domain.name})" if domain else "")
-            write_html(
-                records, args.html, title=title, source=str(args.file), threshold=args.threshold
+            # Each sample once, as counted; past 1,000 rollouts the transcripts are paged.
+            write_report(
+                iter_rollouts(args.file),
+                args.html,
+                title=title,
+                source=str(args.file),
+                threshold=args.threshold,
             )
         except OSError as exc:
             raise InputError(

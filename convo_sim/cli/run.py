@@ -33,6 +33,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def add_parser(sub: Any) -> None:
     """Register `run` on the `convo-sim` sub-command parser."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -111,6 +121,21 @@ def add_parser(sub: Any) -> None:
         type=_positive,
         default=2,
         help="Ray workers with --backend ray, each running --concurrency dialogues (default: 2)",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        default=None,
+        help="with --backend ray: the cluster to join (ray://HOST:10001, HOST:6379, or 'auto' "
+        "for one `ray start` runs here; default: start a local Ray of this run's own)",
+    )
+    p.add_argument(
+        "--cpus-per-worker",
+        metavar="N",
+        type=_positive_float,
+        default=None,
+        help="with --backend ray: CPUs each worker reserves (default: the cluster's CPUs "
+        "shared between the workers, at most 1 each); more than the cluster has is refused",
     )
     p.add_argument(
         "--no-resume",

@@ -8,6 +8,7 @@ lines (readable by `convo-sim report`); the summary is the one `run` prints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import anyio
 
@@ -33,6 +34,14 @@ def run_script_command(args: argparse.Namespace) -> int:
     if getattr(args, "scenarios", None) is not None:
         raise InputError("use either --script or --scenarios, not both")
     script = load_script(args.script, domain=getattr(args, "domain", None))
+    if args.max_turns is not None:
+        # As in `convo-sim run --scenarios`: the flag overrides every scenario's own limit.
+        script = dataclasses.replace(
+            script,
+            scenarios=tuple(
+                s.model_copy(update={"max_turns": args.max_turns}) for s in script.scenarios
+            ),
+        )
     seed = args.seed if args.seed is not None else 0
     rollouts = anyio.run(
         lambda: run_script(

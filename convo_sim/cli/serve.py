@@ -49,7 +49,14 @@ _DEFAULTS = ServerLimits()
 def add_parser(sub: Any) -> None:
     """Register `serve` with the CLI's sub-command parser."""
     p: argparse.ArgumentParser = sub.add_parser(
-        "serve", help="serve the rule-based actors over an OpenAI-compatible HTTP API"
+        "serve",
+        help="serve the rule-based actors over an OpenAI-compatible HTTP API",
+        description=(
+            "Serve every installed domain's rule-based actors (the calendar's calendar-solver "
+            "and calendar-user) and echo as models of an OpenAI-compatible API on 127.0.0.1: "
+            "/v1/models, /v1/chat/completions and /v1/responses, plain and streamed. "
+            "Point --base-url at it to run the whole HTTP path offline."
+        ),
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"

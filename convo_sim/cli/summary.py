@@ -19,13 +19,19 @@ def _ks(values: dict[int, float]) -> str:
     return "  ".join(f"k={k} {values[k]:.3f}" for k in ks)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def format_summary(summary: Summary) -> str:
     """A few aligned lines: rollouts, reward ± stderr, pass@k, pass^k, endings, turns, tokens."""
     if summary.samples_min == summary.samples_max:
         per = f"{summary.samples_max}"
     else:
         per = f"{summary.samples_min}-{summary.samples_max}"
-    lines = [f"rollouts     {summary.rollouts} ({summary.scenarios} scenarios x {per} samples)"]
+    scenarios = _plural(summary.scenarios, "scenario")
+    samples = "sample" if per == "1" else "samples"
+    lines = [f"rollouts     {summary.rollouts} ({scenarios} x {per} {samples})"]
     if summary.duplicates:
         lines.append(
             f"duplicates   {summary.duplicates} (repeated samples, counted once; "

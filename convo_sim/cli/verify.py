@@ -4,8 +4,12 @@ Each record's dialogue is rebuilt from the file and scored again by the
 domain's verifiers (`--domain`, default the calendar: its turn verifiers
 and NeMo-Gym's final rule), exactly as in a live run but without running
 any actor. Useful after a verifier fix, or to check a file produced
-elsewhere. The scenarios the records came from are needed (`--scenarios`,
-default: every set the domain bundles).
+elsewhere. The scenarios the records came from are needed (`--scenarios
+FILE`, default: every set the domain bundles; `--script PATH` for the
+records of `run --script`, whose verifier hooks and REWARD are used).
+Every file the tool writes can be re-scored: `run` (with `--scenarios` or
+`--script` as it was run), `experiment` (`--scenarios
+DIR/scenarios.jsonl`) and `generate`'s scenarios.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from convo_sim._metrics import summarize
 from convo_sim._records import Rollout
 from convo_sim._rescore import rescore
 from convo_sim._sink import RolloutSink, read_rollouts
+from convo_sim._verification import RewardFn
 from convo_sim.cli.domain import add_domain_argument, domain_of
 from convo_sim.cli.report import add_threshold
 from convo_sim.cli.summary import format_summary
 from convo_sim.cli.wiring import load_scenario_set
-from convo_sim.domains import Domain
+from convo_sim.scenarios._script import VerifierHook
 
 __all__ = ["add_parser", "run"]
 
@@ -57,6 +62,14 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="write the re-scored records here (may be FILE itself; replaced atomically)",
     )
+    p.add_argument(
+        "--script",
+        metavar="PATH",
+        type=Path,
+        default=None,
+        help="or the scenario script the rollouts came from (`run --script`): its scenarios, "
+        "and its verifiers and REWARD when it defines them",
+    )
     add_threshold(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_domain_argument(p)
@@ -64,12 +77,16 @@ def add_parser(sub: Any) -> None:
 
 
 async def _rescore_all(
-    domain: Domain[Any], rollouts: Sequence[Rollout], scenarios: Mapping[str, Any], path: Path
+    verifiers: VerifierHook,
+    reward: RewardFn | None,
+    rollouts: Sequence[Rollout],
+    scenarios: Mapping[str, Any],
+    path: Path,
 ) -> list[Rollout]:
     out: list[Rollout] = []
     for rollout in rollouts:
         scenario = scenarios[rollout.scenario_id]
-        turn_verifiers, final_verifiers = domain.verifiers(scenario)
+        turn_verifiers, final_verifiers = verifiers(scenario)
         try:
             out.append(
                 await rescore(
@@ -77,6 +94,7 @@ async def _rescore_all(
                     scenario,
                     turn_verifiers=turn_verifiers,
                     final_verifiers=final_verifiers,
+                    reward=reward,
                 )
             )
         except ValueError as exc:
@@ -105,17 +123,37 @@ def run(args: argparse.Namespace) -> int:
             record's scenario is not among the scenarios, or the domain is
             unknown (one line, exit 2).
     """
-    domain = domain_of(args)
+    verifiers: VerifierHook
+    reward: RewardFn | None = None
+    if args.script is not None:
+        if args.scenarios is not None:
+            raise InputError("use either --scenarios or --script, not both")
+        from convo_sim.scenarios import load_script
+
+        script = load_script(args.script, domain=args.domain)
+        if script.main is not None and not script.scenarios:
+            raise InputError(
+                "the script's main() runs its own dialogues and verifiers; "
+                "there are no scenarios to re-score its records against",
+                path=args.script,
+            )
+        verifiers, reward = script.verifiers or script.domain.verifiers, script.reward
+        listed = list(script.scenarios)
+    else:
+        domain = domain_of(args)
+        verifiers = domain.verifiers
+        listed = load_scenario_set(domain, args.scenarios, every_set=True)
     rollouts = read_rollouts(args.file)
-    scenarios = {s.id: s for s in load_scenario_set(domain, args.scenarios, every_set=True)}
+    scenarios = {s.id: s for s in listed}
     missing = sorted({r.scenario_id for r in rollouts} - scenarios.keys())
     if missing:
         raise InputError(
             f"{len(missing)} scenario id(s) are not among the scenarios (first: {missing[0]!r}); "
-            "pass the scenario file the rollouts came from with --scenarios",
+            "pass the scenarios the rollouts came from with --scenarios FILE (an experiment "
+            "saves them as scenarios.jsonl beside its rollouts) or --script PATH",
             path=args.file,
         )
-    rescored = anyio.run(_rescore_all, domain, rollouts, scenarios, args.file)
+    rescored = anyio.run(_rescore_all, verifiers, reward, rollouts, scenarios, args.file)
     summary = summarize(rescored, threshold=args.threshold)
     if args.out is not None:
         _write(args.out, rescored)

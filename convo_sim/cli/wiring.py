@@ -28,7 +28,7 @@ from convo_sim.cli.summary import format_summary
 if TYPE_CHECKING:
     from convo_sim.domains import Domain
 
-__all__ = ["load_scenario_set", "run_rollouts_command"]
+__all__ = ["load_scenario_set", "ray_backend", "run_rollouts_command"]
 
 
 def load_scenario_set(
@@ -43,6 +43,29 @@ def load_scenario_set(
     if path is not None:
         return domain.load(path)
     return domain.scenarios(list(domain.bundled) if every_set else None)
+
+
+def ray_backend(args: argparse.Namespace) -> RayBackend | None:
+    """The backend `--backend`, `--workers`, `--ray-address` and `--cpus-per-worker` ask for.
+
+    Raises:
+        InputError: `--backend ray` without Ray installed, or a Ray option
+            without `--backend ray`.
+    """
+    address = getattr(args, "ray_address", None)
+    cpus = getattr(args, "cpus_per_worker", None)
+    if args.backend != "ray":
+        if address is not None or cpus is not None:
+            raise InputError("--ray-address and --cpus-per-worker need --backend ray")
+        return None
+    if importlib.util.find_spec("ray") is None:
+        raise InputError("--backend ray needs Ray: pip install 'convo-sim[ray]'")
+    return RayBackend(
+        num_workers=args.workers,
+        address=address,
+        num_cpus_per_worker=cpus,
+        log_level=getattr(args, "log_level", "warning"),
+    )
 
 
 def run_rollouts_command(
@@ -77,13 +100,7 @@ def run_rollouts_command(
         seed=args.seed,
         **steps,
     )
-    backend: RayBackend | None = None
-    if args.backend == "ray":
-        if importlib.util.find_spec("ray") is None:
-            raise InputError("--backend ray needs Ray: pip install 'convo-sim[ray]'")
-        backend = RayBackend(
-            num_workers=args.workers, log_level=getattr(args, "log_level", "warning")
-        )
+    backend = ray_backend(args)
 
     def replicas() -> str:
         stats = actors.replica_stats()

@@ -6,7 +6,9 @@ key holds the list). The format is decided per file, by the first record:
 
 * NeMo-Gym rows: `responses_create_params.input` + `exp_cal_state`;
 * seed records: `expected_state` (an exact calendar) and the conversation;
-* native records: `id` + `steps` (see `docs/scenarios.md`).
+* native records: `id` + `steps` (see `docs/scenarios.md`);
+* saved scenarios: `CalendarScenario.model_dump_json()` lines (`id`,
+  `goal` or `prefix`, ...), what `convo-sim generate` and `experiment` write.
 
 Every malformed input raises `ScenarioError` with the file, the 1-based line
 and what was expected; nothing else escapes. What a file may make the
@@ -50,7 +52,7 @@ __all__ = [
 
 NemoMode = Literal["prefix", "replay"]
 BundledSet = Literal["calendar_examples", "nemo_calendar_example"]
-Format = Literal["nemo", "seed", "native"]
+Format = Literal["nemo", "seed", "native", "saved"]
 _Path = tuple[str | int, ...]
 
 _NATIVE_FIELDS = (
@@ -200,6 +202,10 @@ def _public(build: Callable[[], CalendarScenario]) -> CalendarScenario:
 def _detect(record: Record, path: Path) -> Format:
     data = record.data
     if isinstance(data, Mapping):
+        # Only a saved `Scenario` has `goal` or `prefix`; the other formats
+        # spell them `steps` and `messages`/`input`.
+        if "goal" in data or "prefix" in data:
+            return "saved"
         if "responses_create_params" in data or "exp_cal_state" in data:
             return "nemo"
         if "expected_state" in data:
@@ -222,6 +228,8 @@ def _build(
         return _nemo(data, default_id, nemo)
     if kind == "seed":
         return _seed(data, default_id)
+    if kind == "saved":
+        return _saved(data)
     return _native(data)
 
 
@@ -311,6 +319,47 @@ def _seed(record: Mapping[str, Any], default_id: str) -> CalendarScenario:
     )
 
 
+def _saved(record: Mapping[str, Any]) -> CalendarScenario:
+    # The model's own fields, validated strictly as JSON (no coercion), then
+    # the same checks as a native record's: the expected calendar and the persona.
+    unknown = [key for key in record if key not in CalendarScenario.model_fields]
+    if unknown:
+        raise _Problem(
+            f"unknown field {unknown[0]!r}; a saved scenario has the fields "
+            f"{', '.join(CalendarScenario.model_fields)}",
+            (unknown[0],),
+        )
+    try:
+        scenario = CalendarScenario.model_validate_json(
+            json.dumps(record, default=str), strict=True
+        )
+    except ValidationError as exc:
+        raise _from_validation(exc) from None
+    if record.get("expected_state") is not None:
+        _expected_state(record["expected_state"], "expected_state", _either_state)
+    _known_persona(scenario)
+    return scenario
+
+
+def _either_state(state: Mapping[str, Any]) -> ExpectedState:
+    # A saved scenario keeps its calendar in the format it was read in: the
+    # seed format's events have a start time, NeMo-Gym's a window.
+    seed = any(isinstance(e, Mapping) and "start_time" in e for e in state.values())
+    return ExpectedState.from_seed(state) if seed else ExpectedState.from_nemo(state)
+
+
+def _known_persona(scenario: CalendarScenario) -> None:
+    # The goal-driven user plays the persona by name, so a misspelt name is
+    # caught here, with its line, rather than when the first dialogue starts.
+    if scenario.persona is not None:
+        try:
+            get_persona(scenario.persona)
+        except UnknownPersonaError as exc:
+            raise _Problem(
+                f"scenario {scenario.id!r}: field 'persona': {exc}", ("persona",), scenario.id
+            ) from None
+
+
 def _native(record: Mapping[str, Any]) -> CalendarScenario:
     unknown = [key for key in record if key not in _NATIVE_FIELDS]
     if unknown:
@@ -337,15 +386,7 @@ def _native(record: Mapping[str, Any]) -> CalendarScenario:
         scenario = CalendarScenario.model_validate_json(payload, strict=True)
     except ValidationError as exc:
         raise _from_validation(exc, strip=("goal",)) from None
-    # The goal-driven user plays the persona by name, so a misspelt name is
-    # caught here, with its line, rather than when the first dialogue starts.
-    if scenario.persona is not None:
-        try:
-            get_persona(scenario.persona)
-        except UnknownPersonaError as exc:
-            raise _Problem(
-                f"scenario {scenario.id!r}: field 'persona': {exc}", ("persona",), scenario.id
-            ) from None
+    _known_persona(scenario)
     return scenario
 
 
