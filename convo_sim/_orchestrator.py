@@ -288,7 +288,15 @@ async def _drive(
     with CancelScope() as limit:
         while dialogue.stop is None:
             channel = ask[dialogue.speaker]
-            channel.send.send_nowait(dialogue.view())
+            try:
+                channel.send.send_nowait(dialogue.view())
+            except anyio.BrokenResourceError:
+                # Only cancellation ends an actor's task while the host
+                # runs, and it may have reached the actor first (the host
+                # got its last reply without a checkpoint): deliver it here
+                # rather than let a BrokenResourceError out beside it.
+                await anyio.lowlevel.checkpoint()
+                raise
             if turn_timeout is None:
                 reply, seconds = await channel.recv.receive()
             else:
