@@ -45,7 +45,7 @@ from convo_sim._report_tables import json_tables
 from convo_sim._results import TurnScore
 from convo_sim._stats import bootstrap_interval, wilson_interval
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["page_top", "render_html", "write_html"]
 
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
 _CSP = (
@@ -94,9 +94,32 @@ def render_html(
     """
     cells = cell_stats(rollouts, threshold=threshold)
     parts = [
+        *page_top(rollouts, cells, title=title, source=source, threshold=threshold, csp=_CSP),
+        _viewer(rollouts, threshold),
+        "</main>",
+        f"<script>{SCRIPT}</script></body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def page_top(
+    rollouts: Sequence[Rollout],
+    cells: Sequence[CellStats],
+    *,
+    title: str,
+    source: str | None,
+    threshold: float,
+    csp: str,
+) -> list[str]:
+    """A main page up to its transcripts: the head, the summary, the charts and the tables.
+
+    The single page and the paged report's main page share it, so their
+    sections cannot drift apart.
+    """
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(_CSP)}">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<header><h1>{_e(title)}</h1>",
@@ -111,11 +134,7 @@ def render_html(
         _comparison(cells),
         attribution_section(rollouts, threshold),
         paired_section(rollouts),
-        _viewer(rollouts, threshold),
-        "</main>",
-        f"<script>{SCRIPT}</script></body></html>",
     ]
-    return "\n".join(p for p in parts if p)
 
 
 def write_html(

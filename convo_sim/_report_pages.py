@@ -36,18 +36,12 @@ from typing import IO
 from convo_sim._experiments import cell_stats
 from convo_sim._records import Rollout
 from convo_sim._report_assets import CSS, PAGED_SCRIPT
-from convo_sim._report_attribution import attribution_section, paired_section
 from convo_sim._report_html import (
-    _chart_card,
-    _comparison,
     _e,
     _options,
     _persona,
-    _persona_bars,
-    _reward_histogram,
     _rollout,
-    _summary,
-    _termination_bars,
+    page_top,
     write_html,
 )
 
@@ -235,23 +229,7 @@ def _main_page(
         "<tbody></tbody></table></div>"
     )
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(_MAIN_CSP)}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
-        f"<header><h1>{_e(title)}</h1>",
-        f'<p class="muted">{_e(source)}</p>' if source else "",
-        "</header><main>",
-        _summary(light, threshold),
-        '<section class="charts">',
-        _chart_card("Reward distribution", _reward_histogram(light)),
-        _chart_card("Termination reasons", _termination_bars(light)),
-        _chart_card("Mean reward by persona (95% CI)", _persona_bars(cells)),
-        "</section>",
-        _comparison(cells),
-        attribution_section(light, threshold),
-        paired_section(light),
+        *page_top(light, cells, title=title, source=source, threshold=threshold, csp=_MAIN_CSP),
         '<section id="transcripts"><h2>Transcripts</h2>',
         f'<p class="muted">{len(index)} rollouts in file order; their transcripts are on '
         f"{pages} pages of their own, linked from each row.</p>",
