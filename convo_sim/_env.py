@@ -347,6 +347,9 @@ class DialogueEnv(Generic[S]):
     async def rollout(self, sample_index: int = 0) -> Rollout:
         """The finished dialogue as a rollout record (what `convo-sim run` writes).
 
+        With a domain, the record carries what the domain adds to every
+        record: the persona, the fidelity metrics and `user_failure`.
+
         Raises:
             RuntimeError: `reset` was never called, or a step is in progress.
             ValueError: the dialogue has no scenario to name the record after.
@@ -355,7 +358,10 @@ class DialogueEnv(Generic[S]):
         if not hasattr(self._scenario, "id"):
             raise ValueError("a rollout record needs the scenario the dialogue was reset with")
         scenario = cast(ScenarioLike, self._scenario)
-        return Rollout.from_result(scenario, sample_index, self._seed, result)
+        record = Rollout.from_result(scenario, sample_index, self._seed, result)
+        # As `domain.plan()` does for `convo-sim run`: the persona, the
+        # fidelity metrics and `user_failure`, so both records are alike.
+        return record if self.domain is None else self.domain.annotate(record, scenario)
 
     # ------------------------------------------------------------ internals
 

@@ -81,7 +81,11 @@ def same(env_result: DialogueResult, reference: DialogueResult) -> None:
 
 
 def same_record(scenario: Any, env_record: Rollout, reference: DialogueResult) -> None:
-    expected = Rollout.from_result(scenario, 0, SEED, reference)
+    # What `convo-sim run` writes: the domain adds the persona, the fidelity
+    # metrics and `user_failure` to every record (issue 16).
+    expected = CALENDAR.annotate(Rollout.from_result(scenario, 0, SEED, reference), scenario)
+    if getattr(scenario, "goal", None) is not None:  # reviewed: the user had a goal
+        assert env_record.user_failure is not None and "fidelity" in env_record.metadata
     assert env_record.model_dump(exclude=VOLATILE) == expected.model_dump(exclude=VOLATILE)
 
 
