@@ -264,7 +264,7 @@ async def test_a_shard_whose_workers_keep_dying_ends_the_run(tmp_path: Path) -> 
     import functools
 
     marker = tmp_path / "killed"
-    with anyio.fail_after(50), pytest.raises(ray.exceptions.RayActorError):
+    with anyio.fail_after(50), pytest.raises(RolloutError) as raised:
         async with open_rollouts(
             scenarios(6),
             RolloutPlan(assistant=assistant, user=functools.partial(killing_user, marker, 99)),
@@ -273,6 +273,12 @@ async def test_a_shard_whose_workers_keep_dying_ends_the_run(tmp_path: Path) -> 
             async for _ in stream:
                 pass
     assert deaths_in(tmp_path) == 2  # the first death and the one restart
+    # One line for the CLI to print (a ConvoSimError), naming a lost sample;
+    # Ray's own error stays the cause.
+    message = str(raised.value)
+    assert "Ray worker died 2 times" in message and "max_worker_restarts=1" in message
+    assert "\n" not in message
+    assert isinstance(raised.value.__cause__, ray.exceptions.RayActorError)
 
 
 LISTENING = r'''

@@ -44,7 +44,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from convo_sim._errors import InputError
+from convo_sim._errors import InputError, RolloutError
 from convo_sim._logging import Level, get_logger
 from convo_sim._records import Rollout, RolloutKey
 from convo_sim._rollouts import RolloutPlan, S, run_plan
@@ -256,8 +256,8 @@ class RayBackend:
             InputError: `num_cpus_per_worker` asks for more CPUs than the
                 cluster has.
             RolloutError: a factory raised for some sample, in some worker.
-            ray.exceptions.RayActorError: a shard's worker died more than
-                `max_worker_restarts` times.
+            RolloutError: a shard's worker died more than
+                `max_worker_restarts` times (Ray's error is the `__cause__`).
             ray.exceptions.RayError: the cluster failed otherwise.
         """
         import ray
@@ -337,7 +337,16 @@ class RayBackend:
                             error=type(exc).__name__,
                         )
                         if deaths > self.max_worker_restarts:
-                            raise
+                            # One line for the CLI (a ConvoSimError), naming
+                            # a sample that is lost; Ray's error is the cause.
+                            scenario, index = next(iter(pending.values()))
+                            raise RolloutError(
+                                scenario.id,
+                                index,
+                                f"its Ray worker died {deaths} times "
+                                f"(max_worker_restarts={self.max_worker_restarts}; "
+                                f"{len(pending)} samples of shard {number} not run)",
+                            ) from exc
                     finally:
                         live.discard(worker)
                         ray.kill(worker)
