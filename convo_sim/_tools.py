@@ -86,7 +86,8 @@ def responses_tools(schemas: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     out: list[dict[str, Any]] = []
     for schema in schemas:
         function = _as_chat(schema).get("function", {})
-        out.append({"type": "function", **function})
+        # The entry's own type last: a "type" inside the function must not override it.
+        out.append({**{k: v for k, v in function.items() if k != "type"}, "type": "function"})
     return out
 
 
