@@ -14,13 +14,12 @@ kept about 48 KB per rollout: 1,000 rollouts 92 MB, 10,000 524 MB.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from _process import timed
 
 SAMPLES = (1_000, 10_000)  # x 10 bundled scenarios
 SCRIPT = Path(sys.executable).with_name("convo-sim")
@@ -31,33 +30,18 @@ def measure(samples: int, timeout: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="convo-sim-memory-") as folder:
         out = Path(folder) / "rollouts.jsonl"
         command = [str(SCRIPT), "run", "--samples", str(samples), "--out", str(out)]
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                process.kill()
-                process.wait()
-                raise RuntimeError(f"convo-sim run --samples {samples} took over {timeout:g} s")
-            time.sleep(0.2)
-        wall = time.perf_counter() - started
-        assert process.stdout is not None
-        summary = process.stdout.read()
-        process.stdout.close()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            raise RuntimeError(f"convo-sim run --samples {samples} exited {process.returncode}")
+        printed = Path(folder) / "summary.txt"
+        with printed.open("w") as summary_file:
+            wall, rss, code = timed(command, timeout, stdout=summary_file)
+        summary = printed.read_text()
+        if code != 0:
+            raise RuntimeError(f"convo-sim run --samples {samples} exited {code}")
         lines = sum(1 for _ in out.open("rb"))
         size = out.stat().st_size
     return {
         "samples": samples,
         "rollouts": lines,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": rss,
         "wall_s": wall,
         "file_mb": size / 1e6,
         "summary_first_line": summary.splitlines()[0] if summary else "",

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _process import timed
+
 SIZES = (1_000, 100_000)  # both past the one-page limit (200): paged
 SCRIPT = Path(sys.executable).with_name("convo-sim")
 
@@ -38,23 +40,6 @@ def _chromium() -> str | None:
     return (
         os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     )
-
-
-def _timed(command: list[str], timeout: float) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) and exit code of one process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = started + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            process.kill()
-            process.wait()
-            raise RuntimeError(f"{' '.join(command[:3])} took over {timeout:g} s")
-        time.sleep(0.05)
-    return time.perf_counter() - started, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
 
 
 def _open(chromium: str, url: str, profile: Path) -> float:
@@ -102,7 +87,7 @@ def run(repeat: int, timeout: float) -> dict[str, Any]:
             _write(lines, size, rollouts)
             command = [str(SCRIPT), "report", str(rollouts), "--html", str(page)]
             try:
-                wall, rss, code = _timed(command, max(timeout, 3600))
+                wall, rss, code = timed(command, max(timeout, 3600))
             except RuntimeError as exc:
                 found["errors"].append(str(exc))
                 continue
